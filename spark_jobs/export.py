@@ -1,0 +1,135 @@
+"""Export: the Delta tables -> Parquet for plain readers (Feast, the trainers, the loaders).
+
+    spark-submit --properties-file spark_jobs/delta.conf spark_jobs/export.py --output DIR
+
+Each run writes a complete new folder ``exports/runs/<run id>/`` with one Parquet dataset per
+table, ``feature_metadata.json`` and ``manifest.json`` (the Delta version each export was read
+from). Only then is the link ``exports/current`` switched to it, in one atomic rename: readers
+see either the previous complete export or the new one, and a failed run leaves the previous one
+in place. The newest ``keep_export_runs`` runs are kept.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.lake import Table, Written, read_table
+from spark_jobs.runtime import job_main
+from spark_jobs.settings import Settings
+from spark_jobs.split import Split
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "feature_metadata.json"
+MANIFEST_FILE = "manifest.json"
+
+
+class Export:
+    """Names of the Parquet datasets under ``exports/current/``."""
+
+    SAMPLES_TRAIN = "samples_train"
+    SAMPLES_TEST = "samples_test"
+    USER_FEATURES = Table.USER_FEATURES
+    ITEM_FEATURES = Table.ITEM_FEATURES
+    USER_TERMS = Table.USER_TERMS
+    ITEM_TERMS = Table.ITEM_TERMS
+    USER_FILTER = Table.USER_FILTER
+    ONLINE_HOLDOUT = Table.ONLINE_HOLDOUT
+    ITEMS = Table.ITEMS
+
+
+def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:
+    samples = tables[Table.SAMPLES]
+    return {
+        Export.SAMPLES_TRAIN: samples.filter(F.col("split") == Split.TRAIN).drop("split"),
+        Export.SAMPLES_TEST: samples.filter(F.col("split") == Split.TEST).drop("split"),
+        **{
+            name: tables[name]
+            for name in (Export.USER_FEATURES, Export.ITEM_FEATURES, Export.USER_TERMS, Export.ITEM_TERMS,
+                         Export.USER_FILTER, Export.ONLINE_HOLDOUT, Export.ITEMS)
+        },
+    }
+
+
+def switch_current(settings: Settings, run_dir: Path) -> None:
+    """Point exports/current at run_dir with one rename, which is atomic on POSIX file systems."""
+    link = settings.current_export_dir
+    staged = link.with_name(f".{link.name}-{run_dir.name}")
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(run_dir.relative_to(link.parent), target_is_directory=True)
+    os.replace(staged, link)
+
+
+def prune_runs(settings: Settings) -> list[Path]:
+    runs = sorted((settings.exports_dir / "runs").iterdir())
+    current = settings.current_export_dir.resolve()
+    removed = [run for run in runs[: -settings.keep_export_runs] if run.resolve() != current]
+    for run in removed:
+        shutil.rmtree(run)
+    return removed
+
+
+def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+    versions: dict[str, dict] = {}
+    tables: dict[str, DataFrame] = {}
+    needed = (Table.SAMPLES, Table.FEATURE_METADATA, *(
+        Export.USER_FEATURES, Export.ITEM_FEATURES, Export.USER_TERMS, Export.ITEM_TERMS,
+        Export.USER_FILTER, Export.ONLINE_HOLDOUT, Export.ITEMS))
+    for table in needed:
+        last = DeltaTable.forPath(spark, str(settings.table_path(table))).history(1).first()
+        versions[table] = {"version": int(last["version"]), "run_id": last["userMetadata"]}
+        tables[table] = read_table(spark, settings, table, versions[table]["version"])
+    producing_runs = {v["run_id"] for v in versions.values()}
+    if len(producing_runs) > 1:
+        log.warning("exporting tables written by different runs: %s", sorted(producing_runs, key=str))
+
+    run_dir = settings.exports_dir / "runs" / run_id
+    if run_dir.exists():
+        raise FileExistsError(f"{run_dir} exists: run ids must be unique")
+    run_dir.mkdir(parents=True)
+    written = []
+    for name, df in exports_of(tables).items():
+        path = run_dir / name
+        df.write.mode("errorifexists").parquet(str(path))
+        rows = spark.read.parquet(str(path)).count()
+        written.append(Written(name, str(path), -1, rows))
+        log.info("exported %s: %d rows -> %s", name, rows, path)
+
+    metadata = json.loads(tables[Table.FEATURE_METADATA].first()["metadata"])
+    (run_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    manifest = {
+        "run_id": run_id,
+        "delta_dir": str(settings.delta_dir.resolve()),
+        "delta_versions": versions,
+        "exports": {w.table: {"rows": w.rows} for w in written},
+        "spec_version": metadata["spec_version"],
+    }
+    (run_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    switch_current(settings, run_dir)
+    log.info("exports/current -> %s", run_dir)
+    for removed in prune_runs(settings):
+        log.info("removed old export %s", removed)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    job_main("export", run, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Features: impressions -> training samples (the 59 spec features), online user and item features.
+
+    spark-submit --properties-file spark_jobs/delta.conf spark_jobs/features.py --output DIR
+
+Point-in-time genre counters: for an impression at time t, look at the user's (up to) PIT_HISTORY
+most recent impressions with a timestamp strictly before t, and count per genre how many there were
+(``user_g{k}_imp``) and how many were positive (``user_g{k}_clk``). The user's online features are
+the same counters over their last PIT_HISTORY offline impressions: what serving sees after the
+batch. Dense features are standardised with the train split's mean and sample standard deviation.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from spark_jobs.feature_spec import (
+    GENRE_IDS,
+    PIT_HISTORY,
+    SPEC,
+    FeatureGroup,
+    FeatureSpec,
+    genre_clicks_name,
+    genre_flag_name,
+    genre_impressions_name,
+)
+from spark_jobs.lake import Table, Written, read_table, write_table
+from spark_jobs.runtime import job_main
+from spark_jobs.settings import Settings
+from spark_jobs.split import Split, user_timeline
+
+log = logging.getLogger(__name__)
+
+SPARK_TYPES = {"int32": "int", "float32": "float"}
+GENRE_FLAGS = [genre_flag_name(k) for k in GENRE_IDS]
+COUNTERS = [name for k in GENRE_IDS for name in (genre_impressions_name(k), genre_clicks_name(k))]
+
+
+def add_genre_flags(items: DataFrame) -> DataFrame:
+    """genre_ids array -> one 0/1 column per genre."""
+    return items.select(
+        "*", *(F.array_contains("genre_ids", k).cast("int").alias(genre_flag_name(k)) for k in GENRE_IDS)
+    )
+
+
+def _counter_sums(frame: Window) -> list:
+    """Per-genre impression and positive counts over the rows of ``frame`` (0 when it is empty)."""
+    sums = []
+    for k in GENRE_IDS:
+        flag = F.col(genre_flag_name(k))
+        sums.append(F.coalesce(F.sum(flag).over(frame), F.lit(0)).cast("int").alias(genre_impressions_name(k)))
+        sums.append(
+            F.coalesce(F.sum(flag * F.col("label")).over(frame), F.lit(0)).cast("int").alias(genre_clicks_name(k))
+        )
+    return sums
+
+
+def add_pit_genre_counters(impressions: DataFrame) -> DataFrame:
+    """Impressions with item genre flags and label -> plus the 36 point-in-time genre counters.
+
+    The PIT_HISTORY rows before the *first* impression of a (user, timestamp) group in timeline
+    order are exactly the user's most recent impressions strictly before that timestamp; every
+    impression of the group takes that first row's counters.
+    """
+    before = user_timeline().rowsBetween(-PIT_HISTORY, -1)
+    with_sliding = impressions.select("*", *_counter_sums(before))
+    first_of_second = Window.partitionBy("userid", "timestamp").orderBy("itemid")
+    return with_sliding.select(
+        *(c for c in impressions.columns),
+        *(F.first(name).over(first_of_second).alias(name) for name in COUNTERS),
+    )
+
+
+def online_genre_counters(offline_impressions: DataFrame) -> DataFrame:
+    """Per user, the counters over their last PIT_HISTORY offline impressions, and the last one's time."""
+    newest_first = Window.partitionBy("userid").orderBy(F.desc("timestamp"), F.desc("itemid"))
+    recent = offline_impressions.withColumn("recency", F.row_number().over(newest_first)).filter(
+        F.col("recency") <= PIT_HISTORY
+    )
+    sums = []
+    for k in GENRE_IDS:
+        flag = F.col(genre_flag_name(k))
+        sums.append(F.sum(flag).cast("int").alias(genre_impressions_name(k)))
+        sums.append(F.sum(flag * F.col("label")).cast("int").alias(genre_clicks_name(k)))
+    return recent.groupBy("userid").agg(*sums, F.max("timestamp").alias("last_offline_timestamp"))
+
+
+# --- standardisation -------------------------------------------------------------------------
+
+Standardiser = Mapping[str, tuple[float, float]]  # feature -> (mean, std)
+
+
+def fit_standardiser(train: DataFrame, columns: Sequence[str]) -> Standardiser:
+    """Mean and sample std per column on the train rows only; std 0 or undefined becomes 1."""
+    aggregates = [F.mean(c).alias(f"{c}__mean") for c in columns] + [
+        F.stddev_samp(c).alias(f"{c}__std") for c in columns
+    ]
+    row = train.agg(*aggregates).first()
+    stats = {}
+    for c in columns:
+        mean, std = row[f"{c}__mean"], row[f"{c}__std"]
+        stats[c] = (float(mean) if mean is not None else 0.0, float(std) if std else 1.0)
+    return stats
+
+
+def standardise(stats: Standardiser) -> Callable[[DataFrame], DataFrame]:
+    def transform(df: DataFrame) -> DataFrame:
+        return df.withColumns(
+            {c: ((F.col(c) - F.lit(mean)) / F.lit(std)).cast("float") for c, (mean, std) in stats.items()}
+        )
+
+    return transform
+
+
+# --- assembling the declared tables ----------------------------------------------------------
+
+
+def in_spec_order(spec: FeatureSpec, extra: Sequence[str] = ()) -> Callable[[DataFrame], DataFrame]:
+    """Select the spec's columns, in its order and with its types, then ``extra`` columns."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        return df.select(*(F.col(f.name).cast(SPARK_TYPES[f.dtype]) for f in spec.features), *extra)
+
+    return transform
+
+
+def with_demographics(users: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """Join user side features; a user missing from the users table gets 0 (= unknown)."""
+    side = ["gender", "age", "occupation"]
+
+    def transform(df: DataFrame) -> DataFrame:
+        return df.join(users.select("userid", *side), "userid", "left").fillna(0, subset=side)
+
+    return transform
+
+
+def training_samples(impressions_with_counters: DataFrame, users: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """Offline train/test rows: spec features (raw counters), label, timestamp, split."""
+    return (
+        impressions_with_counters.filter(F.col("split").isin(*Split.OFFLINE))
+        .transform(with_demographics(users))
+        .transform(in_spec_order(spec, extra=(spec.label, spec.timestamp, "split")))
+    )
+
+
+def user_features(
+    users: DataFrame, offline_impressions: DataFrame, default_timestamp: int, spec: FeatureSpec
+) -> DataFrame:
+    """Online user features (raw counters) for every known user, with Feast's event timestamp."""
+    counters = online_genre_counters(offline_impressions)
+    every_user = users.select("userid").unionByName(counters.select("userid")).distinct()
+    columns = [f.name for f in spec.online_user_features]
+    return (
+        every_user.join(counters, "userid", "left")
+        .transform(with_demographics(users))
+        .fillna(0, subset=COUNTERS)
+        .select(
+            F.col("userid").cast("int"),
+            *(F.col(c).cast(SPARK_TYPES[spec[c].dtype]) for c in columns),
+            F.timestamp_seconds(F.coalesce("last_offline_timestamp", F.lit(default_timestamp))).alias(
+                "event_timestamp"
+            ),
+            F.current_timestamp().alias("created_timestamp"),
+        )
+    )
+
+
+def item_features(items_with_flags: DataFrame, catalogue_timestamp: int, spec: FeatureSpec) -> DataFrame:
+    """Online item features; the catalogue is known from the first rating on."""
+    return items_with_flags.select(
+        F.col("itemid").cast("int"),
+        *(F.col(f.name).cast(SPARK_TYPES[f.dtype]) for f in spec.online_item_features),
+        F.timestamp_seconds(F.lit(catalogue_timestamp)).alias("event_timestamp"),
+        F.current_timestamp().alias("created_timestamp"),
+    )
+
+
+@dataclass(frozen=True)
+class Cardinalities:
+    userid: int
+    itemid: int
+
+
+def feature_metadata(
+    spec: FeatureSpec,
+    stats: Standardiser,
+    cardinalities: Cardinalities,
+    dataset: Mapping[str, object],
+    counts: Mapping[str, int],
+    run_id: str,
+) -> dict:
+    absent = [] if dataset["has_demographics"] else [f.name for f in spec.requiring("demographics")]
+    features = []
+    for f in spec.features:
+        entry = {
+            "name": f.name,
+            "group": str(f.group),
+            "entity": str(f.entity),
+            "dtype": f.dtype,
+            "cardinality": getattr(cardinalities, f.name) if f.group is FeatureGroup.SPARSE_ID else f.cardinality,
+            "available": f.name not in absent,
+        }
+        if f.name in stats:
+            entry["mean"], entry["std"] = stats[f.name]
+        features.append(entry)
+    return {
+        "spec_version": spec.version,
+        "run_id": run_id,
+        "columns": list(spec.names),
+        "label": spec.label,
+        "timestamp": spec.timestamp,
+        "features": features,
+        "absent_features": absent,
+        "dataset": dict(dataset),
+        "counts": dict(counts),
+    }
+
+
+def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+    spec = SPEC
+    dataset = read_table(spark, settings, Table.DATASET).first().asDict()
+    users = read_table(spark, settings, Table.USERS)
+    items = read_table(spark, settings, Table.ITEMS).transform(add_genre_flags)
+    impressions = read_table(spark, settings, Table.IMPRESSIONS)
+    span = impressions.agg(F.min("timestamp").alias("first"), F.max("userid").alias("max_user")).first()
+    max_user = users.agg(F.max("userid")).first()[0] or 0
+    cardinalities = Cardinalities(
+        userid=max(max_user, span["max_user"] or 0) + 1, itemid=(items.agg(F.max("itemid")).first()[0] or 0) + 1
+    )
+
+    flagged = impressions.join(items.select("itemid", *GENRE_FLAGS), "itemid")
+    with_counters = add_pit_genre_counters(flagged)
+    # Cached: the train statistics and the standardised rows come from one evaluation of the windows.
+    samples_raw = training_samples(with_counters, users, spec).cache()
+    dense = [f.name for f in spec.dense]
+    stats = fit_standardiser(samples_raw.filter(F.col("split") == Split.TRAIN), dense)
+    written = [write_table(samples_raw.transform(standardise(stats)), settings, Table.SAMPLES, run_id)]
+
+    offline = flagged.filter(F.col("split").isin(*Split.OFFLINE))
+    online_users = user_features(users, offline, span["first"], spec).transform(standardise(stats))
+    written.append(write_table(online_users, settings, Table.USER_FEATURES, run_id))
+    written.append(write_table(item_features(items, span["first"], spec), settings, Table.ITEM_FEATURES, run_id))
+
+    counts = {w.table: w.rows for w in written}
+    split_counts = samples_raw.groupBy("split").count().collect()
+    counts.update({f"samples_{row['split']}": row["count"] for row in split_counts})
+    metadata = feature_metadata(spec, stats, cardinalities, dataset, counts, run_id)
+    metadata_table = spark.createDataFrame([(run_id, spec.version, json.dumps(metadata))],
+                                           "run_id string, spec_version string, metadata string")
+    written.append(write_table(metadata_table, settings, Table.FEATURE_METADATA, run_id))
+    log.info("features: %d columns (spec %s), %s", len(spec.names), spec.version, counts)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    job_main("features", run, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+"""Ingest: raw MovieLens files -> validated clean ``ratings``, ``users`` and ``items`` tables.
+
+    spark-submit --properties-file spark_jobs/delta.conf spark_jobs/ingest.py --data DIR --output DIR
+
+Every line keeps its 1-based line number, so a bad value is reported as ``file:line: field``.
+Validation runs before anything is written: with ``--on-bad-lines error`` (the default) the first
+bad line stops the job and the previous tables stay as they were.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from spark_jobs.feature_spec import AGE_BUCKETS, GENDERS, GENRE_ALIASES, GENRES, OCCUPATION_COUNT
+from spark_jobs.formats import (
+    ML_100K_ITEM_FIXED_FIELDS,
+    ML_100K_OCCUPATIONS,
+    DatasetFormat,
+    ItemsLayout,
+    UsersLayout,
+    detect_format,
+)
+from spark_jobs.lake import Table, Written, write_table
+from spark_jobs.runtime import job_main
+from spark_jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROBLEM = StructType(
+    [StructField("field", StringType()), StructField("reason", StringType()), StructField("value", StringType())]
+)
+# Bits of monotonically_increasing_id() that hold the row's index within its partition.
+_ROW_INDEX_BITS = 33
+
+
+class DataValidationError(ValueError):
+    """A bad input value, named by file, line and field."""
+
+
+@dataclass(frozen=True)
+class Check:
+    field: str
+    failed: Column
+    reason: str
+    value: Column
+
+
+def first_problem(checks: Sequence[Check]) -> Column:
+    """The first failing check as struct(field, reason, value), or null when the line is good."""
+    problem: Column = F.lit(None).cast(PROBLEM)
+    for check in reversed(checks):
+        found = F.struct(
+            F.lit(check.field).alias("field"),
+            F.lit(check.reason).alias("reason"),
+            check.value.cast("string").alias("value"),
+        )
+        problem = F.when(F.coalesce(check.failed, F.lit(True)), found).otherwise(problem)
+    return problem
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def read_numbered_lines(spark: SparkSession, path: Path, encoding: str) -> DataFrame:
+    """(line, text) for every line of one file, line numbers 1-based and exact.
+
+    Spark reads a file in byte-range partitions kept in file order; a row's line number is the
+    number of rows in earlier partitions plus its index within its own partition.
+    """
+    raw = spark.read.text(str(path)).select(
+        F.spark_partition_id().alias("partition"),
+        F.monotonically_increasing_id().alias("row_id"),
+        # The text source hands over the file's bytes undecoded; decode them with the file's charset.
+        F.decode(F.col("value").cast("binary"), encoding).alias("text"),
+    )
+    offsets = (
+        raw.groupBy("partition")
+        .count()
+        .select(
+            "partition",
+            (F.sum("count").over(Window.orderBy("partition")) - F.col("count")).alias("offset"),
+        )
+    )
+    index_in_partition = F.col("row_id") - F.shiftleft(F.col("partition").cast("long"), _ROW_INDEX_BITS)
+    return raw.join(F.broadcast(offsets), "partition").select(
+        (F.col("offset") + index_in_partition + 1).alias("line"), "text"
+    )
+
+
+def drop_blank_lines(lines: DataFrame) -> DataFrame:
+    return lines.filter(F.trim("text") != "")
+
+
+def check_header(header: str | None) -> Callable[[DataFrame], DataFrame]:
+    """Drop line 1 when the format has a header, after checking it is the expected one."""
+
+    def transform(lines: DataFrame) -> DataFrame:
+        if header is None:
+            return lines.withColumn("problem", F.lit(None).cast(PROBLEM))
+        is_header = F.col("line") == 1
+        wrong = is_header & (F.trim("text") != header)
+        problem = F.when(
+            wrong,
+            F.struct(F.lit("header").alias("field"), F.lit(f"expected '{header}'").alias("reason"),
+                     F.col("text").alias("value")),
+        ).otherwise(F.lit(None).cast(PROBLEM))
+        return lines.withColumn("problem", problem).filter(~is_header | wrong)
+
+    return transform
+
+
+def _field(index: int) -> Column:
+    return F.get(F.col("fields"), index)
+
+
+def _split(separator: str) -> Column:
+    # split() takes a regex; -1 keeps trailing empty fields so they are counted.
+    escaped = "".join("\\" + c if c in r".^$|?*+()[]{}\\" else c for c in separator)
+    return F.split(F.col("text"), escaped, -1)
+
+
+def _count_check(expected: int) -> Check:
+    return Check("line", F.size("fields") != expected, f"expected {expected} fields", F.size("fields"))
+
+
+def _int_check(name: str, index: int, minimum: int = 1) -> tuple[Column, Check]:
+    text = F.trim(_field(index))
+    value = text.try_cast("int")
+    failed = ~text.rlike(r"^[0-9]+$") | value.isNull() | (value < minimum)
+    return value, Check(name, failed, f"not an integer >= {minimum}", _field(index))
+
+
+def _with_problem(df: DataFrame, checks: Sequence[Check]) -> DataFrame:
+    """Keep a problem found earlier (the header check), else the first failing check."""
+    return df.withColumn("problem", F.coalesce(F.col("problem"), first_problem(checks)))
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def parse_ratings(fmt: DatasetFormat) -> Callable[[DataFrame], DataFrame]:
+    """(line, text) -> (line, userid, itemid, rating, timestamp, problem)."""
+
+    def transform(lines: DataFrame) -> DataFrame:
+        df = lines.withColumn("fields", _split(fmt.ratings_separator))
+        userid, user_check = _int_check("userid", 0)
+        itemid, item_check = _int_check("itemid", 1)
+        rating_text = F.trim(_field(2))
+        rating = rating_text.try_cast("double")
+        steps = (rating - F.lit(fmt.rating_min)) / F.lit(fmt.rating_step)
+        off_scale = (rating < fmt.rating_min) | (rating > fmt.rating_max) | (F.abs(steps - F.round(steps)) > 1e-6)
+        timestamp_text = F.trim(_field(3))
+        timestamp = timestamp_text.try_cast("long")
+        checks = [
+            _count_check(4),
+            user_check,
+            item_check,
+            Check("rating", ~rating_text.rlike(r"^[0-9]+(\.[0-9]+)?$") | rating.isNull(), "not a number",
+                  _field(2)),
+            Check("rating", off_scale,
+                  f"outside the rating scale {fmt.rating_min:g}..{fmt.rating_max:g} step {fmt.rating_step:g}",
+                  _field(2)),
+            Check("timestamp", ~timestamp_text.rlike(r"^[0-9]+$") | timestamp.isNull(),
+                  "not a unix timestamp in seconds", _field(3)),
+        ]
+        return _with_problem(df, checks).select(
+            "line",
+            userid.alias("userid"),
+            itemid.alias("itemid"),
+            rating.alias("rating"),
+            timestamp.alias("timestamp"),
+            "problem",
+        )
+
+    return transform
+
+
+def _index_in(values: Sequence[str | int], column: Column) -> Column:
+    """1-based position of the value in ``values``, 0 when it is not there (unknown category)."""
+    mapping = F.create_map(*chain.from_iterable((F.lit(v), F.lit(i)) for i, v in enumerate(values, 1)))
+    return F.coalesce(F.try_element_at(mapping, column), F.lit(0))
+
+
+def age_years_to_bucket(age: Column) -> Column:
+    """Age in years -> index of the ML-1M bucket it falls in (1 = under 18 ... 7 = 56+), 0 if unknown."""
+    index: Column = F.lit(len(AGE_BUCKETS))
+    for position in range(len(AGE_BUCKETS) - 1, 0, -1):
+        index = F.when(age < AGE_BUCKETS[position], F.lit(position)).otherwise(index)
+    return F.when(age.isNull() | (age < 1), F.lit(0)).otherwise(index)
+
+
+def parse_users(fmt: DatasetFormat) -> Callable[[DataFrame], DataFrame]:
+    """(line, text) -> (line, userid, gender, age, occupation, problem) with categorical indices."""
+
+    def transform(lines: DataFrame) -> DataFrame:
+        df = lines.withColumn("fields", _split(fmt.side_separator))
+        userid, user_check = _int_check("userid", 0)
+        if fmt.users_layout is UsersLayout.ML_1M:
+            gender_text, age_position, occupation_position = _field(1), 2, 3
+        else:
+            gender_text, age_position, occupation_position = _field(2), 1, 3
+        age_value, age_check = _int_check("age", age_position, minimum=0)
+        checks = [_count_check(5), user_check, age_check]
+        if fmt.users_layout is UsersLayout.ML_1M:
+            occupation_value, occupation_check = _int_check("occupation", occupation_position, minimum=0)
+            checks.append(occupation_check)
+            age = _index_in(AGE_BUCKETS, age_value)
+            # ML-1M codes occupations 0..20; unknown codes map to 0 like every unknown category.
+            occupation = F.when(
+                occupation_value.between(0, OCCUPATION_COUNT - 1), occupation_value + 1
+            ).otherwise(F.lit(0))
+        else:
+            age = age_years_to_bucket(age_value)
+            occupation = _index_in(ML_100K_OCCUPATIONS, F.lower(F.trim(_field(occupation_position))))
+        return _with_problem(df, checks).select(
+            "line",
+            userid.alias("userid"),
+            _index_in(GENDERS, F.upper(F.trim(gender_text))).cast("int").alias("gender"),
+            age.cast("int").alias("age"),
+            occupation.cast("int").alias("occupation"),
+            "problem",
+        )
+
+    return transform
+
+
+def genre_ids_from_names(names: Column) -> Column:
+    """'Action|Children' -> sorted distinct genre ids; names outside the vocabulary are dropped."""
+    vocabulary = {name: i for i, name in enumerate(GENRES, 1)}
+    vocabulary.update({alias: vocabulary[target] for alias, target in GENRE_ALIASES.items()})
+    mapping = F.create_map(*chain.from_iterable((F.lit(n), F.lit(i)) for n, i in vocabulary.items()))
+    ids = F.transform(F.split(names, r"\|"), lambda name: F.try_element_at(mapping, F.trim(name)))
+    return F.array_sort(F.array_distinct(F.filter(ids, lambda genre: genre.isNotNull())))
+
+
+def parse_items(fmt: DatasetFormat) -> Callable[[DataFrame], DataFrame]:
+    """(line, text) -> (line, itemid, title, genre_ids, problem)."""
+
+    def transform(lines: DataFrame) -> DataFrame:
+        if fmt.items_layout is ItemsLayout.CSV:
+            # The title may hold commas (then it is quoted); id and genres never do.
+            pattern = r"^([^,]*),(.*),([^,]*)$"
+            df = lines.withColumn(
+                "fields",
+                F.when(
+                    F.col("text").rlike(pattern),
+                    F.array(*(F.regexp_extract("text", pattern, group) for group in (1, 2, 3))),
+                ).otherwise(F.array(F.col("text"))),
+            )
+            title = F.regexp_replace(F.regexp_replace(_field(1), r'^"(.*)"$', "$1"), '""', '"')
+            expected_fields = 3
+        else:
+            df = lines.withColumn("fields", _split(fmt.side_separator))
+            title = _field(1)
+            expected_fields = 3 if fmt.items_layout is ItemsLayout.GENRE_NAMES else ML_100K_ITEM_FIXED_FIELDS + 19
+        itemid, item_check = _int_check("itemid", 0)
+        checks = [_count_check(expected_fields), item_check]
+        if fmt.items_layout is ItemsLayout.GENRE_FLAGS:
+            flags = [_field(ML_100K_ITEM_FIXED_FIELDS + k) for k in range(len(GENRES) + 1)]
+            for k, flag in enumerate(flags):
+                checks.append(Check(f"genre_flag_{k}", ~F.trim(flag).isin("0", "1"), "not 0 or 1", flag))
+            genre_ids = F.filter(
+                F.array(*(F.when(F.trim(flags[k]) == "1", F.lit(k)) for k in range(1, len(GENRES) + 1))),
+                lambda genre: genre.isNotNull(),
+            )
+        else:
+            genre_ids = genre_ids_from_names(_field(2))
+        return _with_problem(df, checks).select(
+            "line", itemid.alias("itemid"), title.alias("title"), genre_ids.alias("genre_ids"), "problem"
+        )
+
+    return transform
+
+
+def users_without_demographics(ratings: DataFrame) -> DataFrame:
+    """For releases without a users file: every rating user, demographics unknown (0)."""
+    return ratings.select("userid").distinct().select(
+        "userid", *(F.lit(0).alias(name) for name in ("gender", "age", "occupation"))
+    )
+
+
+def unknown_references(ratings: DataFrame, users: DataFrame | None, items: DataFrame) -> DataFrame:
+    """Ratings whose user or item is not in the users/items files, as (line, problem)."""
+
+    def missing(keys: DataFrame, column: str, reason: str) -> DataFrame:
+        return ratings.join(keys.select(column), column, "left_anti").select(
+            "line",
+            F.struct(F.lit(column).alias("field"), F.lit(reason).alias("reason"),
+                     F.col(column).cast("string").alias("value")).alias("problem"),
+        )
+
+    found = missing(items, "itemid", "unknown item (not in the items file)")
+    if users is not None:
+        found = missing(users, "userid", "unknown user (not in the users file)").unionByName(found)
+    return found
+
+
+# --- validation and the job ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    name: str
+    rows: DataFrame  # parsed rows with a "problem" column
+
+    @property
+    def problems(self) -> DataFrame:
+        return self.rows.filter(F.col("problem").isNotNull()).select(
+            F.lit(self.name).alias("file"), "line", "problem.*"
+        )
+
+    @property
+    def good(self) -> DataFrame:
+        return self.rows.filter(F.col("problem").isNull()).drop("problem")
+
+
+def raise_or_report(problems: DataFrame, on_bad_lines: str) -> int:
+    """Raise on the first bad line, or return how many there are when skipping them."""
+    problems = problems.cache()
+    total = problems.count()
+    if total == 0:
+        return 0
+    if on_bad_lines == "error":
+        first = problems.orderBy("file", "line").first()
+        raise DataValidationError(
+            f"{first['file']}:{first['line']}: field '{first['field']}' = {first['value']!r}: "
+            f"{first['reason']} ({total} bad line(s) in all; nothing was written; "
+            f"--on-bad-lines skip skips them)"
+        )
+    for row in problems.groupBy("file", "field", "reason").count().orderBy("file", "field").collect():
+        log.warning("skipped %d line(s) of %s: field '%s' %s", row["count"], row["file"], row["field"],
+                    row["reason"])
+    return total
+
+
+@dataclass(frozen=True)
+class CleanData:
+    fmt: DatasetFormat
+    ratings: DataFrame
+    users: DataFrame
+    items: DataFrame
+    skipped_lines: int
+
+
+def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanData:
+    """Read, parse and validate a dataset directory; raises DataValidationError on bad input."""
+    fmt = detect_format(data_dir)
+    log.info("reading %s as %s", data_dir, fmt.name)
+
+    def parsed(file_name: str, parse: Callable[[DataFrame], DataFrame], header: str | None = None) -> ParsedFile:
+        lines = read_numbered_lines(spark, data_dir / file_name, fmt.encoding)
+        rows = lines.transform(drop_blank_lines).transform(check_header(header)).transform(parse)
+        return ParsedFile(file_name, rows.cache())
+
+    ratings = parsed(fmt.ratings_file, parse_ratings(fmt), fmt.ratings_header)
+    items = parsed(fmt.items_file, parse_items(fmt))
+    users = parsed(fmt.users_file, parse_users(fmt)) if fmt.users_file else None
+    references = unknown_references(
+        ratings.good, users.good if users else None, items.good
+    ).select(F.lit(fmt.ratings_file).alias("file"), "line", "problem.*")
+    problems = ratings.problems.unionByName(items.problems).unionByName(references)
+    if users:
+        problems = problems.unionByName(users.problems)
+    skipped = raise_or_report(problems, on_bad_lines)
+
+    bad_rating_lines = references.select("line")
+    clean_ratings = ratings.good.join(bad_rating_lines, "line", "left_anti").drop("line")
+    clean_users = users.good.drop("line") if users else users_without_demographics(clean_ratings)
+    return CleanData(fmt, clean_ratings, clean_users, items.good.drop("line"), skipped)
+
+
+def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+    clean = load_clean(spark, settings.data_dir, settings.on_bad_lines)
+    dataset = spark.createDataFrame(
+        [(clean.fmt.name, str(settings.data_dir), clean.fmt.has_demographics, clean.skipped_lines)],
+        "format string, source string, has_demographics boolean, skipped_lines long",
+    )
+    written = [
+        write_table(dataset, settings, Table.DATASET, run_id),
+        write_table(clean.ratings, settings, Table.RATINGS, run_id),
+        write_table(clean.users, settings, Table.USERS, run_id),
+        write_table(clean.items, settings, Table.ITEMS, run_id),
+    ]
+    log.info("ingest: %s from %s, %d bad line(s) skipped", clean.fmt.name, settings.data_dir,
+             clean.skipped_lines)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    job_main("ingest", run, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

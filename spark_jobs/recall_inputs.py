@@ -1,0 +1,82 @@
+"""Recall inputs: what the term-based recall and the recommendation filter need.
+
+    spark-submit --properties-file spark_jobs/delta.conf spark_jobs/recall_inputs.py --output DIR
+
+- ``item_terms``: per movie, its genre ids.
+- ``user_terms``: per user, the genres of their last PIT_HISTORY offline impressions with how many
+  impressions and positives each had (raw counts, strongest first).
+- ``user_filter``: per user, every movie seen offline, so recommendations can exclude them.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.feature_spec import GENRE_IDS, genre_clicks_name, genre_impressions_name
+from spark_jobs.features import GENRE_FLAGS, add_genre_flags, online_genre_counters
+from spark_jobs.lake import Table, Written, read_table, write_table
+from spark_jobs.runtime import job_main
+from spark_jobs.settings import Settings
+from spark_jobs.split import Split
+
+
+def item_terms(items: DataFrame) -> DataFrame:
+    return items.select("itemid", F.col("genre_ids").alias("terms"))
+
+
+def _strongest_first(a: Column, b: Column) -> Column:
+    return (
+        F.when(a["clicks"] != b["clicks"], b["clicks"] - a["clicks"])
+        .when(a["impressions"] != b["impressions"], b["impressions"] - a["impressions"])
+        .otherwise(a["genre_id"] - b["genre_id"])
+    )
+
+
+def user_terms(online_counters: DataFrame) -> DataFrame:
+    """Counter columns -> one array of (genre_id, impressions, clicks) for the genres seen."""
+    per_genre = F.array(
+        *(
+            F.struct(
+                F.lit(k).alias("genre_id"),
+                F.col(genre_impressions_name(k)).alias("impressions"),
+                F.col(genre_clicks_name(k)).alias("clicks"),
+            )
+            for k in GENRE_IDS
+        )
+    )
+    seen = F.filter(per_genre, lambda term: term["impressions"] > 0)
+    return online_counters.select("userid", F.array_sort(seen, _strongest_first).alias("terms"))
+
+
+def user_filter(offline_impressions: DataFrame) -> DataFrame:
+    return offline_impressions.groupBy("userid").agg(
+        F.array_sort(F.collect_set("itemid")).alias("seen_itemids")
+    )
+
+
+def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+    items = read_table(spark, settings, Table.ITEMS)
+    offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
+    flagged = offline.join(items.transform(add_genre_flags).select("itemid", *GENRE_FLAGS), "itemid")
+    return [
+        write_table(item_terms(items), settings, Table.ITEM_TERMS, run_id),
+        write_table(user_terms(online_genre_counters(flagged)), settings, Table.USER_TERMS, run_id),
+        write_table(user_filter(offline), settings, Table.USER_FILTER, run_id),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    job_main("recall_inputs", run, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

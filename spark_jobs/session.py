@@ -1,0 +1,60 @@
+"""Spark session with Delta Lake, the same whether launched from Python or by spark-submit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from importlib.metadata import version
+
+from pyspark.sql import SparkSession
+
+from spark_jobs.settings import Settings
+
+SCALA_BINARY_VERSION = "2.13"
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def delta_maven_coordinate() -> str:
+    """The Delta jar matching the installed delta-spark Python package (resolved from Maven Central)."""
+    return f"io.delta:delta-spark_{SCALA_BINARY_VERSION}:{version('delta-spark')}"
+
+
+def launched_by_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands its gateway to Python; its own flags
+    # (--master, --packages, --driver-memory) then apply and must not be overridden here.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def spark_session(settings: Settings, app_name: str) -> SparkSession:
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.sql.extensions", DELTA_EXTENSION)
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        # Spark's progress bar where a person watches; logs say which step runs otherwise.
+        .config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
+        # Delta replays its log into this many partitions on every read; 50 (the default) is
+        # made for clusters and dominates small local runs.
+        .config("spark.databricks.delta.snapshotPartitions", str(settings.delta_snapshot_partitions))
+        # Feast and pyarrow read microsecond timestamps; Spark's default INT96 is legacy.
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.ui.enabled", "false")
+        # Delta writes keep the schema we give them; new columns need an explicit spec change.
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+    )
+    if not launched_by_spark_submit():
+        builder = (
+            builder.master(settings.spark_master)
+            .config("spark.jars.packages", delta_maven_coordinate())
+            .config("spark.driver.memory", settings.spark_driver_memory)
+            .config("spark.pyspark.python", sys.executable)
+        )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    logging.getLogger(__name__).info(
+        "Spark %s on %s (Delta %s)", spark.version, spark.sparkContext.master, version("delta-spark")
+    )
+    return spark

@@ -1,0 +1,85 @@
+"""One typed settings object for every stage: defaults < environment variables < CLI flags.
+
+Environment variables are the field names upper-cased with the prefix ``RECSYS_`` (for example
+``RECSYS_OUTPUT_DIR``); the dataset directory also answers to ``MOVIELENS_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path("../shared/data/ml-100k"),
+        validation_alias=AliasChoices("data_dir", "MOVIELENS_DIR", "RECSYS_DATA_DIR"),
+        description="MovieLens dataset directory (ML-100K, ML-1M, ML-10M or CSV layout)",
+    )
+    output_dir: Path = Field(default=Path("output"), description="root of the Delta tables and exports")
+    spark_master: str = Field(
+        default="local[*]", description="Spark master when not launched by spark-submit"
+    )
+    spark_driver_memory: str = Field(default="4g", description="driver heap when launched from Python")
+    shuffle_partitions: int = Field(default=8, ge=1, description="spark.sql.shuffle.partitions")
+    delta_snapshot_partitions: int = Field(
+        default=2, ge=1, description="partitions Delta replays its log into (raise it on a cluster)"
+    )
+    on_bad_lines: Literal["error", "skip"] = Field(
+        default="error", description="stop on the first bad input line, or skip and count them"
+    )
+    keep_export_runs: int = Field(default=3, ge=1, description="export versions kept on disk")
+
+    @property
+    def delta_dir(self) -> Path:
+        return self.output_dir / "delta"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.output_dir / "exports"
+
+    @property
+    def current_export_dir(self) -> Path:
+        """The last good batch's exports: a link switched atomically at the end of each run."""
+        return self.exports_dir / "current"
+
+    def table_path(self, table: str) -> Path:
+        return self.delta_dir / table
+
+
+# CLI flag -> settings field. Flags only override what they name.
+_FLAGS: dict[str, str] = {
+    "--data": "data_dir",
+    "--output": "output_dir",
+    "--master": "spark_master",
+    "--driver-memory": "spark_driver_memory",
+    "--shuffle-partitions": "shuffle_partitions",
+    "--delta-snapshot-partitions": "delta_snapshot_partitions",
+    "--on-bad-lines": "on_bad_lines",
+    "--keep-export-runs": "keep_export_runs",
+}
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, field_name in _FLAGS.items():
+        field = Settings.model_fields[field_name]
+        choices = ("error", "skip") if field_name == "on_bad_lines" else None
+        parser.add_argument(flag, dest=field_name, default=None, choices=choices, help=field.description)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {name: getattr(args, name) for name in _FLAGS.values() if getattr(args, name, None) is not None}
+    return Settings(**overrides)
+
+
+def parse_settings(argv: Sequence[str] | None = None, description: str = "") -> Settings:
+    parser = argparse.ArgumentParser(description=description)
+    add_settings_arguments(parser)
+    return settings_from_args(parser.parse_args(argv))

@@ -1,0 +1,88 @@
+"""Split: clean ratings -> labelled impressions with a temporal per-user split, and the online hold-out.
+
+    spark-submit --properties-file spark_jobs/delta.conf spark_jobs/split.py --output DIR
+
+Per user, impressions are ordered by (timestamp, itemid) and numbered from 1. The last
+HOLDOUT_SIZE form the online hold-out; of the n before them, row number < TRAIN_PERCENT% of n is
+offline train and the rest offline test. A user with fewer than MIN_IMPRESSIONS_FOR_SPLIT
+impressions cannot give both a hold-out and a train and a test row, so all of theirs are train.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import logging
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from spark_jobs.feature_spec import HOLDOUT_SIZE, MIN_IMPRESSIONS_FOR_SPLIT, POSITIVE_RATING_ABOVE, TRAIN_PERCENT
+from spark_jobs.lake import Table, Written, read_table, write_table
+from spark_jobs.runtime import job_main
+from spark_jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Split:
+    TRAIN = "train"
+    TEST = "test"
+    HOLDOUT = "holdout"
+    OFFLINE: tuple[str, ...] = (TRAIN, TEST)
+
+
+def user_timeline() -> Window:
+    """A user's impressions in time order; itemid breaks ties so the order is total."""
+    return Window.partitionBy("userid").orderBy("timestamp", "itemid")
+
+
+def add_label(ratings: DataFrame) -> DataFrame:
+    return ratings.withColumn("label", (F.col("rating") > POSITIVE_RATING_ABOVE).cast("int"))
+
+
+def split_of(position: Column, impressions: Column) -> Column:
+    offline = impressions - HOLDOUT_SIZE
+    return (
+        F.when(impressions < MIN_IMPRESSIONS_FOR_SPLIT, F.lit(Split.TRAIN))
+        .when(position > offline, F.lit(Split.HOLDOUT))
+        # position < TRAIN_PERCENT% of offline, in integers so no rounding can move the boundary
+        .when(position * 100 < offline * TRAIN_PERCENT, F.lit(Split.TRAIN))
+        .otherwise(F.lit(Split.TEST))
+    )
+
+
+def add_split(impressions: DataFrame) -> DataFrame:
+    """Adds position (1-based row number in the user's timeline) and split."""
+    return (
+        impressions.withColumn("position", F.row_number().over(user_timeline()))
+        .withColumn("user_impressions", F.count(F.lit(1)).over(Window.partitionBy("userid")))
+        .withColumn("split", split_of(F.col("position"), F.col("user_impressions")))
+        .drop("user_impressions")
+    )
+
+
+def online_holdout(impressions: DataFrame) -> DataFrame:
+    return impressions.filter(F.col("split") == Split.HOLDOUT).select(
+        "userid", "itemid", "rating", "label", "timestamp"
+    )
+
+
+def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+    impressions = read_table(spark, settings, Table.RATINGS).transform(add_label).transform(add_split)
+    written = write_table(impressions, settings, Table.IMPRESSIONS, run_id)
+    impressions = read_table(spark, settings, Table.IMPRESSIONS, written.version)
+    return [written, write_table(online_holdout(impressions), settings, Table.ONLINE_HOLDOUT, run_id)]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    job_main("split", run, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()
