@@ -33,6 +33,7 @@ class DatasetFormat:
     users_layout: UsersLayout | None
     items_layout: ItemsLayout
     ratings_header: str | None = None
+    items_header: str | None = None
 
     @property
     def has_demographics(self) -> bool:
@@ -60,6 +61,7 @@ ML_CSV = DatasetFormat(
     name="csv", ratings_file="ratings.csv", items_file="movies.csv", users_file=None,
     ratings_separator=",", side_separator=",", encoding="UTF-8", rating_min=0.5, rating_max=5, rating_step=0.5,
     users_layout=None, items_layout=ItemsLayout.CSV, ratings_header="userId,movieId,rating,timestamp",
+    items_header="movieId,title,genres",
 )
 
 # u.user names occupations; their order in u.occupation gives indices 1..21.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
@@ -87,18 +87,14 @@ def read_numbered_lines(spark: SparkSession, path: Path, encoding: str) -> DataF
         # The text source hands over the file's bytes undecoded; decode them with the file's charset.
         F.decode(F.col("value").cast("binary"), encoding).alias("text"),
     )
-    offsets = (
-        raw.groupBy("partition")
-        .count()
-        .select(
-            "partition",
-            (F.sum("count").over(Window.orderBy("partition")) - F.col("count")).alias("offset"),
-        )
-    )
+    sizes = sorted((row["partition"], row["count"]) for row in raw.groupBy("partition").count().collect())
+    offsets, rows_before = [], 0
+    for partition, size in sizes:
+        offsets += [F.lit(partition), F.lit(rows_before)]
+        rows_before += size
+    offset = F.create_map(*offsets)[F.col("partition")] if offsets else F.lit(0)
     index_in_partition = F.col("row_id") - F.shiftleft(F.col("partition").cast("long"), _ROW_INDEX_BITS)
-    return raw.join(F.broadcast(offsets), "partition").select(
-        (F.col("offset") + index_in_partition + 1).alias("line"), "text"
-    )
+    return raw.select((offset + index_in_partition + 1).alias("line"), "text")
 
 
 def drop_blank_lines(lines: DataFrame) -> DataFrame:
@@ -316,11 +312,14 @@ def unknown_references(ratings: DataFrame, users: DataFrame | None, items: DataF
 class ParsedFile:
     name: str
     rows: DataFrame  # parsed rows with a "problem" column
+    # Bad lines of lower rank are reported first: a broken users line explains the ratings
+    # that then refer to an unknown user.
+    rank: int
 
     @property
     def problems(self) -> DataFrame:
         return self.rows.filter(F.col("problem").isNotNull()).select(
-            F.lit(self.name).alias("file"), "line", "problem.*"
+            F.lit(self.rank).alias("rank"), F.lit(self.name).alias("file"), "line", "problem.*"
         )
 
     @property
@@ -335,7 +334,7 @@ def raise_or_report(problems: DataFrame, on_bad_lines: str) -> int:
     if total == 0:
         return 0
     if on_bad_lines == "error":
-        first = problems.orderBy("file", "line").first()
+        first = problems.orderBy("rank", "file", "line").first()
         raise DataValidationError(
             f"{first['file']}:{first['line']}: field '{first['field']}' = {first['value']!r}: "
             f"{first['reason']} ({total} bad line(s) in all; nothing was written; "
@@ -361,17 +360,19 @@ def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanD
     fmt = detect_format(data_dir)
     log.info("reading %s as %s", data_dir, fmt.name)
 
-    def parsed(file_name: str, parse: Callable[[DataFrame], DataFrame], header: str | None = None) -> ParsedFile:
+    def parsed(
+        file_name: str, parse: Callable[[DataFrame], DataFrame], rank: int, header: str | None = None
+    ) -> ParsedFile:
         lines = read_numbered_lines(spark, data_dir / file_name, fmt.encoding)
         rows = lines.transform(drop_blank_lines).transform(check_header(header)).transform(parse)
-        return ParsedFile(file_name, rows.cache())
+        return ParsedFile(file_name, rows.cache(), rank)
 
-    ratings = parsed(fmt.ratings_file, parse_ratings(fmt), fmt.ratings_header)
-    items = parsed(fmt.items_file, parse_items(fmt))
-    users = parsed(fmt.users_file, parse_users(fmt)) if fmt.users_file else None
+    ratings = parsed(fmt.ratings_file, parse_ratings(fmt), 1, fmt.ratings_header)
+    items = parsed(fmt.items_file, parse_items(fmt), 0, fmt.items_header)
+    users = parsed(fmt.users_file, parse_users(fmt), 0) if fmt.users_file else None
     references = unknown_references(
         ratings.good, users.good if users else None, items.good
-    ).select(F.lit(fmt.ratings_file).alias("file"), "line", "problem.*")
+    ).select(F.lit(ratings.rank).alias("rank"), F.lit(fmt.ratings_file).alias("file"), "line", "problem.*")
     problems = ratings.problems.unionByName(items.problems).unionByName(references)
     if users:
         problems = problems.unionByName(users.problems)

@@ -38,6 +38,7 @@ def _strongest_first(a: Column, b: Column) -> Column:
         F.when(a["clicks"] != b["clicks"], b["clicks"] - a["clicks"])
         .when(a["impressions"] != b["impressions"], b["impressions"] - a["impressions"])
         .otherwise(a["genre_id"] - b["genre_id"])
+        .cast("int")  # array_sort wants an int comparator
     )
 
 

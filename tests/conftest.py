@@ -1,0 +1,39 @@
+"""One Spark session (with Delta) for the whole test run, and small-data helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from spark_jobs.session import spark_session
+from spark_jobs.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ML_100K = (REPO_ROOT.parent / "shared" / "data" / "ml-100k").resolve()
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    settings = Settings(
+        output_dir=tmp_path_factory.mktemp("spark-output"),
+        spark_master="local[2]",
+        shuffle_partitions=2,
+        spark_driver_memory="2g",
+    )
+    session = spark_session(settings, "tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", output_dir=tmp_path / "output", shuffle_partitions=2)
+
+
+def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path

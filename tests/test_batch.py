@@ -1,0 +1,103 @@
+"""The whole batch end to end: every table, the exports switch, and what a failed run leaves."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from conftest import ML_100K
+from delta.tables import DeltaTable
+
+from spark_jobs import run_batch
+from spark_jobs.export import METADATA_FILE, Export
+from spark_jobs.feature_spec import HOLDOUT_SIZE, SPEC
+from spark_jobs.ingest import DataValidationError
+from spark_jobs.lake import Table, read_table
+from spark_jobs.settings import Settings
+from spark_jobs.synthetic import generate, write_ml1m
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ml-1m-tiny")
+    write_ml1m(generate(3_000, n_users=25, n_items=120, seed=5), folder)
+    return folder
+
+
+def history(spark, settings, table):
+    return DeltaTable.forPath(spark, str(settings.table_path(table))).history().collect()
+
+
+def check_batch_output(spark, settings, run_id):
+    for table in Table.ALL:
+        assert history(spark, settings, table)[0]["userMetadata"] == run_id, table
+    samples = read_table(spark, settings, Table.SAMPLES)
+    assert samples.columns == [*SPEC.names, "label", "timestamp", "split"]
+    current = settings.current_export_dir
+    assert current.resolve() == (settings.exports_dir / "runs" / run_id).resolve()
+    metadata = json.loads((current / METADATA_FILE).read_text())
+    assert metadata["spec_version"] == SPEC.version
+    assert metadata["columns"] == list(SPEC.names)
+    train = pd.read_parquet(current / Export.SAMPLES_TRAIN)
+    assert list(train.columns) == [*SPEC.names, "label", "timestamp"]
+    assert str(train["user_g1_imp"].dtype) == "float32" and str(train["gender"].dtype) == "int32"
+    dense = [f.name for f in SPEC.dense]
+    assert train[dense].mean().abs().max() < 1e-3  # standardised with the train statistics
+    cardinality = {f["name"]: f["cardinality"] for f in metadata["features"]}
+    assert cardinality["userid"] > train["userid"].max() and cardinality["gender"] == 3
+    return metadata, train
+
+
+def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_dataset, tmp_path):
+    settings = Settings(data_dir=tiny_dataset, output_dir=tmp_path / "out", shuffle_partitions=2,
+                        keep_export_runs=1)
+    run_batch.run(spark, settings, "run-1")
+    metadata, train = check_batch_output(spark, settings, "run-1")
+    ratings = read_table(spark, settings, Table.RATINGS)
+    heavy_users = ratings.groupBy("userid").count().filter("count >= 12").count()
+    assert read_table(spark, settings, Table.ONLINE_HOLDOUT).count() == HOLDOUT_SIZE * heavy_users
+    assert metadata["counts"]["samples_train"] == len(train)
+    user_features = pd.read_parquet(settings.current_export_dir / Export.USER_FEATURES)
+    assert list(user_features.columns) == [
+        "userid", *(f.name for f in SPEC.online_user_features), "event_timestamp", "created_timestamp"]
+    assert len(user_features) == 25
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dataset, broken)
+    with (broken / "ratings.dat").open("a") as handle:
+        handle.write("1::1::7::978300760\n")
+    with pytest.raises(DataValidationError, match=r"ratings\.dat:\d+: field 'rating' = '7'"):
+        run_batch.run(spark, settings.model_copy(update={"data_dir": broken}), "run-2")
+    assert len(history(spark, settings, Table.RATINGS)) == 1  # nothing written
+    assert settings.current_export_dir.resolve().name == "run-1"
+
+    run_batch.run(spark, settings, "run-3")
+    check_batch_output(spark, settings, "run-3")
+    assert [h["version"] for h in history(spark, settings, Table.RATINGS)] == [1, 0]
+    assert read_table(spark, settings, Table.RATINGS, version=0).count() == ratings.count()
+    assert [p.name for p in (settings.exports_dir / "runs").iterdir()] == ["run-3"]  # keep_export_runs=1
+
+
+@pytest.mark.skipif(not ML_100K.is_dir(), reason="needs ../shared/data/ml-100k")
+def test_batch_on_movielens_100k(spark, tmp_path):
+    settings = Settings(data_dir=ML_100K, output_dir=tmp_path / "out", shuffle_partitions=4)
+    run_batch.run(spark, settings, "ml-100k")
+    metadata, train = check_batch_output(spark, settings, "ml-100k")
+    counts = metadata["counts"]
+    # 943 users, all with >= 20 ratings: 9430 held out, the remaining 90570 split ~80/20
+    assert read_table(spark, settings, Table.ONLINE_HOLDOUT).count() == 9430
+    assert counts["samples_train"] + counts["samples_test"] == 90_570
+    assert 0.75 < counts["samples_train"] / 90_570 < 0.8
+    assert counts["user_features"] == 943 and counts["item_features"] == 1682
+    assert metadata["absent_features"] == []
+    assert {f["name"]: f["cardinality"] for f in metadata["features"]}["itemid"] == 1683
+    assert len(SPEC.names) == 59 == len(train.columns) - 2
+    first = read_table(spark, settings, Table.IMPRESSIONS).filter("position = 1").limit(5)
+    first_samples = first.join(read_table(spark, settings, Table.SAMPLES), ["userid", "itemid"])
+    # first impressions have no past: every raw counter is 0, i.e. -mean/std after standardising
+    stats = {f["name"]: (f["mean"], f["std"]) for f in metadata["features"] if "mean" in f}
+    for row in first_samples.collect():
+        for name, (mean, std) in stats.items():
+            assert row[name] == pytest.approx(-mean / std, abs=1e-5)

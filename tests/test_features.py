@@ -1,0 +1,109 @@
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from spark_jobs.feature_spec import SPEC
+from spark_jobs.features import (
+    COUNTERS,
+    add_genre_flags,
+    add_pit_genre_counters,
+    fit_standardiser,
+    in_spec_order,
+    online_genre_counters,
+    standardise,
+    with_demographics,
+)
+
+FLAG_SCHEMA = ", ".join(f"item_g{k} int" for k in range(1, 19))
+
+
+def flagged_impressions(spark, rows):
+    """rows: (userid, itemid, timestamp, label, genres) -> impressions with genre flag columns."""
+    data = [(u, i, t, lab, *[int(k in genres) for k in range(1, 19)]) for u, i, t, lab, genres in rows]
+    return spark.createDataFrame(data, f"userid int, itemid int, timestamp long, label int, {FLAG_SCHEMA}")
+
+
+def counters_of(df, *names):
+    return {r.itemid: tuple(r[n] for n in names) for r in df.collect()}
+
+
+def test_genre_flags(spark):
+    items = spark.createDataFrame([(1, [1, 18]), (2, [])], "itemid int, genre_ids array<int>")
+    flags = {r.itemid: [r[f"item_g{k}"] for k in range(1, 19)] for r in items.transform(add_genre_flags).collect()}
+    assert flags[1] == [1] + [0] * 16 + [1]
+    assert flags[2] == [0] * 18
+
+
+def test_pit_window_first_zero_exactly_ten_back_eleventh_dropped(spark):
+    # 12 impressions of genre 1 (items 1..12, one per second), every even item positive;
+    # item 1 is also genre 2 so it shows when it leaves the window.
+    rows = [(1, i, 100 + i, int(i % 2 == 0), {1, 2} if i == 1 else {1}) for i in range(1, 13)]
+    result = add_pit_genre_counters(flagged_impressions(spark, rows))
+    got = counters_of(result, "user_g1_imp", "user_g1_clk", "user_g2_imp")
+    assert got[1] == (0, 0, 0)  # no past
+    assert got[2] == (1, 0, 1)
+    assert got[11] == (10, 5, 1)  # items 1..10: exactly ten back, item 1 still in
+    assert got[12] == (10, 5, 0)  # items 2..11: the 11th most recent (item 1) dropped
+
+
+def test_pit_window_excludes_same_second(spark):
+    rows = [
+        (1, 1, 100, 1, {3}),
+        (1, 2, 200, 1, {3}),
+        (1, 3, 200, 0, {3}),  # same second as item 2: neither sees the other
+        (1, 4, 300, 0, {3}),
+        (2, 5, 50, 1, {3}),  # another user's past never counts
+    ]
+    result = add_pit_genre_counters(flagged_impressions(spark, rows))
+    got = counters_of(result, "user_g3_imp", "user_g3_clk")
+    assert got == {1: (0, 0), 2: (1, 1), 3: (1, 1), 4: (3, 2), 5: (0, 0)}
+
+
+def test_pit_counters_are_36_int_columns(spark):
+    result = add_pit_genre_counters(flagged_impressions(spark, [(1, 1, 1, 1, {1})]))
+    assert [c for c in result.columns if c.startswith("user_g")] == COUNTERS
+    assert len(COUNTERS) == 36
+    assert all(dict(result.dtypes)[c] == "int" for c in COUNTERS)
+
+
+def test_online_counters_cover_the_last_ten_offline(spark):
+    rows = [(1, i, 100 + i, 1, {5} if i == 1 else {6}) for i in range(1, 12)]
+    online = online_genre_counters(flagged_impressions(spark, rows)).collect()[0]
+    assert online.user_g5_imp == 0  # item 1 is the 11th most recent
+    assert online.user_g6_imp == 10 and online.user_g6_clk == 10
+    assert online.last_offline_timestamp == 111
+
+
+def test_standardisation_uses_train_statistics_only(spark):
+    df = spark.createDataFrame(
+        [("train", 1.0, 5.0), ("train", 3.0, 5.0), ("test", 100.0, -7.0)], "split string, a double, b double"
+    )
+    stats = fit_standardiser(df.filter(F.col("split") == "train"), ["a", "b"])
+    assert stats["a"] == pytest.approx((2.0, 2 ** 0.5))
+    assert stats["b"] == (5.0, 1.0)  # std 0 -> 1
+    result = df.transform(standardise(stats))
+    expected = spark.createDataFrame(
+        [("train", -(2 ** -0.5), 0.0), ("train", 2 ** -0.5, 0.0), ("test", 98 / 2 ** 0.5, -12.0)],
+        "split string, a float, b float",
+    )
+    assert_df_equality(result, expected, ignore_nullable=True, allow_nan_equality=True)
+
+
+def test_standardiser_with_one_train_row_has_std_one(spark):
+    df = spark.createDataFrame([(4.0,)], "a double")
+    assert fit_standardiser(df, ["a"]) == {"a": (4.0, 1.0)}
+
+
+def test_unknown_user_gets_zero_demographics(spark):
+    users = spark.createDataFrame([(1, 2, 3, 4)], "userid int, gender int, age int, occupation int")
+    rows = spark.createDataFrame([(1,), (9,)], "userid int").transform(with_demographics(users))
+    expected = spark.createDataFrame([(1, 2, 3, 4), (9, 0, 0, 0)], "userid int, gender int, age int, occupation int")
+    assert_df_equality(rows, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_spec_order_and_types(spark):
+    row = {name: 1 for name in SPEC.names} | {"label": 1, "timestamp": 5, "noise": 0}
+    df = spark.createDataFrame([row]).transform(in_spec_order(SPEC, extra=("label", "timestamp")))
+    assert df.columns == [*SPEC.names, "label", "timestamp"]
+    types = dict(df.dtypes)
+    assert types["userid"] == "int" and types["item_g3"] == "int" and types["user_g4_clk"] == "float"

@@ -1,0 +1,47 @@
+from chispa import assert_df_equality
+
+from spark_jobs.split import add_label, add_split, online_holdout
+
+
+def impressions_of(spark, counts: dict[int, int]):
+    rows = [(user, item, 4.0, 1000 + item) for user, n in counts.items() for item in range(1, n + 1)]
+    return spark.createDataFrame(rows, "userid int, itemid int, rating double, timestamp long")
+
+
+def test_label_is_rating_above_3(spark):
+    ratings = spark.createDataFrame([(1, i, float(r), i) for i, r in enumerate([1, 2, 3, 3.5, 4, 5])],
+                                    "userid int, itemid int, rating double, timestamp long")
+    labels = [r.label for r in ratings.transform(add_label).orderBy("itemid").collect()]
+    assert labels == [0, 0, 0, 1, 1, 1]
+
+
+def test_split_boundaries(spark):
+    # user 1: 20 impressions -> 10 held out; n = 10 offline: row number < 8 is train (7), 3 test.
+    # user 2: 12 impressions (the minimum) -> 10 held out; n = 2: 1 train, 1 test.
+    # user 3: 11 impressions -> too few to split: all train.
+    # user 4: 25 impressions -> n = 15: row number < 12 is train (11), 4 test.
+    split = impressions_of(spark, {1: 20, 2: 12, 3: 11, 4: 25}).transform(add_split)
+    expected_rows = (
+        [(1, p, "train") for p in range(1, 8)] + [(1, p, "test") for p in range(8, 11)]
+        + [(1, p, "holdout") for p in range(11, 21)]
+        + [(2, 1, "train"), (2, 2, "test")] + [(2, p, "holdout") for p in range(3, 13)]
+        + [(3, p, "train") for p in range(1, 12)]
+        + [(4, p, "train") for p in range(1, 12)] + [(4, p, "test") for p in range(12, 16)]
+        + [(4, p, "holdout") for p in range(16, 26)]
+    )
+    expected = spark.createDataFrame(expected_rows, "userid int, position int, split string")
+    assert_df_equality(split.select("userid", "position", "split"), expected,
+                       ignore_row_order=True, ignore_nullable=True)
+
+
+def test_order_is_timestamp_then_itemid(spark):
+    rows = [(1, 30, 4.0, 100), (1, 10, 4.0, 200), (1, 20, 4.0, 100)]
+    df = spark.createDataFrame(rows, "userid int, itemid int, rating double, timestamp long").transform(add_split)
+    assert [(r.itemid, r.position) for r in df.orderBy("position").collect()] == [(20, 1), (30, 2), (10, 3)]
+
+
+def test_online_holdout_is_the_last_ten(spark):
+    df = impressions_of(spark, {1: 15}).transform(add_label).transform(add_split)
+    holdout = online_holdout(df)
+    assert holdout.columns == ["userid", "itemid", "rating", "label", "timestamp"]
+    assert sorted(r.itemid for r in holdout.collect()) == list(range(6, 16))
