@@ -19,7 +19,6 @@ if __package__ in (None, ""):  # run as a file by spark-submit: make the project
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs.atomic import switch_link
 from spark_jobs.lake import Table, Written, read_table
 from spark_jobs.runtime import job_main
 from spark_jobs.settings import Settings
@@ -68,11 +68,7 @@ def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:
 
 def switch_current(settings: Settings, run_dir: Path) -> None:
     """Point exports/current at run_dir with one rename, which is atomic on POSIX file systems."""
-    link = settings.current_export_dir
-    staged = link.with_name(f".{link.name}-{run_dir.name}")
-    staged.unlink(missing_ok=True)
-    staged.symlink_to(run_dir.relative_to(link.parent), target_is_directory=True)
-    os.replace(staged, link)
+    switch_link(settings.current_export_dir, run_dir)
 
 
 def prune_runs(settings: Settings) -> list[Path]:

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         """The last good batch's exports: a link switched atomically at the end of each run."""
         return self.exports_dir / "current"
 
+    @property
+    def models_dir(self) -> Path:
+        """Trained models, one versioned folder per training run under <model>/, with a current link."""
+        return self.output_dir / "models"
+
     def table_path(self, table: str) -> Path:
         return self.delta_dir / table
 

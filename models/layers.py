@@ -1,0 +1,48 @@
+"""Layers beyond torchfm's: per-group embeddings and the split of the spec-ordered input tensor.
+
+torchfm provides the building blocks (FeaturesEmbedding, FeaturesLinear, FactorizationMachine,
+MultiLayerPerceptron); these modules arrange them for one float input tensor in spec order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torchfm.layer import FeaturesEmbedding
+
+
+class ColumnSelect(nn.Module):
+    """Picks columns of the input by position; sparse ones become ids clamped into range.
+
+    An id at or beyond its field's cardinality (a user or movie the model never saw) becomes 0,
+    the unknown index, instead of indexing out of the embedding table.
+    """
+
+    def __init__(self, positions: Sequence[int], cardinalities: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.register_buffer("positions", torch.tensor(list(positions), dtype=torch.long), persistent=False)
+        self.sparse = cardinalities is not None
+        if cardinalities is not None:
+            self.register_buffer("limits", torch.tensor(list(cardinalities), dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        selected = torch.index_select(x, 1, self.positions)
+        if not self.sparse:
+            return selected
+        ids = selected.long()
+        return torch.where((ids >= 0) & (ids < self.limits), ids, torch.zeros_like(ids))
+
+
+class GroupEmbedding(nn.Module):
+    """One embedding size for a group of sparse fields (ids 16-d, side features 2-d, ...)."""
+
+    def __init__(self, cardinalities: Sequence[int], dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.fields = len(cardinalities)
+        self.embedding = FeaturesEmbedding(list(cardinalities), dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)  # (batch, fields, dim)

@@ -1,0 +1,63 @@
+"""Read the batch's Parquet exports straight into tensors, checked against the feature spec."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from spark_jobs.feature_spec import SPEC, FeatureSpec
+
+METADATA_FILE = "feature_metadata.json"
+TRAIN = "samples_train"
+TEST = "samples_test"
+
+
+class SpecMismatchError(RuntimeError):
+    """Data or a model was produced under another feature-spec version than the code's."""
+
+
+def check_spec_version(found: str, what: str, spec: FeatureSpec = SPEC) -> None:
+    if found != spec.version:
+        raise SpecMismatchError(
+            f"{what} was built with feature spec {found}, but this code's spec is {spec.version}: "
+            "rebuild it with the current batch/training"
+        )
+
+
+@dataclass(frozen=True)
+class FeatureMetadata:
+    spec_version: str
+    columns: tuple[str, ...]
+    cardinalities: dict[str, int]  # sparse feature -> number of indices
+    run_id: str
+
+    @classmethod
+    def read(cls, exports_dir: Path, spec: FeatureSpec = SPEC) -> FeatureMetadata:
+        raw = json.loads((exports_dir / METADATA_FILE).read_text())
+        check_spec_version(raw["spec_version"], f"the batch output in {exports_dir}", spec)
+        cardinalities = {f["name"]: int(f["cardinality"]) for f in raw["features"] if f["cardinality"]}
+        return cls(raw["spec_version"], tuple(raw["columns"]), cardinalities, raw["run_id"])
+
+
+@dataclass(frozen=True)
+class Samples:
+    features: torch.Tensor  # float32 (rows, 59) in spec order
+    labels: torch.Tensor  # float32 (rows,)
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+def load_samples(path: Path, spec: FeatureSpec = SPEC) -> Samples:
+    """One Parquet dataset (a folder of parts) -> tensors, column by column, no per-row access."""
+    table = pq.read_table(path, columns=[*spec.names, spec.label])
+    features = np.empty((table.num_rows, len(spec.names)), dtype=np.float32)
+    for position, name in enumerate(spec.names):
+        features[:, position] = table.column(name).to_numpy()
+    labels = table.column(spec.label).to_numpy().astype(np.float32)
+    return Samples(torch.from_numpy(features), torch.from_numpy(labels))

@@ -1,0 +1,103 @@
+"""Training loops, kept apart from the model definitions: Adam, BCE on logits, AUC each epoch,
+early stopping on test AUC with the best weights kept."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from tqdm import tqdm
+
+from models.samples import Samples
+
+log = logging.getLogger(__name__)
+
+# (model, feature batch) -> logits; the recall model takes two id columns, the ranker the whole row.
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 1024
+    max_epochs: int = 100
+    patience: int = 5  # epochs without a better test AUC before stopping
+    seed: int = 2024
+    eval_batch_size: int = 65536
+
+
+@dataclass
+class TrainingResult:
+    best_auc: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, test_auc, seconds
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def predict(model: nn.Module, forward: Forward, features: torch.Tensor, batch_size: int) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        logits = [forward(model, features[start:start + batch_size]) for start in range(0, len(features), batch_size)]
+    return torch.sigmoid(torch.cat(logits)).numpy()
+
+
+def auc(model: nn.Module, forward: Forward, samples: Samples, batch_size: int = 65536) -> float:
+    return float(roc_auc_score(samples.labels.numpy(), predict(model, forward, samples.features, batch_size)))
+
+
+def train(model: nn.Module, forward: Forward, train_set: Samples, test_set: Samples,
+          config: TrainingConfig, name: str = "model") -> TrainingResult:
+    """Trains in place; on return the model holds the weights of its best test-AUC epoch."""
+    seed_everything(config.seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    generator = torch.Generator().manual_seed(config.seed)
+    result = TrainingResult(best_auc=float("-inf"), best_epoch=0)
+    best_state = copy.deepcopy(model.state_dict())
+    started = time.monotonic()
+    for epoch in range(1, config.max_epochs + 1):
+        epoch_started = time.monotonic()
+        model.train()
+        order = torch.randperm(len(train_set), generator=generator)
+        total_loss = 0.0
+        batches = range(0, len(order), config.batch_size)
+        for start in tqdm(batches, desc=f"{name} epoch {epoch}", leave=False, mininterval=2.0):
+            index = order[start:start + config.batch_size]
+            if len(index) < 2:  # batch-norm needs two rows
+                continue
+            optimiser.zero_grad()
+            loss = loss_fn(forward(model, train_set.features[index]), train_set.labels[index])
+            loss.backward()
+            optimiser.step()
+            total_loss += loss.item() * len(index)
+        test_auc = auc(model, forward, test_set, config.eval_batch_size)
+        seconds = time.monotonic() - epoch_started
+        result.history.append({"epoch": epoch, "loss": total_loss / len(order), "test_auc": test_auc,
+                               "seconds": round(seconds, 2)})
+        log.info("%s epoch %d: loss %.4f, test AUC %.4f (%.1f s)", name, epoch, total_loss / len(order),
+                 test_auc, seconds)
+        if test_auc > result.best_auc:
+            result.best_auc, result.best_epoch = test_auc, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - result.best_epoch >= config.patience:
+            log.info("%s: no better test AUC for %d epochs, stopping", name, config.patience)
+            break
+    model.load_state_dict(best_state)
+    result.seconds = time.monotonic() - started
+    log.info("%s: best test AUC %.4f at epoch %d, %.1f s", name, result.best_auc, result.best_epoch, result.seconds)
+    return result

@@ -1,0 +1,162 @@
+"""Model layers, training on planted signal, ONNX parity and the spec-version guard (all small)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from models.artifacts import open_model
+from models.layers import ColumnSelect, GroupEmbedding
+from models.onnx_export import ParityError, check_parity, export_onnx, onnx_scores
+from models.ranking import GroupedFactorizationMachine, RankingConfig
+from models.recall import MatrixFactorization
+from models.samples import FeatureMetadata, Samples, SpecMismatchError, load_samples
+from models.train import VARIANTS, load_ranking, publish_ranking, publish_recall, train_ranking, train_recall
+from models.training import TrainingConfig, auc
+from spark_jobs.feature_spec import SPEC
+
+CARDINALITIES = {f.name: f.cardinality or 30 for f in SPEC.sparse}
+
+
+def random_samples(rows: int, seed: int = 0, signal: bool = True) -> Samples:
+    """Spec-shaped rows; the label depends on user-item parity, a genre flag and a dense feature."""
+    rng = np.random.default_rng(seed)
+    features = np.zeros((rows, len(SPEC.names)), dtype=np.float32)
+    for f in SPEC.sparse:
+        features[:, SPEC.index_of(f.name)] = rng.integers(1, CARDINALITIES[f.name], size=rows)
+    dense = [SPEC.index_of(f.name) for f in SPEC.dense]
+    features[:, dense] = rng.normal(size=(rows, len(dense)))
+    user, item = features[:, SPEC.index_of("userid")], features[:, SPEC.index_of("itemid")]
+    score = 1.5 * ((user + item) % 2 == 0) + 1.0 * features[:, SPEC.index_of("item_g3")] \
+        + 0.8 * features[:, SPEC.index_of("user_g3_clk")] - 1.2
+    if not signal:
+        score = np.zeros(rows)
+    labels = (rng.random(rows) < 1 / (1 + np.exp(-score))).astype(np.float32)
+    return Samples(torch.from_numpy(features), torch.from_numpy(labels))
+
+
+def metadata() -> FeatureMetadata:
+    return FeatureMetadata(SPEC.version, SPEC.names, dict(CARDINALITIES), "test-run")
+
+
+def test_column_select_clamps_unknown_ids():
+    x = torch.tensor([[3.0, 7.0, 0.5], [12.0, -1.0, 0.25]])
+    ids = ColumnSelect([0, 1], [10, 10])(x)
+    assert ids.dtype == torch.long
+    assert ids.tolist() == [[3, 7], [0, 0]]  # 12 is beyond the table, -1 is invalid: both unknown (0)
+    assert ColumnSelect([2])(x).tolist() == [[0.5], [0.25]]
+
+
+def test_group_embedding_shape_and_gradient():
+    layer = GroupEmbedding([5, 3], dim=4)
+    out = layer(torch.tensor([[1, 2], [4, 0]]))
+    assert out.shape == (2, 2, 4)
+    out.sum().backward()
+    grad = layer.embedding.embedding.weight.grad
+    assert grad[[1, 4, 5 + 2, 5 + 0]].abs().sum() > 0 and grad[[0, 2, 3]].abs().sum() == 0
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_ranking_model_shapes_and_gradients(variant):
+    model = GroupedFactorizationMachine(CARDINALITIES, VARIANTS[variant])
+    batch = random_samples(8)
+    logits = model(batch.features)
+    assert logits.shape == (8,)
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels).backward()
+    embeddings = model.embeddings
+    assert embeddings["sparse_id"].embedding.embedding.weight.shape[1] == 16
+    assert embeddings["sparse_side"].embedding.embedding.weight.shape[1] == 2
+    assert embeddings["sparse_side"].fields == 21
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert (model.dense_mlp is not None) == (variant != "fm")
+    assert (model.deep_mlp is not None) == (variant == "deepfm")
+
+
+def test_matrix_factorization_vectors_reproduce_the_ranking():
+    model = MatrixFactorization(users=6, items=9, dim=4)
+    torch.nn.init.normal_(model.user_bias.weight)
+    torch.nn.init.normal_(model.item_bias.weight)
+    users, items = model.export_vectors()
+    assert users.shape == (6, 6) and items.shape == (9, 6)
+    with torch.no_grad():
+        logits = model(torch.full((9,), 2), torch.arange(9))
+    assert torch.allclose(users[2] @ items.T + model.bias, logits, atol=1e-6)
+
+
+def test_training_finds_a_planted_signal():
+    train_set, test_set = random_samples(6000, seed=1), random_samples(2000, seed=2)
+    config = TrainingConfig(max_epochs=8, batch_size=256, learning_rate=1e-2)
+    model, result = train_ranking(metadata(), train_set, test_set, RankingConfig(), config)
+    assert result.best_auc > 0.7
+    assert result.best_auc == pytest.approx(auc(model, lambda m, x: m(x), test_set))  # best weights kept
+    assert len(result.history) <= 8
+    _, recall = train_recall(metadata(), train_set, test_set, config=config)
+    assert recall.best_auc > 0.6
+
+
+def test_training_is_reproducible():
+    train_set, test_set = random_samples(2000, seed=3), random_samples(500, seed=4)
+    config = TrainingConfig(max_epochs=2, batch_size=256)
+    first = train_ranking(metadata(), train_set, test_set, RankingConfig(), config)[1]
+    second = train_ranking(metadata(), train_set, test_set, RankingConfig(), config)[1]
+    assert first.history[-1]["test_auc"] == second.history[-1]["test_auc"]
+
+
+def test_early_stopping_without_signal():
+    train_set, test_set = random_samples(2000, seed=5, signal=False), random_samples(500, seed=6, signal=False)
+    config = TrainingConfig(max_epochs=50, batch_size=256, patience=2)
+    result = train_ranking(metadata(), train_set, test_set, RankingConfig(), config)[1]
+    assert len(result.history) == result.best_epoch + 2 < 50
+
+
+def test_onnx_export_parity_and_dynamic_batch(tmp_path):
+    model = GroupedFactorizationMachine(CARDINALITIES, RankingConfig()).eval()
+    path = export_onnx(model, tmp_path / "model.onnx")
+    rows = random_samples(300, seed=7).features
+    assert check_parity(model, path, rows) <= 1e-5
+    assert onnx_scores(path, rows[:1].numpy()).shape == (1,)
+    with torch.no_grad():
+        model.linear.bias += 1.0  # the exported file no longer matches the model
+    with pytest.raises(ParityError):
+        check_parity(model, path, rows)
+
+
+def test_artifacts_round_trip_and_spec_guard(tmp_path):
+    train_set, test_set = random_samples(1500, seed=8), random_samples(500, seed=9)
+    config = TrainingConfig(max_epochs=1, batch_size=256)
+    model, result = train_ranking(metadata(), train_set, test_set, RankingConfig(), config)
+    folder = publish_ranking(tmp_path, model, metadata(), result, config, test_set.features)
+    opened = open_model(tmp_path / "ranking")
+    assert opened.path == folder.path
+    saved = opened.metadata()
+    assert saved["spec_version"] == SPEC.version and saved["columns"] == list(SPEC.names)
+    assert (saved["input_name"], saved["output_name"]) == ("features", "probability")
+    assert len(saved["auc_history"]) == 1
+    reloaded = load_ranking(opened)
+    with torch.no_grad():
+        assert torch.equal(reloaded(test_set.features), model.eval()(test_set.features))
+
+    recall_model, recall_result = train_recall(metadata(), train_set, test_set, config=config)
+    recall_folder = publish_recall(tmp_path, recall_model, metadata(), recall_result, config, dim=16)
+    vectors = pd.read_parquet(recall_folder.path / "item_vectors.parquet")
+    assert vectors["itemid"].min() == 1 and len(vectors["vector"].iloc[0]) == 18
+
+    stale = json.loads(folder.metadata_path.read_text()) | {"spec_version": "v1-000000000000"}
+    folder.metadata_path.write_text(json.dumps(stale))
+    with pytest.raises(SpecMismatchError, match="v1-000000000000"):
+        open_model(tmp_path / "ranking")
+
+
+def test_samples_load_in_spec_order_and_check_the_spec(tmp_path):
+    data = random_samples(10, seed=10)
+    frame = pd.DataFrame(data.features.numpy(), columns=SPEC.names).iloc[:, ::-1]  # stored in another order
+    frame["label"] = data.labels.numpy().astype("int32")
+    frame.to_parquet(tmp_path / "part.parquet")
+    loaded = load_samples(tmp_path / "part.parquet")
+    assert torch.equal(loaded.features, data.features) and torch.equal(loaded.labels, data.labels)
+    (tmp_path / "feature_metadata.json").write_text(json.dumps(
+        {"spec_version": "v0-old", "columns": [], "features": [], "run_id": "r"}))
+    with pytest.raises(SpecMismatchError, match="rebuild"):
+        FeatureMetadata.read(tmp_path)
