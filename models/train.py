@@ -127,15 +127,19 @@ def publish_ranking(models_dir: Path, model: GroupedFactorizationMachine, metada
 
 def vectors_to_delta(settings: Settings, folder: ModelFolder, run_id: str) -> None:
     """The recall vectors as Delta tables, written like every other table of the platform."""
+    from pyspark.sql import SparkSession
+
     from spark_jobs.lake import write_table
     from spark_jobs.session import spark_session
 
-    spark = spark_session(settings, "movielens-vectors")
+    active = SparkSession.getActiveSession()
+    spark = active or spark_session(settings, "movielens-vectors")
     try:
         for name in (USER_VECTORS, ITEM_VECTORS):
             write_table(spark.read.parquet(str(folder.path / f"{name}.parquet")), settings, name, run_id)
     finally:
-        spark.stop()
+        if active is None:
+            spark.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -233,7 +233,9 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     users = read_table(spark, settings, Table.USERS)
     items = read_table(spark, settings, Table.ITEMS).transform(add_genre_flags)
     impressions = read_table(spark, settings, Table.IMPRESSIONS)
-    span = impressions.agg(F.min("timestamp").alias("first"), F.max("userid").alias("max_user")).first()
+    span = impressions.agg(F.min("timestamp").alias("first"), F.max("userid").alias("max_user"),
+                           F.count(F.lit(1)).alias("rows")).first()
+    log.info("features: %d impressions in from %s", span["rows"], settings.table_path(Table.IMPRESSIONS))
     max_user = users.agg(F.max("userid")).first()[0] or 0
     cardinalities = Cardinalities(
         userid=max(max_user, span["max_user"] or 0) + 1, itemid=(items.agg(F.max("itemid")).first()[0] or 0) + 1

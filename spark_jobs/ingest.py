@@ -377,6 +377,9 @@ def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanD
     if users:
         problems = problems.unionByName(users.problems)
     skipped = raise_or_report(problems, on_bad_lines)
+    for parsed_file in (ratings, items, users):
+        if parsed_file is not None:
+            log.info("read %s: %d lines", data_dir / parsed_file.name, parsed_file.rows.count())
 
     bad_rating_lines = references.select("line")
     clean_ratings = ratings.good.join(bad_rating_lines, "line", "left_anti").drop("line")

@@ -74,7 +74,9 @@ def online_holdout(impressions: DataFrame) -> DataFrame:
 
 
 def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
-    impressions = read_table(spark, settings, Table.RATINGS).transform(add_label).transform(add_split)
+    ratings = read_table(spark, settings, Table.RATINGS)
+    log.info("split: %d ratings in from %s", ratings.count(), settings.table_path(Table.RATINGS))
+    impressions = ratings.transform(add_label).transform(add_split)
     written = write_table(impressions, settings, Table.IMPRESSIONS, run_id)
     impressions = read_table(spark, settings, Table.IMPRESSIONS, written.version)
     return [written, write_table(online_holdout(impressions), settings, Table.ONLINE_HOLDOUT, run_id)]

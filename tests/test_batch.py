@@ -8,6 +8,8 @@ import pytest
 from conftest import ML_100K
 from delta.tables import DeltaTable
 
+from models import train as train_models
+from models.artifacts import open_model
 from spark_jobs import run_batch
 from spark_jobs.export import METADATA_FILE, Export
 from spark_jobs.feature_spec import HOLDOUT_SIZE, SPEC
@@ -78,6 +80,14 @@ def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_data
     assert [h["version"] for h in history(spark, settings, Table.RATINGS)] == [1, 0]
     assert read_table(spark, settings, Table.RATINGS, version=0).count() == ratings.count()
     assert [p.name for p in (settings.exports_dir / "runs").iterdir()] == ["run-3"]  # keep_export_runs=1
+
+    # The trainers read what the batch exported, and publish vectors back as Delta tables.
+    summary = train_models.main(["--output", str(settings.output_dir), "--max-epochs", "2", "--delta"])
+    ranking = open_model(settings.models_dir / "ranking").metadata()
+    assert ranking["data_run_id"] == "run-3" and ranking["onnx_parity_max_abs_diff"] <= 1e-5
+    assert 0 < summary["recall"]["test_auc"] < 1 and 0 < summary["ranking"]["test_auc"] < 1
+    item_vectors = read_table(spark, settings, "item_vectors")
+    assert item_vectors.count() == metadata["features"][1]["cardinality"] - 1  # every item id but 0
 
 
 @pytest.mark.skipif(not ML_100K.is_dir(), reason="needs ../shared/data/ml-100k")
