@@ -76,7 +76,7 @@ def train(model: nn.Module, forward: Forward, train_set: Samples, test_set: Samp
         order = torch.randperm(len(train_set), generator=generator)
         total_loss = 0.0
         batches = range(0, len(order), config.batch_size)
-        for start in tqdm(batches, desc=f"{name} epoch {epoch}", leave=False, mininterval=2.0):
+        for start in tqdm(batches, desc=f"{name} epoch {epoch}", leave=False, mininterval=2.0, disable=None):
             index = order[start:start + config.batch_size]
             if len(index) < 2:  # batch-norm needs two rows
                 continue

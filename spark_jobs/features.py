@@ -11,11 +11,8 @@ batch. Dense features are standardised with the train split's mean and sample st
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a file by spark-submit
+    import _project_root  # noqa: F401
 
 import json
 import logging

@@ -10,11 +10,8 @@
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a file by spark-submit
+    import _project_root  # noqa: F401
 
 from collections.abc import Sequence
 
