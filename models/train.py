@@ -152,8 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--delta", action="store_true", help="also write the vectors as Delta tables")
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     exports = args.exports or settings.current_export_dir
     metadata = FeatureMetadata.read(exports)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.feature_spec import (
@@ -51,16 +51,14 @@ def add_genre_flags(items: DataFrame) -> DataFrame:
     )
 
 
-def _counter_sums(frame: Window) -> list:
-    """Per-genre impression and positive counts over the rows of ``frame`` (0 when it is empty)."""
-    sums = []
+def genre_counters(total: Callable[[Column], Column]) -> list[Column]:
+    """The 36 counter columns: ``total`` of each genre's flag, and of flag * label, per genre."""
+    columns = []
     for k in GENRE_IDS:
         flag = F.col(genre_flag_name(k))
-        sums.append(F.coalesce(F.sum(flag).over(frame), F.lit(0)).cast("int").alias(genre_impressions_name(k)))
-        sums.append(
-            F.coalesce(F.sum(flag * F.col("label")).over(frame), F.lit(0)).cast("int").alias(genre_clicks_name(k))
-        )
-    return sums
+        columns.append(total(flag).cast("int").alias(genre_impressions_name(k)))
+        columns.append(total(flag * F.col("label")).cast("int").alias(genre_clicks_name(k)))
+    return columns
 
 
 def add_pit_genre_counters(impressions: DataFrame) -> DataFrame:
@@ -71,7 +69,10 @@ def add_pit_genre_counters(impressions: DataFrame) -> DataFrame:
     impression of the group takes that first row's counters.
     """
     before = user_timeline().rowsBetween(-PIT_HISTORY, -1)
-    with_sliding = impressions.select("*", *_counter_sums(before))
+    # An empty frame (no past) sums to null: that is 0 impressions.
+    with_sliding = impressions.select(
+        "*", *genre_counters(lambda column: F.coalesce(F.sum(column).over(before), F.lit(0)))
+    )
     first_of_second = Window.partitionBy("userid", "timestamp").orderBy("itemid")
     return with_sliding.select(
         *(c for c in impressions.columns),
@@ -85,12 +86,7 @@ def online_genre_counters(offline_impressions: DataFrame) -> DataFrame:
     recent = offline_impressions.withColumn("recency", F.row_number().over(newest_first)).filter(
         F.col("recency") <= PIT_HISTORY
     )
-    sums = []
-    for k in GENRE_IDS:
-        flag = F.col(genre_flag_name(k))
-        sums.append(F.sum(flag).cast("int").alias(genre_impressions_name(k)))
-        sums.append(F.sum(flag * F.col("label")).cast("int").alias(genre_clicks_name(k)))
-    return recent.groupBy("userid").agg(*sums, F.max("timestamp").alias("last_offline_timestamp"))
+    return recent.groupBy("userid").agg(*genre_counters(F.sum), F.max("timestamp").alias("last_offline_timestamp"))
 
 
 # --- standardisation -------------------------------------------------------------------------
