@@ -4,8 +4,8 @@
 
 Reads ``<exports>/samples_train`` and ``samples_test`` (default: the batch's ``exports/current``),
 checks their feature-spec version, trains, and writes versioned folders under ``<output>/models/``:
-``recall/`` (weights, user and item vectors as Parquet) and ``ranking/`` (weights, ONNX, metadata);
-with ``--delta`` the vectors also become the Delta tables ``user_vectors`` and ``item_vectors``.
+``recall/`` (weights, user and item vectors as Parquet) and ``ranking/`` (weights, ONNX, metadata).
+The vectors also become the Delta tables ``user_vectors`` and ``item_vectors`` (unless ``--no-delta``).
 """
 
 from __future__ import annotations
@@ -149,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--only", choices=(RECALL, RANKING), default=None)
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="fm_dense", help="ranking model variant")
     parser.add_argument("--max-epochs", type=int, default=None)
-    parser.add_argument("--delta", action="store_true", help="also write the vectors as Delta tables")
+    parser.add_argument("--no-delta", dest="delta", action="store_false",
+                        help="skip writing the vectors as Delta tables (saves starting Spark)")
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -82,7 +82,7 @@ def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_data
     assert [p.name for p in (settings.exports_dir / "runs").iterdir()] == ["run-3"]  # keep_export_runs=1
 
     # The trainers read what the batch exported, and publish vectors back as Delta tables.
-    summary = train_models.main(["--output", str(settings.output_dir), "--max-epochs", "2", "--delta"])
+    summary = train_models.main(["--output", str(settings.output_dir), "--max-epochs", "2"])
     ranking = open_model(settings.models_dir / "ranking").metadata()
     assert ranking["data_run_id"] == "run-3" and ranking["onnx_parity_max_abs_diff"] <= 1e-5
     assert 0 < summary["recall"]["test_auc"] < 1 and 0 < summary["ranking"]["test_auc"] < 1
