@@ -51,7 +51,7 @@ def new_run_id() -> str:
 class Written:
     table: str
     path: str
-    version: int
+    version: int  # the Delta version written; -1 for a Parquet export
     rows: int
 
 

@@ -43,5 +43,6 @@ def job_main(name: str, run: JobRun, argv: Sequence[str] | None, description: st
         spark.stop()
     log.info("%s finished in %.1f s (run %s)", name, time.monotonic() - started, run_id)
     for w in written:
-        log.info("  %-16s %10d rows  %s  (version %d)", w.table, w.rows, w.path, w.version)
+        version = f"  (Delta version {w.version})" if w.version >= 0 else ""
+        log.info("  %-16s %10d rows  %s%s", w.table, w.rows, w.path, version)
     return written
