@@ -48,6 +48,8 @@ class Export:
     USER_FILTER = Table.USER_FILTER
     ONLINE_HOLDOUT = Table.ONLINE_HOLDOUT
     ITEMS = Table.ITEMS
+    # Exported as they are in Delta.
+    AS_IS: tuple[str, ...] = (USER_FEATURES, ITEM_FEATURES, USER_TERMS, ITEM_TERMS, USER_FILTER, ONLINE_HOLDOUT, ITEMS)
 
 
 def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:
@@ -55,11 +57,7 @@ def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:
     return {
         Export.SAMPLES_TRAIN: samples.filter(F.col("split") == Split.TRAIN).drop("split"),
         Export.SAMPLES_TEST: samples.filter(F.col("split") == Split.TEST).drop("split"),
-        **{
-            name: tables[name]
-            for name in (Export.USER_FEATURES, Export.ITEM_FEATURES, Export.USER_TERMS, Export.ITEM_TERMS,
-                         Export.USER_FILTER, Export.ONLINE_HOLDOUT, Export.ITEMS)
-        },
+        **{name: tables[name] for name in Export.AS_IS},
     }
 
 
@@ -80,10 +78,7 @@ def prune_runs(settings: Settings) -> list[Path]:
 def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     versions: dict[str, dict] = {}
     tables: dict[str, DataFrame] = {}
-    needed = (Table.SAMPLES, Table.FEATURE_METADATA, *(
-        Export.USER_FEATURES, Export.ITEM_FEATURES, Export.USER_TERMS, Export.ITEM_TERMS,
-        Export.USER_FILTER, Export.ONLINE_HOLDOUT, Export.ITEMS))
-    for table in needed:
+    for table in (Table.SAMPLES, Table.FEATURE_METADATA, *Export.AS_IS):
         last = DeltaTable.forPath(spark, str(settings.table_path(table))).history(1).first()
         versions[table] = {"version": int(last["version"]), "run_id": last["userMetadata"]}
         tables[table] = read_table(spark, settings, table, versions[table]["version"])

@@ -254,6 +254,7 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     metadata_table = spark.createDataFrame([(run_id, spec.version, json.dumps(metadata))],
                                            "run_id string, spec_version string, metadata string")
     written.append(write_table(metadata_table, settings, Table.FEATURE_METADATA, run_id))
+    samples_raw.unpersist()
     log.info("features: %d columns (spec %s), %s", len(spec.names), spec.version, counts)
     return written
 

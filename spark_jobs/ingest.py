@@ -327,6 +327,13 @@ class ParsedFile:
 def raise_or_report(problems: DataFrame, on_bad_lines: str) -> int:
     """Raise on the first bad line, or return how many there are when skipping them."""
     problems = problems.cache()
+    try:
+        return _raise_or_count(problems, on_bad_lines)
+    finally:
+        problems.unpersist()
+
+
+def _raise_or_count(problems: DataFrame, on_bad_lines: str) -> int:
     total = problems.count()
     if total == 0:
         return 0
@@ -350,6 +357,11 @@ class CleanData:
     users: DataFrame
     items: DataFrame
     skipped_lines: int
+    cached: tuple[DataFrame, ...]  # the parsed files, kept in memory until the clean tables are written
+
+    def release(self) -> None:
+        for df in self.cached:
+            df.unpersist()
 
 
 def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanData:
@@ -367,21 +379,27 @@ def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanD
     ratings = parsed(fmt.ratings_file, parse_ratings(fmt), 1, fmt.ratings_header)
     items = parsed(fmt.items_file, parse_items(fmt), 0, fmt.items_header)
     users = parsed(fmt.users_file, parse_users(fmt), 0) if fmt.users_file else None
+    files = [f for f in (ratings, items, users) if f is not None]
     references = unknown_references(
         ratings.good, users.good if users else None, items.good
     ).select(F.lit(ratings.rank).alias("rank"), F.lit(fmt.ratings_file).alias("file"), "line", "problem.*")
     problems = ratings.problems.unionByName(items.problems).unionByName(references)
     if users:
         problems = problems.unionByName(users.problems)
-    skipped = raise_or_report(problems, on_bad_lines)
-    for parsed_file in (ratings, items, users):
-        if parsed_file is not None:
-            log.info("read %s: %d lines", data_dir / parsed_file.name, parsed_file.rows.count())
+    try:
+        skipped = raise_or_report(problems, on_bad_lines)
+    except DataValidationError:
+        for parsed_file in files:
+            parsed_file.rows.unpersist()
+        raise
+    for parsed_file in files:
+        log.info("read %s: %d lines", data_dir / parsed_file.name, parsed_file.rows.count())
 
     bad_rating_lines = references.select("line")
     clean_ratings = ratings.good.join(bad_rating_lines, "line", "left_anti").drop("line")
     clean_users = users.good.drop("line") if users else users_without_demographics(clean_ratings)
-    return CleanData(fmt, clean_ratings, clean_users, items.good.drop("line"), skipped)
+    return CleanData(fmt, clean_ratings, clean_users, items.good.drop("line"), skipped,
+                     tuple(f.rows for f in files))
 
 
 def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
@@ -396,6 +414,7 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
         write_table(clean.users, settings, Table.USERS, run_id),
         write_table(clean.items, settings, Table.ITEMS, run_id),
     ]
+    clean.release()
     log.info("ingest: %s from %s, %d bad line(s) skipped", clean.fmt.name, settings.data_dir,
              clean.skipped_lines)
     return written
