@@ -51,7 +51,9 @@ OCCUPATION_COUNT = 21
 # Semantics of labels, splits and point-in-time features (documented in README.md).
 POSITIVE_RATING_ABOVE = 3  # label = 1 when rating > 3
 HOLDOUT_SIZE = 10  # each user's last impressions kept for online evaluation
-TRAIN_PERCENT = 80  # offline impressions with row number < 80% of n are train
+TRAIN_PERCENT = 80  # offline impressions with 0-based row number < 80% of n are train
+# Said in words so that a change of the rule (not only of its numbers) changes the spec version.
+SPLIT_RULE = "holdout: last HOLDOUT_SIZE; train: position - 1 < TRAIN_PERCENT% of the offline n; test: the rest"
 MIN_IMPRESSIONS_FOR_SPLIT = HOLDOUT_SIZE + 2  # fewer: every impression is offline train
 PIT_HISTORY = 10  # impressions looked back over for the genre counters
 
@@ -194,6 +196,7 @@ class FeatureSpec:
                 "positive_rating_above": POSITIVE_RATING_ABOVE,
                 "holdout_size": HOLDOUT_SIZE,
                 "train_percent": TRAIN_PERCENT,
+                "split_rule": SPLIT_RULE,
                 "min_impressions_for_split": MIN_IMPRESSIONS_FOR_SPLIT,
                 "pit_history": PIT_HISTORY,
             },

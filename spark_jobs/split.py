@@ -2,10 +2,11 @@
 
     spark-submit --properties-file spark_jobs/delta.conf spark_jobs/split.py --output DIR
 
-Per user, impressions are ordered by (timestamp, itemid) and numbered from 1. The last
-HOLDOUT_SIZE form the online hold-out; of the n before them, row number < TRAIN_PERCENT% of n is
-offline train and the rest offline test. A user with fewer than MIN_IMPRESSIONS_FOR_SPLIT
-impressions cannot give both a hold-out and a train and a test row, so all of theirs are train.
+Per user, impressions are ordered by (timestamp, itemid) and numbered from 1 (``position``). The
+last HOLDOUT_SIZE form the online hold-out; of the n before them, the ones with position - 1 <
+TRAIN_PERCENT% of n are offline train and the rest offline test (the reference design's 0-based
+``cumcount < 0.8 * n``: n = 10 gives 8 train and 2 test). A user with fewer than
+MIN_IMPRESSIONS_FOR_SPLIT impressions is too short for a hold-out: all of theirs are train.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def split_of(position: Column, impressions: Column) -> Column:
     return (
         F.when(impressions < MIN_IMPRESSIONS_FOR_SPLIT, F.lit(Split.TRAIN))
         .when(position > offline, F.lit(Split.HOLDOUT))
-        # position < TRAIN_PERCENT% of offline, in integers so no rounding can move the boundary
-        .when(position * 100 < offline * TRAIN_PERCENT, F.lit(Split.TRAIN))
+        # 0-based row number < TRAIN_PERCENT% of offline, in integers so no rounding can move the boundary
+        .when((position - 1) * 100 < offline * TRAIN_PERCENT, F.lit(Split.TRAIN))
         .otherwise(F.lit(Split.TEST))
     )
 

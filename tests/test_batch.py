@@ -11,7 +11,7 @@ from delta.tables import DeltaTable
 from models import train as train_models
 from models.artifacts import open_model
 from spark_jobs import run_batch
-from spark_jobs.export import METADATA_FILE, Export
+from spark_jobs.export import METADATA_FILE, Export, ShrinkingRunError
 from spark_jobs.feature_spec import HOLDOUT_SIZE, SPEC
 from spark_jobs.ingest import DataValidationError
 from spark_jobs.lake import Table, read_table
@@ -77,9 +77,19 @@ def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_data
 
     run_batch.run(spark, settings, "run-3")
     check_batch_output(spark, settings, "run-3")
-    assert [h["version"] for h in history(spark, settings, Table.RATINGS)] == [1, 0]
+
+    # A third of the ratings (a truncated file, say) is a valid input, but must not replace what serves.
+    shrunk = tmp_path / "shrunk"
+    shutil.copytree(tiny_dataset, shrunk)
+    lines = (shrunk / "ratings.dat").read_text(encoding="iso-8859-1").splitlines(keepends=True)
+    (shrunk / "ratings.dat").write_text("".join(lines[: len(lines) // 3]), encoding="iso-8859-1")
+    with pytest.raises(ShrinkingRunError, match=r"ratings [\d,]+ < half of [\d,]+"):
+        run_batch.run(spark, settings.model_copy(update={"data_dir": shrunk}), "run-shrunk")
+    assert settings.current_export_dir.resolve().name == "run-3"
+    # Delta keeps every version (the refused run's too); the exports keep the serving run only
+    assert [h["version"] for h in history(spark, settings, Table.RATINGS)] == [2, 1, 0]
     assert read_table(spark, settings, Table.RATINGS, version=0).count() == ratings.count()
-    assert [p.name for p in (settings.exports_dir / "runs").iterdir()] == ["run-3"]  # keep_export_runs=1
+    assert sorted(p.name for p in (settings.exports_dir / "runs").iterdir()) == ["run-3", "run-shrunk"]
 
     # The trainers read what the batch exported, and publish vectors back as Delta tables.
     summary = train_models.main(["--output", str(settings.output_dir), "--max-epochs", "2"])
@@ -96,10 +106,10 @@ def test_batch_on_movielens_100k(spark, tmp_path):
     run_batch.run(spark, settings, "ml-100k")
     metadata, train = check_batch_output(spark, settings, "ml-100k")
     counts = metadata["counts"]
-    # 943 users, all with >= 20 ratings: 9430 held out, the remaining 90570 split ~80/20
+    # 943 users, all with >= 20 ratings: 9430 held out, the remaining 90570 split 80/20 per user
+    # exactly as the reference design's cumcount < 0.8 n does
     assert read_table(spark, settings, Table.ONLINE_HOLDOUT).count() == 9430
-    assert counts["samples_train"] + counts["samples_test"] == 90_570
-    assert 0.75 < counts["samples_train"] / 90_570 < 0.8
+    assert (counts["samples_train"], counts["samples_test"]) == (72_823, 17_747)
     assert counts["user_features"] == 943 and counts["item_features"] == 1682
     assert metadata["absent_features"] == []
     assert {f["name"]: f["cardinality"] for f in metadata["features"]}["itemid"] == 1683

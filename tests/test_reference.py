@@ -51,7 +51,7 @@ def reference(ratings, item_genres):
                 split = "train"
             elif position > offline_n:
                 split = "holdout"
-            elif position < Fraction(TRAIN_PERCENT, 100) * offline_n:
+            elif position - 1 < Fraction(TRAIN_PERCENT, 100) * offline_n:  # cumcount < 0.8 n
                 split = "train"
             else:
                 split = "test"

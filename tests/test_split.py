@@ -16,18 +16,21 @@ def test_label_is_rating_above_3(spark):
 
 
 def test_split_boundaries(spark):
-    # user 1: 20 impressions -> 10 held out; n = 10 offline: row number < 8 is train (7), 3 test.
-    # user 2: 12 impressions (the minimum) -> 10 held out; n = 2: 1 train, 1 test.
+    # Positions are 1-based; the reference's 0-based row number is position - 1.
+    # user 1: 20 impressions -> 10 held out; n = 10 offline: row number < 8 is train (8), 2 test.
+    # user 2: 12 impressions (the minimum) -> 10 held out; n = 2: row number < 1.6: both train.
     # user 3: 11 impressions -> too few to split: all train.
-    # user 4: 25 impressions -> n = 15: row number < 12 is train (11), 4 test.
-    split = impressions_of(spark, {1: 20, 2: 12, 3: 11, 4: 25}).transform(add_split)
+    # user 4: 25 impressions -> n = 15: row number < 12 is train (12), 3 test.
+    # user 5: 15 impressions -> n = 5: row number < 4 is train (4), 1 test.
+    split = impressions_of(spark, {1: 20, 2: 12, 3: 11, 4: 25, 5: 15}).transform(add_split)
     expected_rows = (
-        [(1, p, "train") for p in range(1, 8)] + [(1, p, "test") for p in range(8, 11)]
+        [(1, p, "train") for p in range(1, 9)] + [(1, p, "test") for p in range(9, 11)]
         + [(1, p, "holdout") for p in range(11, 21)]
-        + [(2, 1, "train"), (2, 2, "test")] + [(2, p, "holdout") for p in range(3, 13)]
+        + [(2, 1, "train"), (2, 2, "train")] + [(2, p, "holdout") for p in range(3, 13)]
         + [(3, p, "train") for p in range(1, 12)]
-        + [(4, p, "train") for p in range(1, 12)] + [(4, p, "test") for p in range(12, 16)]
+        + [(4, p, "train") for p in range(1, 13)] + [(4, p, "test") for p in range(13, 16)]
         + [(4, p, "holdout") for p in range(16, 26)]
+        + [(5, p, "train") for p in range(1, 5)] + [(5, 5, "test")] + [(5, p, "holdout") for p in range(6, 16)]
     )
     expected = spark.createDataFrame(expected_rows, "userid int, position int, split string")
     assert_df_equality(split.select("userid", "position", "split"), expected,
