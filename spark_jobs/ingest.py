@@ -12,6 +12,7 @@ from __future__ import annotations
 if __package__ in (None, ""):  # run as a file by spark-submit
     import _project_root  # noqa: F401
 
+import codecs
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -98,22 +99,37 @@ def drop_blank_lines(lines: DataFrame) -> DataFrame:
     return lines.filter(F.trim("text") != "")
 
 
-def check_header(header: str | None) -> Callable[[DataFrame], DataFrame]:
-    """Drop line 1 when the format has a header, after checking it is the expected one."""
+def drop_header(has_header: bool) -> Callable[[DataFrame], DataFrame]:
+    """Start every line without a problem; drop line 1 when it is the (already checked) header."""
 
     def transform(lines: DataFrame) -> DataFrame:
-        if header is None:
-            return lines.withColumn("problem", F.lit(None).cast(PROBLEM))
-        is_header = F.col("line") == 1
-        wrong = is_header & (F.trim("text") != header)
-        problem = F.when(
-            wrong,
-            F.struct(F.lit("header").alias("field"), F.lit(f"expected '{header}'").alias("reason"),
-                     F.col("text").alias("value")),
-        ).otherwise(F.lit(None).cast(PROBLEM))
-        return lines.withColumn("problem", problem).filter(~is_header | wrong)
+        lines = lines.withColumn("problem", F.lit(None).cast(PROBLEM))
+        return lines.filter(F.col("line") != 1) if has_header else lines
 
     return transform
+
+
+def without_trailing_empty_fields(text: str, separator: str) -> str:
+    fields = text.rstrip("\r\n").split(separator)
+    while len(fields) > 1 and not fields[-1].strip():
+        fields.pop()
+    return separator.join(fields)
+
+
+def check_header(path: Path, encoding: str, header: str, separator: str) -> bool:
+    """Check a file's header line in one step (a wrong header is one error, not one per line).
+
+    Returns whether it carries trailing empty fields (``a,b,c,,,``), as files re-saved by a
+    spreadsheet do; those are ignored on every line of the file.
+    """
+    with path.open("rb") as handle:
+        first = handle.readline().decode(encoding, errors="replace").rstrip("\r\n")
+    cleaned = without_trailing_empty_fields(first, separator)
+    if cleaned.strip() != header:
+        raise DataValidationError(
+            f"{path.name}:1: header {first!r} is not the expected {header!r} (nothing was written)"
+        )
+    return cleaned != first.rstrip()
 
 
 def _field(index: int) -> Column:
@@ -124,6 +140,24 @@ def _split(separator: str) -> Column:
     # split() takes a regex; -1 keeps trailing empty fields so they are counted.
     escaped = "".join("\\" + c if c in r".^$|?*+()[]{}\\" else c for c in separator)
     return F.split(F.col("text"), escaped, -1)
+
+
+def split_fields(separator: str, expected: int) -> Callable[[DataFrame], DataFrame]:
+    """Adds ``fields``; empty fields past the expected ones are dropped and the line marked ``padded``.
+
+    Spreadsheet exports pad every line with empty fields (``1,31,2.5,1260759144,,,,``); a line with
+    extra *non-empty* fields keeps them all, so the field count check still reports it.
+    """
+
+    def transform(lines: DataFrame) -> DataFrame:
+        raw = _split(separator)
+        extra = F.slice(raw, expected + 1, F.greatest(F.size(raw) - expected, F.lit(1)))
+        padded = (F.size(raw) > expected) & F.forall(extra, lambda field: F.trim(field) == "")
+        return lines.withColumn("padded", padded).withColumn(
+            "fields", F.when(F.col("padded"), F.slice(raw, 1, expected)).otherwise(raw)
+        )
+
+    return transform
 
 
 def _count_check(expected: int) -> Check:
@@ -149,7 +183,7 @@ def parse_ratings(fmt: DatasetFormat) -> Callable[[DataFrame], DataFrame]:
     """(line, text) -> (line, userid, itemid, rating, timestamp, problem)."""
 
     def transform(lines: DataFrame) -> DataFrame:
-        df = lines.withColumn("fields", _split(fmt.ratings_separator))
+        df = lines.transform(split_fields(fmt.ratings_separator, 4))
         userid, user_check = _int_check("userid", 0)
         itemid, item_check = _int_check("itemid", 1)
         rating_text = F.trim(_field(2))
@@ -177,6 +211,7 @@ def parse_ratings(fmt: DatasetFormat) -> Callable[[DataFrame], DataFrame]:
             rating.alias("rating"),
             timestamp.alias("timestamp"),
             "problem",
+            "padded",
         )
 
     return transform
@@ -200,7 +235,7 @@ def parse_users(fmt: DatasetFormat) -> Callable[[DataFrame], DataFrame]:
     """(line, text) -> (line, userid, gender, age, occupation, problem) with categorical indices."""
 
     def transform(lines: DataFrame) -> DataFrame:
-        df = lines.withColumn("fields", _split(fmt.side_separator))
+        df = lines.transform(split_fields(fmt.side_separator, 5))
         userid, user_check = _int_check("userid", 0)
         if fmt.users_layout is UsersLayout.ML_1M:
             gender_text, age_position, occupation_position = _field(1), 2, 3
@@ -226,6 +261,7 @@ def parse_users(fmt: DatasetFormat) -> Callable[[DataFrame], DataFrame]:
             age.cast("int").alias("age"),
             occupation.cast("int").alias("occupation"),
             "problem",
+            "padded",
         )
 
     return transform
@@ -245,21 +281,23 @@ def parse_items(fmt: DatasetFormat) -> Callable[[DataFrame], DataFrame]:
 
     def transform(lines: DataFrame) -> DataFrame:
         if fmt.items_layout is ItemsLayout.CSV:
-            # The title may hold commas (then it is quoted); id and genres never do.
+            # The title may hold commas (then it is quoted); id and genres never do, and genres are
+            # never empty, so trailing commas are spreadsheet padding.
             pattern = r"^([^,]*),(.*),([^,]*)$"
-            df = lines.withColumn(
+            padding = r"(,\s*)+$"
+            text = F.regexp_replace("text", padding, "")
+            df = lines.withColumn("padded", F.col("text").rlike(padding)).withColumn(
                 "fields",
                 F.when(
-                    F.col("text").rlike(pattern),
-                    F.array(*(F.regexp_extract("text", pattern, group) for group in (1, 2, 3))),
-                ).otherwise(F.array(F.col("text"))),
+                    text.rlike(pattern), F.array(*(F.regexp_extract(text, pattern, group) for group in (1, 2, 3)))
+                ).otherwise(F.array(text)),
             )
             title = F.regexp_replace(F.regexp_replace(_field(1), r'^"(.*)"$', "$1"), '""', '"')
             expected_fields = 3
         else:
-            df = lines.withColumn("fields", _split(fmt.side_separator))
-            title = _field(1)
             expected_fields = 3 if fmt.items_layout is ItemsLayout.GENRE_NAMES else ML_100K_ITEM_FIXED_FIELDS + 19
+            df = lines.transform(split_fields(fmt.side_separator, expected_fields))
+            title = _field(1)
         itemid, item_check = _int_check("itemid", 0)
         checks = [_count_check(expected_fields), item_check]
         if fmt.items_layout is ItemsLayout.GENRE_FLAGS:
@@ -273,7 +311,7 @@ def parse_items(fmt: DatasetFormat) -> Callable[[DataFrame], DataFrame]:
         else:
             genre_ids = genre_ids_from_names(_field(2))
         return _with_problem(df, checks).select(
-            "line", itemid.alias("itemid"), title.alias("title"), genre_ids.alias("genre_ids"), "problem"
+            "line", itemid.alias("itemid"), title.alias("title"), genre_ids.alias("genre_ids"), "problem", "padded"
         )
 
     return transform
@@ -321,7 +359,7 @@ class ParsedFile:
 
     @property
     def good(self) -> DataFrame:
-        return self.rows.filter(F.col("problem").isNull()).drop("problem")
+        return self.rows.filter(F.col("problem").isNull()).drop("problem", "padded")
 
 
 def raise_or_report(problems: DataFrame, on_bad_lines: str) -> int:
@@ -364,20 +402,75 @@ class CleanData:
             df.unpersist()
 
 
+def file_encoding(path: Path, declared: str) -> str:
+    """The release's declared charset, unless the file is valid UTF-8 with non-ASCII text in it.
+
+    The ML-100K/1M releases are ISO-8859-1, but copies re-saved by editors are often UTF-8; reading
+    those as Latin-1 would turn every accented title into mojibake. Any Latin-1 accent byte on its
+    own is invalid UTF-8, so a valid UTF-8 file with non-ASCII bytes is safely told apart.
+    """
+    if declared.upper().replace("_", "-") == "UTF-8":
+        return declared
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    non_ascii = False
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                decoder.decode(chunk)
+                non_ascii = non_ascii or not chunk.isascii()
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return declared
+    if non_ascii:
+        log.info("%s is valid UTF-8 (the release's charset is %s): reading it as UTF-8", path.name, declared)
+        return "UTF-8"
+    return declared
+
+
+@dataclass(frozen=True)
+class FileCounts:
+    lines: int  # non-blank lines after the header
+    good: int
+    padded: int  # lines that carried trailing empty fields
+
+
+def file_counts(parsed_file: ParsedFile) -> FileCounts:
+    row = parsed_file.rows.agg(
+        F.count(F.lit(1)).alias("lines"),
+        F.count_if(F.col("problem").isNull()).alias("good"),
+        F.count_if(F.col("padded")).alias("padded"),
+    ).first()
+    return FileCounts(int(row["lines"]), int(row["good"] or 0), int(row["padded"] or 0))
+
+
+def duplicate_ratings(ratings: DataFrame) -> int:
+    """Ratings beyond the first of each (user, item) pair."""
+    repeats = ratings.groupBy("userid", "itemid").count().filter(F.col("count") > 1)
+    return int(repeats.agg(F.sum(F.col("count") - 1)).first()[0] or 0)
+
+
 def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanData:
     """Read, parse and validate a dataset directory; raises DataValidationError on bad input."""
     fmt = detect_format(data_dir)
     log.info("reading %s as %s", data_dir, fmt.name)
 
     def parsed(
-        file_name: str, parse: Callable[[DataFrame], DataFrame], rank: int, header: str | None = None
+        file_name: str, parse: Callable[[DataFrame], DataFrame], rank: int, header: str | None = None,
+        separator: str = "", numeric: bool = False,
     ) -> ParsedFile:
-        lines = read_numbered_lines(spark, data_dir / file_name, fmt.encoding)
-        rows = lines.transform(drop_blank_lines).transform(check_header(header)).transform(parse)
+        path = data_dir / file_name
+        # Ratings are numbers: ASCII in every charset the releases use, so no need to sniff them.
+        encoding = fmt.encoding if numeric else file_encoding(path, fmt.encoding)
+        if header is not None and check_header(path, encoding, header, separator):
+            log.info("%s: the header has trailing empty fields (a spreadsheet export): "
+                     "trailing empty fields are ignored on every line", file_name)
+        lines = read_numbered_lines(spark, path, encoding)
+        rows = lines.transform(drop_blank_lines).transform(drop_header(header is not None)).transform(parse)
         return ParsedFile(file_name, rows.cache(), rank)
 
-    ratings = parsed(fmt.ratings_file, parse_ratings(fmt), 1, fmt.ratings_header)
-    items = parsed(fmt.items_file, parse_items(fmt), 0, fmt.items_header)
+    ratings = parsed(fmt.ratings_file, parse_ratings(fmt), 1, fmt.ratings_header, fmt.ratings_separator,
+                     numeric=True)
+    items = parsed(fmt.items_file, parse_items(fmt), 0, fmt.items_header, fmt.side_separator)
     users = parsed(fmt.users_file, parse_users(fmt), 0) if fmt.users_file else None
     files = [f for f in (ratings, items, users) if f is not None]
     references = unknown_references(
@@ -387,16 +480,31 @@ def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanD
     if users:
         problems = problems.unionByName(users.problems)
     try:
+        # An empty file first: it is the cause of everything else that would fail (unknown users...).
+        counts = {parsed_file.name: file_counts(parsed_file) for parsed_file in files}
+        for name, count in counts.items():
+            log.info("read %s: %d lines, %d good", data_dir / name, count.lines, count.good)
+            if count.lines == 0:
+                raise DataValidationError(f"{name}: empty (no lines): an empty input would publish empty "
+                                          "tables; nothing was written")
         skipped = raise_or_report(problems, on_bad_lines)
+        for name, count in counts.items():
+            if count.padded:
+                log.info("%s: trailing empty fields ignored on %d line(s)", name, count.padded)
+            if count.good == 0:
+                raise DataValidationError(f"{name}: no usable lines ({count.lines} line(s), all bad); "
+                                          "nothing was written")
     except DataValidationError:
         for parsed_file in files:
             parsed_file.rows.unpersist()
         raise
-    for parsed_file in files:
-        log.info("read %s: %d lines", data_dir / parsed_file.name, parsed_file.rows.count())
 
     bad_rating_lines = references.select("line")
     clean_ratings = ratings.good.join(bad_rating_lines, "line", "left_anti").drop("line")
+    duplicates = duplicate_ratings(clean_ratings)
+    if duplicates:
+        log.warning("%s: %d rating(s) repeat an earlier (user, item) pair; kept as separate impressions, "
+                    "as the reference design does", fmt.ratings_file, duplicates)
     clean_users = users.good.drop("line") if users else users_without_demographics(clean_ratings)
     return CleanData(fmt, clean_ratings, clean_users, items.good.drop("line"), skipped,
                      tuple(f.rows for f in files))

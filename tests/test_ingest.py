@@ -9,6 +9,8 @@ from spark_jobs.formats import ML_1M, ML_10M, ML_100K, ML_CSV, DatasetFormatErro
 from spark_jobs.ingest import (
     DataValidationError,
     age_years_to_bucket,
+    duplicate_ratings,
+    file_encoding,
     genre_ids_from_names,
     load_clean,
     read_numbered_lines,
@@ -157,7 +159,7 @@ def test_bad_input_names_file_line_and_field(spark, tmp_path, ratings, message):
 def test_bad_side_file_lines_are_reported(spark, tmp_path):
     with pytest.raises(DataValidationError, match=r"users\.dat:2: field 'age' = 'old'"):
         load_clean(spark, ml1m_dir(tmp_path, users=["1::F::1::10::1", "2::M::old::16::2"]), "error")
-    with pytest.raises(DataValidationError, match=r"ratings\.csv:1: field 'header'"):
+    with pytest.raises(DataValidationError, match=r"ratings\.csv:1: header 'user,item,rating,time' is not the"):
         write_lines(tmp_path / "csv" / "ratings.csv", ["user,item,rating,time", "1,1,4,1"])
         write_lines(tmp_path / "csv" / "movies.csv", ["movieId,title,genres", "1,A,Drama"])
         load_clean(spark, tmp_path / "csv", "error")
@@ -168,3 +170,69 @@ def test_skip_mode_drops_and_counts_bad_lines(spark, tmp_path):
     clean = load_clean(spark, ml1m_dir(tmp_path, ratings=ratings), "skip")
     assert clean.skipped_lines == 3
     assert sorted((r.userid, r.itemid) for r in clean.ratings.collect()) == [(1, 1), (2, 3)]
+
+
+def spreadsheet_csv_dir(root: Path, rating_lines: list[str]) -> Path:
+    write_lines(root / "ratings.csv", ["userId,movieId,rating,timestamp,,,,", *rating_lines])
+    write_lines(root / "movies.csv", ["movieId,title,genres,,", '1,"Heat, The (1995)",Action|Crime,,', "2,B,Drama,,"])
+    return root
+
+
+def test_spreadsheet_padding_is_ignored(spark, tmp_path, caplog):
+    folder = spreadsheet_csv_dir(tmp_path, ["1,1,2.5,1260759144,,,,", "1,2,4.0,1260759145,,,,", "2,1,3,1260759146"])
+    with caplog.at_level("INFO", logger="spark_jobs.ingest"):
+        clean = load_clean(spark, folder, "error")
+    assert sorted(tuple(r) for r in clean.ratings.collect()) == [
+        (1, 1, 2.5, 1260759144), (1, 2, 4.0, 1260759145), (2, 1, 3.0, 1260759146)]
+    assert sorted((r.itemid, r.title, r.genre_ids) for r in clean.items.collect()) == [
+        (1, "Heat, The (1995)", [1, 6]), (2, "B", [8])]
+    assert clean.skipped_lines == 0
+    assert "trailing empty fields ignored on 2 line(s)" in caplog.text
+
+
+def test_extra_non_empty_fields_stay_bad_lines(spark, tmp_path):
+    folder = spreadsheet_csv_dir(tmp_path, ["1,1,2.5,1260759144,,,,", "1,2,4.0,1260759145,,x,,"])
+    with pytest.raises(DataValidationError, match=r"ratings\.csv:3: field 'line' = '8': expected 4 fields"):
+        load_clean(spark, folder, "error")
+    assert sorted(r.itemid for r in load_clean(spark, folder, "skip").ratings.collect()) == [1]
+
+
+def test_wrong_header_is_one_error_even_when_skipping(spark, tmp_path):
+    write_lines(tmp_path / "ratings.csv", ["userId,itemId,rating,timestamp", *[f"1,{i},4,{i}" for i in range(1, 50)]])
+    write_lines(tmp_path / "movies.csv", ["movieId,title,genres", "1,A,Drama"])
+    with pytest.raises(DataValidationError) as failure:
+        load_clean(spark, tmp_path, "skip")
+    assert str(failure.value).startswith(
+        "ratings.csv:1: header 'userId,itemId,rating,timestamp' is not the expected 'userId,movieId,rating,timestamp'")
+
+
+@pytest.mark.parametrize("empty_file", ["ratings.dat", "users.dat", "movies.dat"])
+def test_empty_input_is_an_error(spark, tmp_path, empty_file):
+    folder = ml1m_dir(tmp_path)
+    (folder / empty_file).write_bytes(b"")
+    with pytest.raises(DataValidationError, match=rf"^{empty_file}: empty \(no lines\)"):
+        load_clean(spark, folder, "error")
+
+
+def test_all_lines_skipped_is_an_error(spark, tmp_path):
+    with pytest.raises(DataValidationError, match=r"ratings\.dat: no usable lines \(2 line\(s\), all bad\)"):
+        load_clean(spark, ml1m_dir(tmp_path, ratings=["oops", "1::1::9::1"]), "skip")
+
+
+def test_utf8_copy_of_a_latin1_release_reads_as_utf8(spark, tmp_path):
+    folder = ml1m_dir(tmp_path)
+    write_lines(folder / "movies.dat", ML1M_MOVIES, "utf-8")  # re-saved by an editor
+    titles = {r.itemid: r.title for r in load_clean(spark, folder, "error").items.collect()}
+    assert titles[3] == "Cité des enfants perdus, La (1995)"
+    assert file_encoding(folder / "users.dat", "ISO-8859-1") == "ISO-8859-1"  # plain ASCII: as declared
+    write_lines(folder / "movies.dat", ML1M_MOVIES, "iso-8859-1")
+    assert file_encoding(folder / "movies.dat", "ISO-8859-1") == "ISO-8859-1"
+
+
+def test_duplicate_ratings_are_kept_and_counted(spark, tmp_path, caplog):
+    ratings = [*ML1M_RATINGS, "1::1::2::978300999", "1::1::4::978301000"]
+    with caplog.at_level("WARNING", logger="spark_jobs.ingest"):
+        clean = load_clean(spark, ml1m_dir(tmp_path, ratings=ratings), "error")
+    assert clean.ratings.filter("userid = 1 AND itemid = 1").count() == 3
+    assert duplicate_ratings(clean.ratings) == 2
+    assert "2 rating(s) repeat an earlier (user, item) pair" in caplog.text
