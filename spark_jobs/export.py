@@ -61,6 +61,35 @@ def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:
     }
 
 
+class ShrinkingRunError(RuntimeError):
+    """A run much smaller than the export serving now: likely a truncated or wrong input."""
+
+
+# Quantities compared against the current export before switching to a new run.
+GUARDED_COUNTS: tuple[str, ...] = ("ratings", "samples")
+SHRINK_LIMIT = 0.5
+
+
+def guard_against_shrinking(settings: Settings, counts: dict[str, int], run_dir: Path) -> None:
+    """Refuse to replace ``current`` by a run with fewer than half its ratings or samples."""
+    manifest_path = settings.current_export_dir / MANIFEST_FILE
+    if settings.allow_shrink or not manifest_path.exists():
+        return
+    serving = json.loads(manifest_path.read_text()).get("counts", {})
+    shrunk = [
+        f"{name} {counts[name]:,} < half of {serving[name]:,}"
+        for name in GUARDED_COUNTS
+        if name in serving and counts[name] < SHRINK_LIMIT * serving[name]
+    ]
+    if shrunk:
+        raise ShrinkingRunError(
+            f"this run has {', '.join(shrunk)} in the export serving now "
+            f"({settings.current_export_dir.resolve().name}); exports/current was not moved "
+            f"(this run's export stays in {run_dir} for inspection). "
+            "If the smaller input is intended, run again with --allow-shrink"
+        )
+
+
 def switch_current(settings: Settings, run_dir: Path) -> None:
     """Point exports/current at run_dir with one rename, which is atomic on POSIX file systems."""
     switch_link(settings.current_export_dir, run_dir)
@@ -100,14 +129,19 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
 
     metadata = json.loads(tables[Table.FEATURE_METADATA].first()["metadata"])
     (run_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    rows = {w.table: w.rows for w in written}
+    counts = {"ratings": metadata["counts"]["ratings"],
+              "samples": rows[Export.SAMPLES_TRAIN] + rows[Export.SAMPLES_TEST]}
     manifest = {
         "run_id": run_id,
         "delta_dir": str(settings.delta_dir.resolve()),
         "delta_versions": versions,
-        "exports": {w.table: {"rows": w.rows} for w in written},
+        "exports": {name: {"rows": n} for name, n in rows.items()},
+        "counts": counts,
         "spec_version": metadata["spec_version"],
     }
     (run_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    guard_against_shrinking(settings, counts, run_dir)
     switch_current(settings, run_dir)
     log.info("exports/current -> %s", run_dir)
     for removed in prune_runs(settings):

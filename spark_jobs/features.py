@@ -247,7 +247,7 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     written.append(write_table(online_users, settings, Table.USER_FEATURES, run_id))
     written.append(write_table(item_features(items, span["first"], spec), settings, Table.ITEM_FEATURES, run_id))
 
-    counts = {w.table: w.rows for w in written}
+    counts = {"ratings": span["rows"], **{w.table: w.rows for w in written}}
     split_counts = samples_raw.groupBy("split").count().collect()
     counts.update({f"samples_{row['split']}": row["count"] for row in split_counts})
     metadata = feature_metadata(spec, stats, cardinalities, dataset, counts, run_id)

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         default="error", description="stop on the first bad input line, or skip and count them"
     )
     keep_export_runs: int = Field(default=3, ge=1, description="export versions kept on disk")
+    allow_shrink: bool = Field(
+        default=False,
+        description="publish a run whose ratings or samples are fewer than half of the current export's",
+    )
 
     @property
     def delta_dir(self) -> Path:
@@ -69,12 +73,17 @@ _FLAGS: dict[str, str] = {
     "--delta-snapshot-partitions": "delta_snapshot_partitions",
     "--on-bad-lines": "on_bad_lines",
     "--keep-export-runs": "keep_export_runs",
+    "--allow-shrink": "allow_shrink",
 }
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, field_name in _FLAGS.items():
         field = Settings.model_fields[field_name]
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=field_name, action="store_const", const=True, default=None,
+                                help=field.description)
+            continue
         choices = ("error", "skip") if field_name == "on_bad_lines" else None
         parser.add_argument(flag, dest=field_name, default=None, choices=choices, help=field.description)
 
