@@ -48,16 +48,32 @@ class FeatureMetadata:
 class Samples:
     features: torch.Tensor  # float32 (rows, 59) in spec order
     labels: torch.Tensor  # float32 (rows,)
+    timestamps: np.ndarray | None = None  # int64 (rows,) unix seconds, where the source has them
 
     def __len__(self) -> int:
         return self.labels.shape[0]
 
+    def column(self, name: str, spec: FeatureSpec = SPEC) -> np.ndarray:
+        return self.features[:, spec.index_of(name)].numpy()
+
+    def subset(self, mask: np.ndarray) -> Samples:
+        index = torch.from_numpy(np.flatnonzero(mask))
+        timestamps = None if self.timestamps is None else self.timestamps[mask]
+        return Samples(self.features[index], self.labels[index], timestamps)
+
+    def concat(self, other: Samples) -> Samples:
+        timestamps = (None if self.timestamps is None or other.timestamps is None
+                      else np.concatenate([self.timestamps, other.timestamps]))
+        return Samples(torch.cat([self.features, other.features]), torch.cat([self.labels, other.labels]),
+                       timestamps)
+
 
 def load_samples(path: Path, spec: FeatureSpec = SPEC) -> Samples:
     """One Parquet dataset (a folder of parts) -> tensors, column by column, no per-row access."""
-    table = pq.read_table(path, columns=[*spec.names, spec.label])
+    table = pq.read_table(path, columns=[*spec.names, spec.label, spec.timestamp])
     features = np.empty((table.num_rows, len(spec.names)), dtype=np.float32)
     for position, name in enumerate(spec.names):
         features[:, position] = table.column(name).to_numpy()
     labels = table.column(spec.label).to_numpy().astype(np.float32)
-    return Samples(torch.from_numpy(features), torch.from_numpy(labels))
+    timestamps = table.column(spec.timestamp).to_numpy().astype(np.int64)
+    return Samples(torch.from_numpy(features), torch.from_numpy(labels), timestamps)

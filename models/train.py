@@ -1,9 +1,14 @@
 """Train the recall and ranking models from the batch's exports, then publish their artifacts.
 
     python -m models.train [--output DIR] [--exports DIR] [--only recall|ranking] [--variant fm|fm_dense|deepfm]
+                           [--select-on validation|test] [--refit] [--seed N]
 
 Reads ``<exports>/samples_train`` and ``samples_test`` (default: the batch's ``exports/current``),
 checks their feature-spec version, trains, and writes versioned folders under ``<output>/models/``:
+the epoch is chosen on a validation slice of the train split (``models/validation.py``) and the test
+AUC of that epoch is computed once afterwards. ``--select-on test`` is the reference design's protocol
+(stop on the test AUC and report it), kept for comparison. ``--refit`` retrains on train + validation
+for the chosen number of epochs before the test AUC is taken.
 ``recall/`` (weights, user and item vectors as Parquet) and ``ranking/`` (weights, ONNX, metadata).
 The vectors also become the Delta tables ``user_vectors`` and ``item_vectors`` (unless ``--no-delta``).
 """
@@ -13,8 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +31,8 @@ from models.onnx_export import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, check_parity,
 from models.ranking import GroupedFactorizationMachine, RankingConfig
 from models.recall import MatrixFactorization
 from models.samples import TEST, TRAIN, FeatureMetadata, Samples, load_samples
-from models.training import TrainingConfig, TrainingResult, seed_everything, train
+from models.training import Forward, TrainingConfig, TrainingResult, auc, seed_everything, train
+from models.validation import ValidationRule, validation_mask
 from spark_jobs.feature_spec import SPEC
 from spark_jobs.settings import Settings, add_settings_arguments, settings_from_args
 
@@ -55,35 +61,110 @@ def ranking_forward(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
     return model(features)
 
 
-def train_recall(metadata: FeatureMetadata, train_set: Samples, test_set: Samples, dim: int = 16,
-                 config: TrainingConfig = RECALL_TRAINING) -> tuple[MatrixFactorization, TrainingResult]:
+ON_VALIDATION, ON_TEST = "validation", "test"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How the epoch is chosen: on the validation slice (default) or on the test rows (reference)."""
+
+    select_on: str = ON_VALIDATION
+    rule: ValidationRule = field(default_factory=ValidationRule)
+    refit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.select_on not in (ON_VALIDATION, ON_TEST):
+            raise ValueError(f"select_on must be {ON_VALIDATION!r} or {ON_TEST!r}, not {self.select_on!r}")
+        if self.refit and self.select_on == ON_TEST:
+            raise ValueError("--refit folds the validation slice back in: there is none with --select-on test")
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    fit: Samples  # what the weights learn from
+    selection: Samples  # what picks the epoch
+    test: Samples  # touched once, after selection (unless selection is on test)
+    selection_plan: Selection
+
+    @classmethod
+    def carve(cls, train_set: Samples, test_set: Samples, plan: Selection | None = None) -> DataSplits:
+        plan = plan or Selection()
+        if plan.select_on == ON_TEST:
+            return cls(train_set, test_set, test_set, plan)
+        if train_set.timestamps is None:
+            raise ValueError("carving a validation slice needs the samples' timestamps")
+        mask = validation_mask(train_set.column("userid"), train_set.column("itemid"), train_set.timestamps,
+                               plan.rule)
+        return cls(train_set.subset(~mask), train_set.subset(mask), test_set, plan)
+
+
+@dataclass
+class TrainingReport:
+    result: TrainingResult  # the selection run
+    test_auc: float  # of the chosen (or refitted) weights, computed once
+    splits: DataSplits = field(repr=False)
+
+    def to_metadata(self) -> dict:
+        plan = self.splits.selection_plan
+        return {
+            "selected_on": plan.select_on,
+            "validation_rule": plan.rule.to_dict() if plan.select_on == ON_VALIDATION else None,
+            "rows": {"fit": len(self.splits.fit), "selection": len(self.splits.selection),
+                     "test": len(self.splits.test)},
+            "selection_auc": self.result.best_auc,
+            "best_epoch": self.result.best_epoch,
+            "refit_on_train_and_validation": plan.refit,
+            "test_auc": self.test_auc,
+        }
+
+
+def fit_and_evaluate(build: Callable[[], nn.Module], forward: Forward, splits: DataSplits,
+                     config: TrainingConfig, name: str) -> tuple[nn.Module, TrainingReport]:
+    """Select the epoch on the selection set, optionally refit, then take the test AUC once."""
     seed_everything(config.seed)
-    model = MatrixFactorization(metadata.cardinalities["userid"], metadata.cardinalities["itemid"], dim)
-    return model, train(model, recall_forward, train_set, test_set, config, name=RECALL)
+    model = build()
+    result = train(model, forward, splits.fit, splits.selection, config, name=name)
+    if splits.selection_plan.refit:
+        seed_everything(config.seed)
+        model = build()
+        train(model, forward, splits.fit.concat(splits.selection), None,
+              replace(config, max_epochs=result.best_epoch), name=f"{name} refit")
+    test_auc = auc(model, forward, splits.test, config.eval_batch_size)
+    log.info("%s: selected on %s (AUC %.4f, epoch %d), test AUC %.4f", name, splits.selection_plan.select_on,
+             result.best_auc, result.best_epoch, test_auc)
+    return model, TrainingReport(result, test_auc, splits)
 
 
-def train_ranking(metadata: FeatureMetadata, train_set: Samples, test_set: Samples,
+def train_recall(metadata: FeatureMetadata, splits: DataSplits, dim: int = 16,
+                 config: TrainingConfig = RECALL_TRAINING) -> tuple[MatrixFactorization, TrainingReport]:
+    def build() -> MatrixFactorization:
+        return MatrixFactorization(metadata.cardinalities["userid"], metadata.cardinalities["itemid"], dim)
+
+    return fit_and_evaluate(build, recall_forward, splits, config, RECALL)
+
+
+def train_ranking(metadata: FeatureMetadata, splits: DataSplits,
                   model_config: RankingConfig = VARIANTS["fm_dense"],
-                  config: TrainingConfig = RANKING_TRAINING) -> tuple[GroupedFactorizationMachine, TrainingResult]:
-    seed_everything(config.seed)
-    model = GroupedFactorizationMachine(metadata.cardinalities, model_config)
-    return model, train(model, ranking_forward, train_set, test_set, config, name=RANKING)
+                  config: TrainingConfig = RANKING_TRAINING) -> tuple[GroupedFactorizationMachine, TrainingReport]:
+    def build() -> GroupedFactorizationMachine:
+        return GroupedFactorizationMachine(metadata.cardinalities, model_config)
+
+    return fit_and_evaluate(build, ranking_forward, splits, config, RANKING)
 
 
-def _training_metadata(metadata: FeatureMetadata, result: TrainingResult, config: TrainingConfig) -> dict:
+def _training_metadata(metadata: FeatureMetadata, report: TrainingReport, config: TrainingConfig) -> dict:
     return {
         "cardinalities": metadata.cardinalities,
         "data_run_id": metadata.run_id,
         "training": asdict(config),
-        "best_test_auc": result.best_auc,
-        "best_epoch": result.best_epoch,
-        "training_seconds": round(result.seconds, 1),
-        "auc_history": result.history,
+        **report.to_metadata(),
+        "training_seconds": round(report.result.seconds, 1),
+        "auc_history": report.result.history,
     }
 
 
 def publish_recall(models_dir: Path, model: MatrixFactorization, metadata: FeatureMetadata,
-                   result: TrainingResult, config: TrainingConfig, dim: int) -> ModelFolder:
+                   report: TrainingReport, config: TrainingConfig, dim: int) -> ModelFolder:
     staged = StagedModel(models_dir, RECALL)
     try:
         users, items = model.export_vectors()
@@ -91,7 +172,7 @@ def publish_recall(models_dir: Path, model: MatrixFactorization, metadata: Featu
             frame = pd.DataFrame({key: range(len(vectors)), "vector": list(vectors.numpy())})
             frame.iloc[1:].to_parquet(staged.staging / f"{name}.parquet", index=False)  # id 0 is "unknown"
         staged.save(model, {"model": RECALL, "embedding_dim": dim, "vector_dim": users.shape[1],
-                            **_training_metadata(metadata, result, config)})
+                            **_training_metadata(metadata, report, config)})
         return staged.publish()
     except BaseException:
         staged.discard()
@@ -108,7 +189,7 @@ def load_ranking(folder: ModelFolder) -> GroupedFactorizationMachine:
 
 
 def publish_ranking(models_dir: Path, model: GroupedFactorizationMachine, metadata: FeatureMetadata,
-                    result: TrainingResult, config: TrainingConfig, parity_rows: torch.Tensor) -> ModelFolder:
+                    report: TrainingReport, config: TrainingConfig, parity_rows: torch.Tensor) -> ModelFolder:
     staged = StagedModel(models_dir, RANKING)
     try:
         model.eval()
@@ -117,7 +198,7 @@ def publish_ranking(models_dir: Path, model: GroupedFactorizationMachine, metada
         staged.save(model, {
             "model": RANKING, "config": model.config.to_dict(), "onnx": ONNX_FILE,
             "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "onnx_parity_max_abs_diff": difference,
-            **_training_metadata(metadata, result, config),
+            **_training_metadata(metadata, report, config),
         })
         return staged.publish()
     except BaseException:
@@ -149,6 +230,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--only", choices=(RECALL, RANKING), default=None)
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="fm_dense", help="ranking model variant")
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--select-on", choices=(ON_VALIDATION, ON_TEST), default=ON_VALIDATION,
+                        help="what picks the epoch: the validation slice of train (default) or, as the "
+                             "reference design does, the test rows")
+    parser.add_argument("--refit", action="store_true",
+                        help="retrain on train + validation for the chosen epoch count before testing")
+    parser.add_argument("--validation-percent", type=int, default=ValidationRule.percent)
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default 2024)")
     parser.add_argument("--no-delta", dest="delta", action="store_false",
                         help="skip writing the vectors as Delta tables (saves starting Spark)")
     args = parser.parse_args(argv)
@@ -160,21 +248,26 @@ def main(argv: Sequence[str] | None = None) -> dict:
     train_set, test_set = load_samples(exports / TRAIN), load_samples(exports / TEST)
     log.info("samples from %s: %d train, %d test (batch run %s)", exports, len(train_set), len(test_set),
              metadata.run_id)
-    limit = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
-    summary: dict = {"exports": str(exports)}
+    overrides = {k: v for k, v in (("max_epochs", args.max_epochs), ("seed", args.seed)) if v is not None}
+    plan = Selection(args.select_on, ValidationRule(percent=args.validation_percent), args.refit)
+    splits = DataSplits.carve(train_set, test_set, plan)
+    log.info("fit on %d rows, select on %d (%s), test on %d", len(splits.fit), len(splits.selection),
+             plan.select_on, len(splits.test))
+    summary: dict = {"exports": str(exports), "selected_on": plan.select_on, "refit": plan.refit}
     if args.only in (None, RECALL):
-        config = replace(RECALL_TRAINING, **limit)
-        model, result = train_recall(metadata, train_set, test_set, config=config)
-        folder = publish_recall(settings.models_dir, model, metadata, result, config, dim=16)
-        summary[RECALL] = {"test_auc": result.best_auc, "seconds": round(result.seconds, 1), "path": str(folder.path)}
+        config = replace(RECALL_TRAINING, **overrides)
+        model, report = train_recall(metadata, splits, config=config)
+        folder = publish_recall(settings.models_dir, model, metadata, report, config, dim=16)
+        summary[RECALL] = {**report.to_metadata(), "seconds": round(report.result.seconds, 1),
+                           "path": str(folder.path)}
         if args.delta:
             vectors_to_delta(settings, folder, metadata.run_id)
     if args.only in (None, RANKING):
-        config = replace(RANKING_TRAINING, **limit)
-        model, result = train_ranking(metadata, train_set, test_set, VARIANTS[args.variant], config)
-        folder = publish_ranking(settings.models_dir, model, metadata, result, config, test_set.features)
-        summary[RANKING] = {"variant": args.variant, "test_auc": result.best_auc,
-                            "seconds": round(result.seconds, 1), "path": str(folder.path)}
+        config = replace(RANKING_TRAINING, **overrides)
+        model, report = train_ranking(metadata, splits, VARIANTS[args.variant], config)
+        folder = publish_ranking(settings.models_dir, model, metadata, report, config, test_set.features)
+        summary[RANKING] = {"variant": args.variant, **report.to_metadata(),
+                            "seconds": round(report.result.seconds, 1), "path": str(folder.path)}
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -1,5 +1,9 @@
-"""Training loops, kept apart from the model definitions: Adam, BCE on logits, AUC each epoch,
-early stopping on test AUC with the best weights kept."""
+"""Training loops, kept apart from the model definitions: Adam, BCE on logits, AUC on a selection
+set each epoch, early stopping with the best weights kept.
+
+The selection set is the validation slice (models/validation.py) by default; which set it is, is
+the caller's choice and is recorded with the model.
+"""
 
 from __future__ import annotations
 
@@ -30,16 +34,16 @@ class TrainingConfig:
     weight_decay: float = 1e-5
     batch_size: int = 1024
     max_epochs: int = 100
-    patience: int = 5  # epochs without a better test AUC before stopping
+    patience: int = 5  # epochs without a better selection AUC before stopping
     seed: int = 2024
     eval_batch_size: int = 65536
 
 
 @dataclass
 class TrainingResult:
-    best_auc: float
+    best_auc: float  # on the selection set; nan when training ran a fixed number of epochs
     best_epoch: int
-    history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, test_auc, seconds
+    history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, selection_auc, seconds
     seconds: float = 0.0
 
 
@@ -60,14 +64,18 @@ def auc(model: nn.Module, forward: Forward, samples: Samples, batch_size: int = 
     return float(roc_auc_score(samples.labels.numpy(), predict(model, forward, samples.features, batch_size)))
 
 
-def train(model: nn.Module, forward: Forward, train_set: Samples, test_set: Samples,
+def train(model: nn.Module, forward: Forward, train_set: Samples, selection_set: Samples | None,
           config: TrainingConfig, name: str = "model") -> TrainingResult:
-    """Trains in place; on return the model holds the weights of its best test-AUC epoch."""
+    """Trains in place; on return the model holds the weights of its best selection-AUC epoch.
+
+    Without a selection set it runs exactly ``config.max_epochs`` epochs and keeps the last weights
+    (a refit for an epoch count chosen earlier).
+    """
     seed_everything(config.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(config.seed)
-    result = TrainingResult(best_auc=float("-inf"), best_epoch=0)
+    result = TrainingResult(best_auc=float("-inf") if selection_set is not None else float("nan"), best_epoch=0)
     best_state = copy.deepcopy(model.state_dict())
     started = time.monotonic()
     for epoch in range(1, config.max_epochs + 1):
@@ -85,19 +93,25 @@ def train(model: nn.Module, forward: Forward, train_set: Samples, test_set: Samp
             loss.backward()
             optimiser.step()
             total_loss += loss.item() * len(index)
-        test_auc = auc(model, forward, test_set, config.eval_batch_size)
-        seconds = time.monotonic() - epoch_started
-        result.history.append({"epoch": epoch, "loss": total_loss / len(order), "test_auc": test_auc,
-                               "seconds": round(seconds, 2)})
-        log.info("%s epoch %d: loss %.4f, test AUC %.4f (%.1f s)", name, epoch, total_loss / len(order),
-                 test_auc, seconds)
-        if test_auc > result.best_auc:
-            result.best_auc, result.best_epoch = test_auc, epoch
+        entry = {"epoch": epoch, "loss": total_loss / len(order)}
+        if selection_set is not None:
+            entry["selection_auc"] = auc(model, forward, selection_set, config.eval_batch_size)
+        entry["seconds"] = round(time.monotonic() - epoch_started, 2)
+        result.history.append(entry)
+        log.info("%s epoch %d: loss %.4f, selection AUC %.4f (%.1f s)", name, epoch, entry["loss"],
+                 entry.get("selection_auc", float("nan")), entry["seconds"])
+        if selection_set is None:
+            result.best_epoch = epoch
+            continue
+        if entry["selection_auc"] > result.best_auc:
+            result.best_auc, result.best_epoch = entry["selection_auc"], epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - result.best_epoch >= config.patience:
-            log.info("%s: no better test AUC for %d epochs, stopping", name, config.patience)
+            log.info("%s: no better selection AUC for %d epochs, stopping", name, config.patience)
             break
-    model.load_state_dict(best_state)
+    if selection_set is not None:
+        model.load_state_dict(best_state)
     result.seconds = time.monotonic() - started
-    log.info("%s: best test AUC %.4f at epoch %d, %.1f s", name, result.best_auc, result.best_epoch, result.seconds)
+    log.info("%s: best selection AUC %.4f at epoch %d, %.1f s", name, result.best_auc, result.best_epoch,
+             result.seconds)
     return result

@@ -13,8 +13,18 @@ from models.onnx_export import ParityError, check_parity, export_onnx, onnx_scor
 from models.ranking import GroupedFactorizationMachine, RankingConfig
 from models.recall import MatrixFactorization
 from models.samples import FeatureMetadata, Samples, SpecMismatchError, load_samples
-from models.train import VARIANTS, load_ranking, publish_ranking, publish_recall, train_ranking, train_recall
+from models.train import (
+    VARIANTS,
+    DataSplits,
+    Selection,
+    load_ranking,
+    publish_ranking,
+    publish_recall,
+    train_ranking,
+    train_recall,
+)
 from models.training import TrainingConfig, auc
+from models.validation import ValidationRule, validation_mask
 from spark_jobs.feature_spec import SPEC
 
 CARDINALITIES = {f.name: f.cardinality or 30 for f in SPEC.sparse}
@@ -34,7 +44,12 @@ def random_samples(rows: int, seed: int = 0, signal: bool = True) -> Samples:
     if not signal:
         score = np.zeros(rows)
     labels = (rng.random(rows) < 1 / (1 + np.exp(-score))).astype(np.float32)
-    return Samples(torch.from_numpy(features), torch.from_numpy(labels))
+    timestamps = rng.integers(0, 10_000, size=rows).astype(np.int64)
+    return Samples(torch.from_numpy(features), torch.from_numpy(labels), timestamps)
+
+
+def on_test(train_set: Samples, test_set: Samples) -> DataSplits:
+    return DataSplits.carve(train_set, test_set, Selection(select_on="test"))
 
 
 def metadata() -> FeatureMetadata:
@@ -88,26 +103,28 @@ def test_matrix_factorization_vectors_reproduce_the_ranking():
 def test_training_finds_a_planted_signal():
     train_set, test_set = random_samples(6000, seed=1), random_samples(2000, seed=2)
     config = TrainingConfig(max_epochs=8, batch_size=256, learning_rate=1e-2)
-    model, result = train_ranking(metadata(), train_set, test_set, RankingConfig(), config)
-    assert result.best_auc > 0.7
-    assert result.best_auc == pytest.approx(auc(model, lambda m, x: m(x), test_set))  # best weights kept
-    assert len(result.history) <= 8
-    _, recall = train_recall(metadata(), train_set, test_set, config=config)
-    assert recall.best_auc > 0.6
+    model, report = train_ranking(metadata(), on_test(train_set, test_set), RankingConfig(), config)
+    assert report.result.best_auc > 0.7
+    assert report.result.best_auc == pytest.approx(auc(model, lambda m, x: m(x), test_set))  # best weights kept
+    assert report.test_auc == pytest.approx(report.result.best_auc)  # the reference protocol: one figure
+    assert len(report.result.history) <= 8
+    _, recall = train_recall(metadata(), on_test(train_set, test_set), config=config)
+    assert recall.test_auc > 0.6
 
 
 def test_training_is_reproducible():
     train_set, test_set = random_samples(2000, seed=3), random_samples(500, seed=4)
     config = TrainingConfig(max_epochs=2, batch_size=256)
-    first = train_ranking(metadata(), train_set, test_set, RankingConfig(), config)[1]
-    second = train_ranking(metadata(), train_set, test_set, RankingConfig(), config)[1]
-    assert first.history[-1]["test_auc"] == second.history[-1]["test_auc"]
+    first = train_ranking(metadata(), DataSplits.carve(train_set, test_set), RankingConfig(), config)[1]
+    second = train_ranking(metadata(), DataSplits.carve(train_set, test_set), RankingConfig(), config)[1]
+    assert first.result.history[-1]["selection_auc"] == second.result.history[-1]["selection_auc"]
+    assert first.test_auc == second.test_auc
 
 
 def test_early_stopping_without_signal():
     train_set, test_set = random_samples(2000, seed=5, signal=False), random_samples(500, seed=6, signal=False)
     config = TrainingConfig(max_epochs=50, batch_size=256, patience=2)
-    result = train_ranking(metadata(), train_set, test_set, RankingConfig(), config)[1]
+    result = train_ranking(metadata(), on_test(train_set, test_set), RankingConfig(), config)[1].result
     assert len(result.history) == result.best_epoch + 2 < 50
 
 
@@ -126,20 +143,22 @@ def test_onnx_export_parity_and_dynamic_batch(tmp_path):
 def test_artifacts_round_trip_and_spec_guard(tmp_path):
     train_set, test_set = random_samples(1500, seed=8), random_samples(500, seed=9)
     config = TrainingConfig(max_epochs=1, batch_size=256)
-    model, result = train_ranking(metadata(), train_set, test_set, RankingConfig(), config)
-    folder = publish_ranking(tmp_path, model, metadata(), result, config, test_set.features)
+    model, report = train_ranking(metadata(), DataSplits.carve(train_set, test_set), RankingConfig(), config)
+    folder = publish_ranking(tmp_path, model, metadata(), report, config, test_set.features)
     opened = open_model(tmp_path / "ranking")
     assert opened.path == folder.path
     saved = opened.metadata()
     assert saved["spec_version"] == SPEC.version and saved["columns"] == list(SPEC.names)
     assert (saved["input_name"], saved["output_name"]) == ("features", "probability")
     assert len(saved["auc_history"]) == 1
+    assert saved["selected_on"] == "validation" and saved["validation_rule"]["percent"] == 10
+    assert saved["rows"]["fit"] + saved["rows"]["selection"] == 1500 and saved["test_auc"] == report.test_auc
     reloaded = load_ranking(opened)
     with torch.no_grad():
         assert torch.equal(reloaded(test_set.features), model.eval()(test_set.features))
 
-    recall_model, recall_result = train_recall(metadata(), train_set, test_set, config=config)
-    recall_folder = publish_recall(tmp_path, recall_model, metadata(), recall_result, config, dim=16)
+    recall_model, recall_report = train_recall(metadata(), on_test(train_set, test_set), config=config)
+    recall_folder = publish_recall(tmp_path, recall_model, metadata(), recall_report, config, dim=16)
     vectors = pd.read_parquet(recall_folder.path / "item_vectors.parquet")
     assert vectors["itemid"].min() == 1 and len(vectors["vector"].iloc[0]) == 18
 
@@ -153,10 +172,56 @@ def test_samples_load_in_spec_order_and_check_the_spec(tmp_path):
     data = random_samples(10, seed=10)
     frame = pd.DataFrame(data.features.numpy(), columns=SPEC.names).iloc[:, ::-1]  # stored in another order
     frame["label"] = data.labels.numpy().astype("int32")
+    frame["timestamp"] = data.timestamps
     frame.to_parquet(tmp_path / "part.parquet")
     loaded = load_samples(tmp_path / "part.parquet")
     assert torch.equal(loaded.features, data.features) and torch.equal(loaded.labels, data.labels)
+    assert np.array_equal(loaded.timestamps, data.timestamps)
     (tmp_path / "feature_metadata.json").write_text(json.dumps(
         {"spec_version": "v0-old", "columns": [], "features": [], "run_id": "r"}))
     with pytest.raises(SpecMismatchError, match="rebuild"):
         FeatureMetadata.read(tmp_path)
+
+
+def test_validation_slice_is_each_users_latest_train_rows():
+    # user 1: 20 rows -> 2 validation; user 2: 5 rows -> 1; user 3: 4 rows (< 5) -> none; user 4: 39 -> 3.
+    rng = np.random.default_rng(12)
+    sizes = {1: 20, 2: 5, 3: 4, 4: 39}
+    users = np.concatenate([np.full(n, u) for u, n in sizes.items()])
+    items = np.concatenate([rng.permutation(n) + 1 for n in sizes.values()])
+    times = rng.integers(0, 6, size=len(users))  # many same-second rows: itemid breaks the ties
+    shuffle = rng.permutation(len(users))
+    users, items, times = users[shuffle], items[shuffle], times[shuffle]
+    mask = validation_mask(users, items, times, ValidationRule(percent=10, min_train_rows=5))
+    for user, n in sizes.items():
+        own = users == user
+        expected = {1: 2, 2: 1, 3: 0, 4: 3}[user]
+        assert mask[own].sum() == expected
+        order = sorted(zip(times[own], items[own], mask[own], strict=True))
+        # every validation row comes after every remaining train row of the same user
+        assert [m for _, _, m in order] == [False] * (n - expected) + [True] * expected
+
+
+def test_validation_never_takes_test_rows_and_picks_the_epoch():
+    train_set, test_set = random_samples(3000, seed=13), random_samples(800, seed=14)
+    splits = DataSplits.carve(train_set, test_set)
+    assert len(splits.fit) + len(splits.selection) == len(train_set)
+    assert splits.test is test_set and 0 < len(splits.selection) < len(train_set) // 5
+    fit_rows = {tuple(r) for r in splits.fit.features.numpy()}
+    assert not any(tuple(r) in fit_rows for r in splits.selection.features.numpy())
+    config = TrainingConfig(max_epochs=4, batch_size=256, learning_rate=1e-2)
+    model, report = train_ranking(metadata(), splits, RankingConfig(), config)
+    assert report.result.best_auc == pytest.approx(auc(model, lambda m, x: m(x), splits.selection))
+    assert report.test_auc == pytest.approx(auc(model, lambda m, x: m(x), test_set))
+    assert report.test_auc != report.result.best_auc
+
+
+def test_refit_trains_the_chosen_epoch_count_on_train_and_validation():
+    train_set, test_set = random_samples(2000, seed=15), random_samples(500, seed=16)
+    splits = DataSplits.carve(train_set, test_set, Selection(refit=True))
+    config = TrainingConfig(max_epochs=3, batch_size=256, learning_rate=1e-2)
+    model, report = train_ranking(metadata(), splits, RankingConfig(), config)
+    assert report.to_metadata()["refit_on_train_and_validation"] is True
+    assert report.test_auc == pytest.approx(auc(model, lambda m, x: m(x), test_set))
+    with pytest.raises(ValueError, match="refit"):
+        Selection(select_on="test", refit=True)
