@@ -41,6 +41,7 @@ class Export:
 
     SAMPLES_TRAIN = "samples_train"
     SAMPLES_TEST = "samples_test"
+    SAMPLES_TRAIN_NEGATIVES = "samples_train_negatives"
     USER_FEATURES = Table.USER_FEATURES
     ITEM_FEATURES = Table.ITEM_FEATURES
     USER_TERMS = Table.USER_TERMS
@@ -48,8 +49,11 @@ class Export:
     USER_FILTER = Table.USER_FILTER
     ONLINE_HOLDOUT = Table.ONLINE_HOLDOUT
     ITEMS = Table.ITEMS
+    ITEM_POPULARITY = Table.ITEM_POPULARITY
+    ITEM_NEIGHBOURS = Table.ITEM_NEIGHBOURS
     # Exported as they are in Delta.
-    AS_IS: tuple[str, ...] = (USER_FEATURES, ITEM_FEATURES, USER_TERMS, ITEM_TERMS, USER_FILTER, ONLINE_HOLDOUT, ITEMS)
+    AS_IS: tuple[str, ...] = (USER_FEATURES, ITEM_FEATURES, USER_TERMS, ITEM_TERMS, USER_FILTER, ONLINE_HOLDOUT, ITEMS,
+                              ITEM_POPULARITY, ITEM_NEIGHBOURS)
 
 
 def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:
@@ -57,6 +61,7 @@ def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:
     return {
         Export.SAMPLES_TRAIN: samples.filter(F.col("split") == Split.TRAIN).drop("split"),
         Export.SAMPLES_TEST: samples.filter(F.col("split") == Split.TEST).drop("split"),
+        Export.SAMPLES_TRAIN_NEGATIVES: tables[Table.NEGATIVE_SAMPLES].drop("split"),
         **{name: tables[name] for name in Export.AS_IS},
     }
 
@@ -107,7 +112,7 @@ def prune_runs(settings: Settings) -> list[Path]:
 def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     versions: dict[str, dict] = {}
     tables: dict[str, DataFrame] = {}
-    for table in (Table.SAMPLES, Table.FEATURE_METADATA, *Export.AS_IS):
+    for table in (Table.SAMPLES, Table.NEGATIVE_SAMPLES, Table.FEATURE_METADATA, *Export.AS_IS):
         last = DeltaTable.forPath(spark, str(settings.table_path(table))).history(1).first()
         versions[table] = {"version": int(last["version"]), "run_id": last["userMetadata"]}
         tables[table] = read_table(spark, settings, table, versions[table]["version"])

@@ -26,6 +26,7 @@ from spark_jobs.feature_spec import (
     GENRE_IDS,
     PIT_HISTORY,
     SPEC,
+    Entity,
     FeatureGroup,
     FeatureSpec,
     genre_clicks_name,
@@ -147,6 +148,49 @@ def training_samples(impressions_with_counters: DataFrame, users: DataFrame, spe
     )
 
 
+def sample_negatives(
+    train_samples: DataFrame, items_with_flags: DataFrame, rated: DataFrame, per_impression: int, spec: FeatureSpec,
+    seed: int = 17,
+) -> DataFrame:
+    """For each train sample, up to ``per_impression`` movies the user never rated, as label-0 rows.
+
+    A negative keeps its source row's user, timestamp and point-in-time counters (what the user looked
+    like at that moment, so no later information leaks in) and takes the sampled movie's own item
+    features; ``source_itemid`` names the impression it was drawn for. Draws are a hash of (user,
+    source item, timestamp, draw number, seed) over the catalogue: the same input gives the same
+    negatives on any cluster layout. A draw that hits a movie the user rated at any time, or repeats
+    an earlier draw for the same impression, is dropped.
+    """
+    catalogue = items_with_flags.select(
+        (F.row_number().over(Window.orderBy("itemid")) - 1).alias("draw_index"),
+        F.col("itemid").alias("negative_itemid"),
+        *(F.col(name).alias(f"negative_{name}") for name in GENRE_FLAGS),
+    )
+    catalogue_size = F.lit(items_with_flags.count())
+    # sequence(1, 0) would count down: no draws is an empty array
+    draw_numbers = F.sequence(F.lit(1), F.lit(per_impression)) if per_impression > 0 else F.array().cast("array<int>")
+    draws = train_samples.select("*", F.explode(draw_numbers).alias("draw")).withColumn(
+        "draw_index",
+        F.pmod(F.xxhash64("userid", "itemid", "timestamp", "draw", F.lit(seed)), catalogue_size).cast("int"),
+    )
+    item_columns = {f.name for f in spec.of_entity(Entity.ITEM)}
+    return (
+        draws.join(F.broadcast(catalogue), "draw_index")
+        .join(rated.select("userid", F.col("itemid").alias("negative_itemid")).distinct(),
+              ["userid", "negative_itemid"], "left_anti")
+        .dropDuplicates(["userid", "itemid", "timestamp", "negative_itemid"])
+        .select(
+            *(F.col(f"negative_{f.name}").alias(f.name) if f.name in item_columns else F.col(f.name)
+              for f in spec.features),
+            F.lit(0).alias(spec.label),
+            spec.timestamp,
+            "split",
+            F.col("itemid").alias("source_itemid"),
+        )
+        .transform(in_spec_order(spec, extra=(spec.label, spec.timestamp, "split", "source_itemid")))
+    )
+
+
 def user_features(
     users: DataFrame, offline_impressions: DataFrame, default_timestamp: int, spec: FeatureSpec
 ) -> DataFrame:
@@ -241,6 +285,9 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     dense = [f.name for f in spec.dense]
     stats = fit_standardiser(samples_raw.filter(F.col("split") == Split.TRAIN), dense)
     written = [write_table(samples_raw.transform(standardise(stats)), settings, Table.SAMPLES, run_id)]
+    negatives = sample_negatives(samples_raw.filter(F.col("split") == Split.TRAIN), items, impressions,
+                                 settings.negatives_per_impression, spec)
+    written.append(write_table(negatives.transform(standardise(stats)), settings, Table.NEGATIVE_SAMPLES, run_id))
 
     offline = flagged.filter(F.col("split").isin(*Split.OFFLINE))
     online_users = user_features(users, offline, span["first"], spec).transform(standardise(stats))

@@ -35,11 +35,15 @@ class Table:
     FEATURE_METADATA = "feature_metadata"  # one row: the metadata JSON of the run's features
     USER_TERMS = "user_terms"
     ITEM_TERMS = "item_terms"
-    USER_FILTER = "user_filter"
+    USER_FILTER = "user_filter"  # per user: every item seen offline, and the latest ones newest first
+    NEGATIVE_SAMPLES = "negative_samples"  # sampled unrated items for train impressions, label 0
+    ITEM_POPULARITY = "item_popularity"  # per item: offline positives and impressions
+    ITEM_NEIGHBOURS = "item_neighbours"  # per item: top co-occurring items with their cosine
 
     ALL: tuple[str, ...] = (
-        DATASET, RATINGS, USERS, ITEMS, IMPRESSIONS, ONLINE_HOLDOUT, SAMPLES,
+        DATASET, RATINGS, USERS, ITEMS, IMPRESSIONS, ONLINE_HOLDOUT, SAMPLES, NEGATIVE_SAMPLES,
         USER_FEATURES, ITEM_FEATURES, FEATURE_METADATA, USER_TERMS, ITEM_TERMS, USER_FILTER,
+        ITEM_POPULARITY, ITEM_NEIGHBOURS,
     )
 
 

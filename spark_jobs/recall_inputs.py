@@ -5,7 +5,10 @@
 - ``item_terms``: per movie, its genre ids.
 - ``user_terms``: per user, the genres of their last PIT_HISTORY offline impressions with how many
   impressions and positives each had (raw counts, strongest first).
-- ``user_filter``: per user, every movie seen offline, so recommendations can exclude them.
+- ``user_filter``: per user, every movie seen offline, so recommendations can exclude them, and the
+  latest ``recent_items`` of them newest first (co-occurrence recall starts from those).
+- ``item_popularity``: per catalogue movie, its offline positives and impressions: the popularity
+  source and the cold-start list (most positives first, then most impressions, then itemid).
 """
 
 from __future__ import annotations
@@ -55,9 +58,25 @@ def user_terms(online_counters: DataFrame) -> DataFrame:
     return online_counters.select("userid", F.array_sort(seen, _strongest_first).alias("terms"))
 
 
-def user_filter(offline_impressions: DataFrame) -> DataFrame:
+def user_filter(offline_impressions: DataFrame, recent_items: int = 50) -> DataFrame:
+    """Seen items (sorted) and the latest ``recent_items`` (newest first, by timestamp then itemid)."""
+    newest_first = F.sort_array(F.collect_list(F.struct("timestamp", "itemid")), asc=False)
     return offline_impressions.groupBy("userid").agg(
-        F.array_sort(F.collect_set("itemid")).alias("seen_itemids")
+        F.array_sort(F.collect_set("itemid")).alias("seen_itemids"),
+        F.slice(newest_first, 1, recent_items)["itemid"].alias("recent_itemids"),
+    )
+
+
+def item_popularity(items: DataFrame, offline_impressions: DataFrame) -> DataFrame:
+    """Every catalogue item with its offline positives and impressions (0 when never rated)."""
+    counts = offline_impressions.groupBy("itemid").agg(
+        F.sum("label").cast("long").alias("positives"), F.count(F.lit(1)).alias("impressions")
+    )
+    return (
+        items.select("itemid")
+        .join(counts, "itemid", "left")
+        .fillna(0, subset=["positives", "impressions"])
+        .select("itemid", "positives", "impressions")
     )
 
 
@@ -68,7 +87,8 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     return [
         write_table(item_terms(items), settings, Table.ITEM_TERMS, run_id),
         write_table(user_terms(online_genre_counters(flagged)), settings, Table.USER_TERMS, run_id),
-        write_table(user_filter(offline), settings, Table.USER_FILTER, run_id),
+        write_table(user_filter(offline, settings.recent_items), settings, Table.USER_FILTER, run_id),
+        write_table(item_popularity(items, offline), settings, Table.ITEM_POPULARITY, run_id),
     ]
 
 

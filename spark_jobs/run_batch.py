@@ -1,4 +1,5 @@
-"""The whole batch in order, in one Spark session: ingest, split, features, recall inputs, export.
+"""The whole batch in order, in one Spark session: ingest, split, features, recall inputs, co-occurrence,
+export.
 
     python -m spark_jobs.run_batch [--data DIR] [--output DIR]
     spark-submit --properties-file spark_jobs/delta.conf spark_jobs/run_batch.py --data DIR
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import export, features, ingest, recall_inputs, split
+from spark_jobs import cooccurrence, export, features, ingest, recall_inputs, split
 from spark_jobs.lake import Written
 from spark_jobs.runtime import JobRun, job_main
 from spark_jobs.settings import Settings
@@ -30,6 +31,7 @@ STEPS: tuple[tuple[str, JobRun], ...] = (
     ("split", split.run),
     ("features", features.run),
     ("recall_inputs", recall_inputs.run),
+    ("cooccurrence", cooccurrence.run),
     ("export", export.run),
 )
 

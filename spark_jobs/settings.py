@@ -36,6 +36,14 @@ class Settings(BaseSettings):
         default="error", description="stop on the first bad input line, or skip and count them"
     )
     keep_export_runs: int = Field(default=3, ge=1, description="export versions kept on disk")
+    negatives_per_impression: int = Field(
+        default=4, ge=0, description="unrated items sampled per train impression for the ranker (label 0)"
+    )
+    neighbours_per_item: int = Field(default=50, ge=1, description="co-occurrence neighbours kept per item")
+    cooccurrence_history: int = Field(
+        default=200, ge=2, description="latest offline items per user that count towards co-occurrence"
+    )
+    recent_items: int = Field(default=50, ge=1, description="latest offline items kept per user for recall")
     allow_shrink: bool = Field(
         default=False,
         description="publish a run whose ratings or samples are fewer than half of the current export's",
@@ -73,6 +81,10 @@ _FLAGS: dict[str, str] = {
     "--delta-snapshot-partitions": "delta_snapshot_partitions",
     "--on-bad-lines": "on_bad_lines",
     "--keep-export-runs": "keep_export_runs",
+    "--negatives-per-impression": "negatives_per_impression",
+    "--neighbours-per-item": "neighbours_per_item",
+    "--cooccurrence-history": "cooccurrence_history",
+    "--recent-items": "recent_items",
     "--allow-shrink": "allow_shrink",
 }
 

@@ -1,5 +1,8 @@
+from chispa import assert_df_equality
+
+from spark_jobs.cooccurrence import item_neighbours, latest_per_user
 from spark_jobs.feature_spec import GENRE_IDS
-from spark_jobs.recall_inputs import item_terms, user_filter, user_terms
+from spark_jobs.recall_inputs import item_popularity, item_terms, user_filter, user_terms
 
 
 def test_user_terms_keep_seen_genres_strongest_first(spark):
@@ -11,8 +14,39 @@ def test_user_terms_keep_seen_genres_strongest_first(spark):
     assert terms == [(7, 2, 2), (9, 4, 1), (2, 3, 1), (4, 1, 0)]
 
 
-def test_user_filter_and_item_terms(spark):
-    offline = spark.createDataFrame([(1, 5), (1, 3), (1, 5), (2, 8)], "userid int, itemid int")
-    assert sorted((r.userid, r.seen_itemids) for r in user_filter(offline).collect()) == [(1, [3, 5]), (2, [8])]
+def test_user_filter_recent_items_and_item_terms(spark):
+    offline = spark.createDataFrame([(1, 5, 100), (1, 3, 300), (1, 5, 200), (1, 9, 300), (1, 4, 50), (2, 8, 1)],
+                                    "userid int, itemid int, timestamp long")
+    got = {r.userid: (r.seen_itemids, r.recent_itemids) for r in user_filter(offline, recent_items=3).collect()}
+    # newest first; the same second is ordered by itemid, descending like the rest
+    assert got == {1: ([3, 4, 5, 9], [9, 3, 5]), 2: ([8], [8])}
     items = spark.createDataFrame([(1, "A", [2, 4])], "itemid int, title string, genre_ids array<int>")
     assert [tuple(r) for r in item_terms(items).collect()] == [(1, [2, 4])]
+
+
+def test_item_popularity_counts_every_catalogue_item(spark):
+    items = spark.createDataFrame([(1, "A", [1]), (2, "B", [2]), (3, "C", [3])],
+                                  "itemid int, title string, genre_ids array<int>")
+    offline = spark.createDataFrame([(1, 1, 1), (2, 1, 0), (3, 1, 1), (1, 2, 0)], "userid int, itemid int, label int")
+    expected = spark.createDataFrame([(1, 2, 3), (2, 0, 1), (3, 0, 0)], "itemid int, positives long, impressions long")
+    assert_df_equality(item_popularity(items, offline), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_cooccurrence_on_a_hand_checked_example(spark):
+    # users: 1 has {10, 20, 30}, 2 has {10, 20}, 3 has {20, 40}; user 4's oldest item 10 is beyond the
+    # history of 2, so only {30, 40} count for them.
+    rows = [(1, 10, 1), (1, 20, 2), (1, 30, 3), (2, 10, 1), (2, 20, 1), (3, 20, 5), (3, 40, 6),
+            (4, 10, 1), (4, 30, 2), (4, 40, 3)]
+    offline = spark.createDataFrame(rows, "userid int, itemid int, timestamp long")
+    pairs = latest_per_user(offline, history=2)
+    assert sorted(tuple(r) for r in pairs.filter("userid = 4").collect()) == [(4, 30), (4, 40)]
+    # user 1's 2 latest: {20, 30}; user 2: {10, 20}; user 3: {20, 40}; user 4: {30, 40}
+    # n: 10 -> 1, 20 -> 3, 30 -> 2, 40 -> 2.  c(20,30) = 1, c(10,20) = 1, c(20,40) = 1, c(30,40) = 1.
+    got = {r.itemid: [(n.itemid, round(n.score, 4)) for n in r.neighbours]
+           for r in item_neighbours(pairs, neighbours_per_item=2).collect()}
+    assert got == {
+        10: [(20, round(1 / 3 ** 0.5, 4))],
+        20: [(10, round(1 / 3 ** 0.5, 4)), (30, round(1 / 6 ** 0.5, 4))],  # 30 and 40 tie at 1/sqrt(6): 30 first
+        30: [(40, 0.5), (20, round(1 / 6 ** 0.5, 4))],
+        40: [(30, 0.5), (20, round(1 / 6 ** 0.5, 4))],
+    }
