@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
@@ -15,6 +16,7 @@ from spark_jobs.feature_spec import SPEC, FeatureSpec
 METADATA_FILE = "feature_metadata.json"
 TRAIN = "samples_train"
 TEST = "samples_test"
+NEGATIVES = "samples_train_negatives"
 
 
 class SpecMismatchError(RuntimeError):
@@ -77,3 +79,24 @@ def load_samples(path: Path, spec: FeatureSpec = SPEC) -> Samples:
     labels = table.column(spec.label).to_numpy().astype(np.float32)
     timestamps = table.column(spec.timestamp).to_numpy().astype(np.int64)
     return Samples(torch.from_numpy(features), torch.from_numpy(labels), timestamps)
+
+
+@dataclass(frozen=True)
+class NegativeSamples:
+    """The batch's sampled unrated items (label 0), each tied to the train impression it was drawn for."""
+
+    samples: Samples
+    source_itemids: np.ndarray  # int64: the impression's item (same user and timestamp)
+
+    def drawn_for(self, rows: Samples) -> np.ndarray:
+        """True for the negatives drawn for one of ``rows`` (matched on user, item, timestamp)."""
+        wanted = pd.MultiIndex.from_arrays(
+            [rows.column("userid").astype(np.int64), rows.column("itemid").astype(np.int64), rows.timestamps])
+        mine = pd.MultiIndex.from_arrays(
+            [self.samples.column("userid").astype(np.int64), self.source_itemids, self.samples.timestamps])
+        return np.asarray(mine.isin(wanted))
+
+
+def load_negatives(path: Path, spec: FeatureSpec = SPEC) -> NegativeSamples:
+    source = pq.read_table(path, columns=["source_itemid"]).column("source_itemid").to_numpy().astype(np.int64)
+    return NegativeSamples(load_samples(path, spec), source)

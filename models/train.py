@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -30,7 +31,17 @@ from models.artifacts import ModelFolder, StagedModel
 from models.onnx_export import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, check_parity, export_onnx
 from models.ranking import GroupedFactorizationMachine, RankingConfig
 from models.recall import MatrixFactorization
-from models.samples import TEST, TRAIN, FeatureMetadata, Samples, load_samples
+from models.retrieval_training import BprConfig, Interactions, train_bpr
+from models.samples import (
+    NEGATIVES,
+    TEST,
+    TRAIN,
+    FeatureMetadata,
+    NegativeSamples,
+    Samples,
+    load_negatives,
+    load_samples,
+)
 from models.training import Forward, TrainingConfig, TrainingResult, auc, seed_everything, train
 from models.validation import ValidationRule, validation_mask
 from spark_jobs.feature_spec import SPEC
@@ -50,6 +61,7 @@ VARIANTS: dict[str, RankingConfig] = {
     "deepfm": RankingConfig(deep=True),
 }
 RECALL_TRAINING = TrainingConfig(learning_rate=1e-3, weight_decay=0.0)
+RECALL_BPR = BprConfig()
 RANKING_TRAINING = TrainingConfig()
 
 
@@ -87,15 +99,26 @@ class DataSplits:
     selection_plan: Selection
 
     @classmethod
-    def carve(cls, train_set: Samples, test_set: Samples, plan: Selection | None = None) -> DataSplits:
+    def carve(cls, train_set: Samples, test_set: Samples, plan: Selection | None = None,
+              negatives: NegativeSamples | None = None) -> DataSplits:
+        """Validation slice from the train rows; a sampled negative follows the row it was drawn for.
+
+        The test rows stay rated rows only, so the test AUC remains the reference design's figure.
+        """
         plan = plan or Selection()
         if plan.select_on == ON_TEST:
-            return cls(train_set, test_set, test_set, plan)
+            fit = train_set if negatives is None else train_set.concat(negatives.samples)
+            return cls(fit, test_set, test_set, plan)
         if train_set.timestamps is None:
             raise ValueError("carving a validation slice needs the samples' timestamps")
         mask = validation_mask(train_set.column("userid"), train_set.column("itemid"), train_set.timestamps,
                                plan.rule)
-        return cls(train_set.subset(~mask), train_set.subset(mask), test_set, plan)
+        fit, selection = train_set.subset(~mask), train_set.subset(mask)
+        if negatives is not None:
+            for_selection = negatives.drawn_for(selection)
+            fit = fit.concat(negatives.samples.subset(~for_selection))
+            selection = selection.concat(negatives.samples.subset(for_selection))
+        return cls(fit, selection, test_set, plan)
 
 
 @dataclass
@@ -111,7 +134,7 @@ class TrainingReport:
             "validation_rule": plan.rule.to_dict() if plan.select_on == ON_VALIDATION else None,
             "rows": {"fit": len(self.splits.fit), "selection": len(self.splits.selection),
                      "test": len(self.splits.test)},
-            "selection_auc": self.result.best_auc,
+            "selection_auc": self.result.best_selection_score,
             "best_epoch": self.result.best_epoch,
             "refit_on_train_and_validation": plan.refit,
             "test_auc": self.test_auc,
@@ -131,7 +154,7 @@ def fit_and_evaluate(build: Callable[[], nn.Module], forward: Forward, splits: D
               replace(config, max_epochs=result.best_epoch), name=f"{name} refit")
     test_auc = auc(model, forward, splits.test, config.eval_batch_size)
     log.info("%s: selected on %s (AUC %.4f, epoch %d), test AUC %.4f", name, splits.selection_plan.select_on,
-             result.best_auc, result.best_epoch, test_auc)
+             result.best_selection_score, result.best_epoch, test_auc)
     return model, TrainingReport(result, test_auc, splits)
 
 
@@ -163,20 +186,61 @@ def _training_metadata(metadata: FeatureMetadata, report: TrainingReport, config
     }
 
 
-def publish_recall(models_dir: Path, model: MatrixFactorization, metadata: FeatureMetadata,
-                   report: TrainingReport, config: TrainingConfig, dim: int) -> ModelFolder:
+def publish_recall(models_dir: Path, model: MatrixFactorization, training_metadata: dict) -> ModelFolder:
     staged = StagedModel(models_dir, RECALL)
     try:
         users, items = model.export_vectors()
         for name, vectors, key in ((USER_VECTORS, users, "userid"), (ITEM_VECTORS, items, "itemid")):
             frame = pd.DataFrame({key: range(len(vectors)), "vector": list(vectors.numpy())})
             frame.iloc[1:].to_parquet(staged.staging / f"{name}.parquet", index=False)  # id 0 is "unknown"
-        staged.save(model, {"model": RECALL, "embedding_dim": dim, "vector_dim": users.shape[1],
-                            **_training_metadata(metadata, report, config)})
+        staged.save(model, {"model": RECALL, "embedding_dim": model.user_vectors.embedding_dim,
+                            "vector_dim": users.shape[1], **training_metadata})
         return staged.publish()
     except BaseException:
         staged.discard()
         raise
+
+
+def offline_interactions(train_set: Samples, test_set: Samples) -> tuple[Interactions, np.ndarray]:
+    """Every offline impression (train and test rows) as (user, item, label), and their timestamps."""
+    offline = train_set.concat(test_set)
+    interactions = Interactions(offline.column("userid").astype(np.int64), offline.column("itemid").astype(np.int64),
+                                offline.labels.numpy())
+    return interactions, offline.timestamps
+
+
+def train_recall_bpr(metadata: FeatureMetadata, train_set: Samples, test_set: Samples, rule: ValidationRule,
+                     config: BprConfig = RECALL_BPR) -> tuple[MatrixFactorization, dict]:
+    """Select the epoch count on the validation slice of the offline history, then refit on all of it."""
+    history, timestamps = offline_interactions(train_set, test_set)
+    in_validation = validation_mask(history.users, history.items, timestamps, rule)
+
+    def build() -> MatrixFactorization:
+        return MatrixFactorization(metadata.cardinalities["userid"], metadata.cardinalities["itemid"], config.dim)
+
+    seed_everything(config.seed)
+    selection = train_bpr(build(), history.subset(~in_validation), history.subset(in_validation), config)
+    seed_everything(config.seed)
+    model = build()
+    refit = train_bpr(model, history, None, config, epochs=selection.best_epoch, name="recall refit")
+    log.info("recall (BPR): validation Recall@%d %.4f at epoch %d; refit on %d impressions in %.1f s",
+             config.recall_at, selection.best_selection_score, selection.best_epoch, len(history), refit.seconds)
+    return model, {
+        "objective": "bpr",
+        "cardinalities": metadata.cardinalities,
+        "data_run_id": metadata.run_id,
+        "training": asdict(config),
+        "selected_on": ON_VALIDATION,
+        "validation_rule": {**rule.to_dict(), "applied_to": "offline impressions (train + test rows)"},
+        "rows": {"fit": int((~in_validation).sum()), "selection": int(in_validation.sum()), "refit": len(history)},
+        f"validation_recall@{config.recall_at}": selection.best_selection_score,
+        "best_epoch": selection.best_epoch,
+        "refit_on_train_and_validation": True,
+        # The refit learns from the test rows too (they are history before the hold-out), so no test AUC.
+        "test_auc": None,
+        "training_seconds": round(selection.seconds + refit.seconds, 1),
+        "selection_history": selection.history,
+    }
 
 
 def load_ranking(folder: ModelFolder) -> GroupedFactorizationMachine:
@@ -228,6 +292,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_settings_arguments(parser)
     parser.add_argument("--exports", type=Path, default=None, help="batch exports (default <output>/exports/current)")
     parser.add_argument("--only", choices=(RECALL, RANKING), default=None)
+    parser.add_argument("--objective", choices=("bpr", "pointwise"), default="bpr",
+                        help="recall: BPR on the offline history, selected on validation Recall@200 (default), "
+                             "or the reference design's pointwise MF on rated rows (its AUC is comparable)")
+    parser.add_argument("--no-negatives", dest="negatives", action="store_false",
+                        help="train the ranker on rated rows only, without the batch's sampled negatives")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="fm_dense", help="ranking model variant")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--select-on", choices=(ON_VALIDATION, ON_TEST), default=ON_VALIDATION,
@@ -251,20 +320,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     overrides = {k: v for k, v in (("max_epochs", args.max_epochs), ("seed", args.seed)) if v is not None}
     plan = Selection(args.select_on, ValidationRule(percent=args.validation_percent), args.refit)
     splits = DataSplits.carve(train_set, test_set, plan)
-    log.info("fit on %d rows, select on %d (%s), test on %d", len(splits.fit), len(splits.selection),
-             plan.select_on, len(splits.test))
     summary: dict = {"exports": str(exports), "selected_on": plan.select_on, "refit": plan.refit}
     if args.only in (None, RECALL):
-        config = replace(RECALL_TRAINING, **overrides)
-        model, report = train_recall(metadata, splits, config=config)
-        folder = publish_recall(settings.models_dir, model, metadata, report, config, dim=16)
-        summary[RECALL] = {**report.to_metadata(), "seconds": round(report.result.seconds, 1),
-                           "path": str(folder.path)}
+        if args.objective == "bpr":
+            model, recall_metadata = train_recall_bpr(metadata, train_set, test_set, plan.rule,
+                                                      replace(RECALL_BPR, **overrides))
+        else:
+            config = replace(RECALL_TRAINING, **overrides)
+            model, report = train_recall(metadata, splits, config=config)
+            recall_metadata = {"objective": "pointwise", **_training_metadata(metadata, report, config)}
+        folder = publish_recall(settings.models_dir, model, recall_metadata)
+        summary[RECALL] = {k: v for k, v in recall_metadata.items() if "history" not in k} | {"path": str(folder.path)}
         if args.delta:
             vectors_to_delta(settings, folder, metadata.run_id)
     if args.only in (None, RANKING):
+        negatives_path = exports / NEGATIVES
+        negatives = load_negatives(negatives_path) if args.negatives and negatives_path.exists() else None
+        ranking_splits = DataSplits.carve(train_set, test_set, plan, negatives)
         config = replace(RANKING_TRAINING, **overrides)
-        model, report = train_ranking(metadata, splits, VARIANTS[args.variant], config)
+        model, report = train_ranking(metadata, ranking_splits, VARIANTS[args.variant], config)
         folder = publish_ranking(settings.models_dir, model, metadata, report, config, test_set.features)
         summary[RANKING] = {"variant": args.variant, **report.to_metadata(),
                             "seconds": round(report.result.seconds, 1), "path": str(folder.path)}

@@ -41,7 +41,7 @@ class TrainingConfig:
 
 @dataclass
 class TrainingResult:
-    best_auc: float  # on the selection set; nan when training ran a fixed number of epochs
+    best_selection_score: float  # AUC (or Recall@K) on the selection set; nan for a fixed-epoch refit
     best_epoch: int
     history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, selection_auc, seconds
     seconds: float = 0.0
@@ -75,7 +75,8 @@ def train(model: nn.Module, forward: Forward, train_set: Samples, selection_set:
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(config.seed)
-    result = TrainingResult(best_auc=float("-inf") if selection_set is not None else float("nan"), best_epoch=0)
+    initial = float("-inf") if selection_set is not None else float("nan")
+    result = TrainingResult(best_selection_score=initial, best_epoch=0)
     best_state = copy.deepcopy(model.state_dict())
     started = time.monotonic()
     for epoch in range(1, config.max_epochs + 1):
@@ -103,8 +104,8 @@ def train(model: nn.Module, forward: Forward, train_set: Samples, selection_set:
         if selection_set is None:
             result.best_epoch = epoch
             continue
-        if entry["selection_auc"] > result.best_auc:
-            result.best_auc, result.best_epoch = entry["selection_auc"], epoch
+        if entry["selection_auc"] > result.best_selection_score:
+            result.best_selection_score, result.best_epoch = entry["selection_auc"], epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - result.best_epoch >= config.patience:
             log.info("%s: no better selection AUC for %d epochs, stopping", name, config.patience)
@@ -112,6 +113,6 @@ def train(model: nn.Module, forward: Forward, train_set: Samples, selection_set:
     if selection_set is not None:
         model.load_state_dict(best_state)
     result.seconds = time.monotonic() - started
-    log.info("%s: best selection AUC %.4f at epoch %d, %.1f s", name, result.best_auc, result.best_epoch,
+    log.info("%s: best selection AUC %.4f at epoch %d, %.1f s", name, result.best_selection_score, result.best_epoch,
              result.seconds)
     return result

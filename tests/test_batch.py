@@ -8,6 +8,7 @@ import pytest
 from conftest import ML_100K
 from delta.tables import DeltaTable
 
+from models import evaluate
 from models import train as train_models
 from models.artifacts import open_model
 from spark_jobs import run_batch
@@ -95,7 +96,15 @@ def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_data
     summary = train_models.main(["--output", str(settings.output_dir), "--max-epochs", "2"])
     ranking = open_model(settings.models_dir / "ranking").metadata()
     assert ranking["data_run_id"] == "run-3" and ranking["onnx_parity_max_abs_diff"] <= 1e-5
-    assert 0 < summary["recall"]["test_auc"] < 1 and 0 < summary["ranking"]["test_auc"] < 1
+    assert 0 < summary["recall"]["validation_recall@200"] <= 1 and 0 < summary["ranking"]["test_auc"] < 1
+    negatives = pd.read_parquet(settings.current_export_dir / Export.SAMPLES_TRAIN_NEGATIVES)
+    assert ranking["rows"]["fit"] + ranking["rows"]["selection"] == len(train) + len(negatives)
+
+    # The top-K evaluation runs the serving path over the hold-out of the same output.
+    report = evaluate.main(["--output", str(settings.output_dir)])
+    assert report["users_evaluated"] > 0
+    served = report["lists"][evaluate.SERVED]
+    assert 0 <= served["hitrate@10"] <= served["hitrate@50"] <= 1
     item_vectors = read_table(spark, settings, "item_vectors")
     assert item_vectors.count() == metadata["features"][1]["cardinality"] - 1  # every item id but 0
 

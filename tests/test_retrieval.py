@@ -1,0 +1,126 @@
+"""Recall sources, the merge rule and the top-K metrics on hand-checked cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from models.evaluate import ease_item_weights, metrics_at
+from models.retrieval import (
+    NEIGHBOURS,
+    POPULARITY,
+    SOURCE_BIT,
+    TERM,
+    VECTOR,
+    ItemIndex,
+    Ranked,
+    RecallConfig,
+    UserRecallData,
+    merge,
+    neighbour_recall,
+    popularity_recall,
+    recall,
+    term_recall,
+    top_n,
+    vector_recall,
+)
+
+
+def test_metrics_on_a_hand_computed_case():
+    recommended = [5, 3, 9, 1, 7]
+    m = metrics_at(recommended, {3, 7, 8}, k=5)
+    assert m.hit == 1.0 and m.recall == pytest.approx(2 / 3)
+    dcg = 1 / math.log2(3) + 1 / math.log2(6)  # hits at ranks 2 and 5
+    ideal = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert m.ndcg == pytest.approx(dcg / ideal)
+    at_1 = metrics_at(recommended, {3, 7, 8}, k=1)
+    assert (at_1.hit, at_1.recall, at_1.ndcg) == (0.0, 0.0, 0.0)
+    single = metrics_at(recommended, {5}, k=5)
+    assert (single.hit, single.recall, single.ndcg) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError):
+        metrics_at(recommended, set(), 5)
+
+
+def index_of_six_items(vectors: bool = True) -> ItemIndex:
+    # items 1..6; popularity 6 > 5 > 4 ...; genre 1 = {1, 2, 3}, genre 2 = {4, 5, 6}
+    popularity = np.array([0, 6, 5, 4, 3, 2, 1], dtype=float)
+    neighbour_ids = np.full((7, 2), -1)
+    neighbour_scores = np.zeros((7, 2))
+    neighbour_ids[1], neighbour_scores[1] = [2, 4], [0.9, 0.5]
+    neighbour_ids[3], neighbour_scores[3] = [4, 6], [0.6, 0.1]
+    item_vectors = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [2, 0], [0, 2], [3, 3]], dtype=np.float32)
+    return ItemIndex(
+        item_count=7, popular=np.array([1, 2, 3, 4, 5, 6]), popularity=popularity,
+        genre_items={1: np.array([1, 2, 3]), 2: np.array([4, 5, 6])},
+        neighbour_ids=neighbour_ids, neighbour_scores=neighbour_scores,
+        item_vectors=item_vectors if vectors else None, known_items=np.array([False] + [True] * 6),
+    )
+
+
+def user(seen=(1, 3), recent=(3, 1), terms=((2, 3, 2), (1, 2, 1)), vector=(1.0, 0.0)):
+    return UserRecallData(9, np.array(seen), np.array(recent), list(terms),
+                          None if vector is None else np.array(vector, dtype=np.float32))
+
+
+def test_sources_exclude_seen_items_and_score_as_documented():
+    index, u = index_of_six_items(), user()
+    neighbours = neighbour_recall(u, index, n=10, recent_items=2)
+    assert neighbours.itemids.tolist() == [4, 2, 6]  # 4: 0.5 + 0.6 = 1.1, 2: 0.9, 6: 0.1
+    assert neighbours.scores.tolist() == pytest.approx([1.1, 0.9, 0.1])
+    assert neighbour_recall(u, index, n=10, recent_items=1).itemids.tolist() == [4, 6]  # only item 3 lends
+    vector = vector_recall(u, index, n=3)  # user (1, 0): an item's score is its first coordinate
+    assert vector.itemids.tolist() == [6, 4, 2] and vector.scores.tolist() == [3.0, 2.0, 0.0]  # 2 and 5 tie: 2
+    assert vector_recall(user(vector=None), index, n=3).itemids.tolist() == []
+    assert term_recall(u, index, n=10, genres=2).itemids.tolist() == [4, 5, 6, 2]  # genre 2 first, by popularity
+    assert popularity_recall(u, index, n=3).itemids.tolist() == [2, 4, 5]
+
+
+def test_top_n_breaks_ties_by_smaller_id():
+    assert top_n(np.array([0.0, 2.0, 5.0, 2.0, -np.inf, 2.0]), 3).tolist() == [2, 1, 3]
+
+
+def test_merge_quotas_round_robin_then_fill_and_keep_sources():
+    sources = {
+        NEIGHBOURS: Ranked(np.array([10, 11, 12, 13]), np.zeros(4)),
+        VECTOR: Ranked(np.array([11, 20, 21]), np.zeros(3)),
+        TERM: Ranked(np.array([30]), np.zeros(1)),
+        POPULARITY: Ranked(np.array([10, 40]), np.zeros(2)),
+    }
+    merged = merge(sources, recall_size=7, quotas={NEIGHBOURS: 2, VECTOR: 2, TERM: 1, POPULARITY: 1})
+    # round 1: 10 (n), 11 (v), 30 (t), 10 again for popularity -> flag only, then 40 (p)
+    # round 2: 11 (n, already taken -> flag), 12 (n), 20 (v); quotas spent -> fill: 13 (n)
+    assert merged.itemids.tolist() == [10, 11, 30, 40, 12, 20, 13]
+    bits = dict(zip(merged.itemids.tolist(), merged.sources.tolist(), strict=True))
+    assert bits[10] == SOURCE_BIT[NEIGHBOURS] | SOURCE_BIT[POPULARITY]
+    assert bits[11] == SOURCE_BIT[NEIGHBOURS] | SOURCE_BIT[VECTOR]
+    assert merged.source_names(1) == [NEIGHBOURS, VECTOR]
+    assert sorted(merge(sources, recall_size=100, quotas={}).itemids) == [10, 11, 12, 13, 20, 21, 30, 40]
+
+
+def test_recall_of_an_unknown_user_is_popularity():
+    candidates, sources = recall(None, index_of_six_items(), RecallConfig(recall_size=4))
+    assert candidates.itemids.tolist() == [1, 2, 3, 4] and list(sources) == [POPULARITY]
+    assert all(bits == SOURCE_BIT[POPULARITY] for bits in candidates.sources)
+
+
+def test_recall_never_returns_seen_items():
+    candidates, _ = recall(user(seen=(1, 2, 3)), index_of_six_items(), RecallConfig(recall_size=6))
+    assert sorted(candidates.itemids.tolist()) == [4, 5, 6]
+
+
+def test_ease_learns_co_occurrence():
+    seen = {1: np.array([1, 2]), 2: np.array([1, 2]), 3: np.array([3, 4]), 4: np.array([1, 2, 3])}
+    weights = ease_item_weights(seen, item_count=5, lam=0.5)
+    assert np.allclose(np.diag(weights), 0)
+    assert weights[1, 2] > weights[1, 4] and weights[3, 4] > weights[3, 1]
+
+
+def test_fused_order_is_reciprocal_rank_fusion():
+    from models.retrieval import Candidates, fused_order
+
+    candidates = Candidates(np.array([7, 8, 9]), np.zeros(3, dtype=np.int64))
+    sources = {NEIGHBOURS: Ranked(np.array([9, 7]), np.zeros(2)), VECTOR: Ranked(np.array([5, 9]), np.zeros(2))}
+    order, fused = fused_order(candidates, sources, model_scores=np.array([0.9, 0.5, 0.1]), k=1)
+    # model ranks 7, 8, 9 -> 1/2, 1/3, 1/4; neighbours 9, 7 -> 1/2, 1/3; vector: 9 is second -> 1/3
+    assert fused.tolist() == pytest.approx([1 / 2 + 1 / 3, 1 / 3, 1 / 4 + 1 / 2 + 1 / 3])
+    assert candidates.itemids[order].tolist() == [9, 7, 8]
