@@ -18,14 +18,16 @@ import json
 import logging
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.atomic import switch_link
-from spark_jobs.lake import Table, Written, read_table
+from spark_jobs.lake import PARALLEL_WRITES, Table, Written, read_table
 from spark_jobs.runtime import job_main
 from spark_jobs.settings import Settings
 from spark_jobs.split import Split
@@ -124,13 +126,18 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     if run_dir.exists():
         raise FileExistsError(f"{run_dir} exists: run ids must be unique")
     run_dir.mkdir(parents=True)
-    written = []
-    for name, df in exports_of(tables).items():
+    def export(name: str, df: DataFrame) -> Written:
         path = run_dir / name
         df.write.mode("errorifexists").parquet(str(path))
-        rows = spark.read.parquet(str(path)).count()
-        written.append(Written(name, str(path), -1, rows))
+        # Row counts from the Parquet footers: no second pass over the data.
+        rows = sum(pq.ParquetFile(part).metadata.num_rows for part in pq.ParquetDataset(str(path)).files)
         log.info("exported %s: %d rows -> %s", name, rows, path)
+        return Written(name, str(path), -1, rows)
+
+    # Independent datasets, written as concurrent Spark jobs (each mostly waits on file commits).
+    with ThreadPoolExecutor(max_workers=PARALLEL_WRITES, thread_name_prefix="export") as pool:
+        futures = [pool.submit(export, name, df) for name, df in exports_of(tables).items()]
+        written = [future.result() for future in futures]
 
     metadata = json.loads(tables[Table.FEATURE_METADATA].first()["metadata"])
     (run_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2))

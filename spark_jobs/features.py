@@ -33,7 +33,7 @@ from spark_jobs.feature_spec import (
     genre_flag_name,
     genre_impressions_name,
 )
-from spark_jobs.lake import Table, Written, read_table, write_table
+from spark_jobs.lake import Table, Written, read_table, write_table, write_tables
 from spark_jobs.runtime import job_main
 from spark_jobs.settings import Settings
 from spark_jobs.split import Split, user_timeline
@@ -284,15 +284,16 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     samples_raw = training_samples(with_counters, users, spec).cache()
     dense = [f.name for f in spec.dense]
     stats = fit_standardiser(samples_raw.filter(F.col("split") == Split.TRAIN), dense)
-    written = [write_table(samples_raw.transform(standardise(stats)), settings, Table.SAMPLES, run_id)]
     negatives = sample_negatives(samples_raw.filter(F.col("split") == Split.TRAIN), items, impressions,
                                  settings.negatives_per_impression, spec)
-    written.append(write_table(negatives.transform(standardise(stats)), settings, Table.NEGATIVE_SAMPLES, run_id))
-
     offline = flagged.filter(F.col("split").isin(*Split.OFFLINE))
     online_users = user_features(users, offline, span["first"], spec).transform(standardise(stats))
-    written.append(write_table(online_users, settings, Table.USER_FEATURES, run_id))
-    written.append(write_table(item_features(items, span["first"], spec), settings, Table.ITEM_FEATURES, run_id))
+    written = write_tables([
+        (Table.SAMPLES, samples_raw.transform(standardise(stats))),
+        (Table.NEGATIVE_SAMPLES, negatives.transform(standardise(stats))),
+        (Table.USER_FEATURES, online_users),
+        (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
+    ], settings, run_id)
 
     counts = {"ratings": span["rows"], **{w.table: w.rows for w in written}}
     split_counts = samples_raw.groupBy("split").count().collect()

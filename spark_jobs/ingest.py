@@ -32,7 +32,7 @@ from spark_jobs.formats import (
     UsersLayout,
     detect_format,
 )
-from spark_jobs.lake import Table, Written, write_table
+from spark_jobs.lake import Table, Written, write_tables
 from spark_jobs.runtime import job_main
 from spark_jobs.settings import Settings
 
@@ -516,13 +516,11 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
         [(clean.fmt.name, str(settings.data_dir), clean.fmt.has_demographics, clean.skipped_lines)],
         "format string, source string, has_demographics boolean, skipped_lines long",
     )
-    written = [
-        write_table(dataset, settings, Table.DATASET, run_id),
-        write_table(clean.ratings, settings, Table.RATINGS, run_id),
-        write_table(clean.users, settings, Table.USERS, run_id),
-        write_table(clean.items, settings, Table.ITEMS, run_id),
-    ]
-    clean.release()
+    try:
+        written = write_tables([(Table.DATASET, dataset), (Table.RATINGS, clean.ratings),
+                                (Table.USERS, clean.users), (Table.ITEMS, clean.items)], settings, run_id)
+    finally:
+        clean.release()
     log.info("ingest: %s from %s, %d bad line(s) skipped", clean.fmt.name, settings.data_dir,
              clean.skipped_lines)
     return written

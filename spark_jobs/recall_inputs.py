@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.feature_spec import GENRE_IDS, genre_clicks_name, genre_impressions_name
 from spark_jobs.features import GENRE_FLAGS, add_genre_flags, online_genre_counters
-from spark_jobs.lake import Table, Written, read_table, write_table
+from spark_jobs.lake import Table, Written, read_table, write_tables
 from spark_jobs.runtime import job_main
 from spark_jobs.settings import Settings
 from spark_jobs.split import Split
@@ -84,12 +84,12 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     items = read_table(spark, settings, Table.ITEMS)
     offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
     flagged = offline.join(items.transform(add_genre_flags).select("itemid", *GENRE_FLAGS), "itemid")
-    return [
-        write_table(item_terms(items), settings, Table.ITEM_TERMS, run_id),
-        write_table(user_terms(online_genre_counters(flagged)), settings, Table.USER_TERMS, run_id),
-        write_table(user_filter(offline, settings.recent_items), settings, Table.USER_FILTER, run_id),
-        write_table(item_popularity(items, offline), settings, Table.ITEM_POPULARITY, run_id),
-    ]
+    return write_tables([
+        (Table.ITEM_TERMS, item_terms(items)),
+        (Table.USER_TERMS, user_terms(online_genre_counters(flagged))),
+        (Table.USER_FILTER, user_filter(offline, settings.recent_items)),
+        (Table.ITEM_POPULARITY, item_popularity(items, offline)),
+    ], settings, run_id)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
