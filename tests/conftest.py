@@ -37,3 +37,16 @@ def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_batch(spark, tmp_path_factory) -> Settings:
+    """One batch run on a small generated ML-1M-format dataset, shared by the stages that read its output."""
+    from spark_jobs import run_batch
+    from spark_jobs.synthetic import generate, write_ml1m
+
+    root = tmp_path_factory.mktemp("tiny-batch")
+    write_ml1m(generate(2_500, n_users=30, n_items=90, seed=8), root / "data")
+    settings = Settings(data_dir=root / "data", output_dir=root / "output", shuffle_partitions=2)
+    run_batch.run(spark, settings, "tiny")
+    return settings

@@ -58,7 +58,7 @@ def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_data
                         keep_export_runs=1)
     run_batch.run(spark, settings, "run-1")
     metadata, train = check_batch_output(spark, settings, "run-1")
-    ratings = read_table(spark, settings, Table.RATINGS)
+    ratings = read_table(spark, settings, Table.RATINGS, version=0)
     heavy_users = ratings.groupBy("userid").count().filter("count >= 12").count()
     assert read_table(spark, settings, Table.ONLINE_HOLDOUT).count() == HOLDOUT_SIZE * heavy_users
     assert metadata["counts"]["samples_train"] == len(train)
@@ -89,7 +89,7 @@ def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_data
     assert settings.current_export_dir.resolve().name == "run-3"
     # Delta keeps every version (the refused run's too); the exports keep the serving run only
     assert [h["version"] for h in history(spark, settings, Table.RATINGS)] == [2, 1, 0]
-    assert read_table(spark, settings, Table.RATINGS, version=0).count() == ratings.count()
+    assert read_table(spark, settings, Table.RATINGS, version=1).count() == ratings.count()  # run-3: same input
     assert sorted(p.name for p in (settings.exports_dir / "runs").iterdir()) == ["run-3", "run-shrunk"]
 
     # The trainers read what the batch exported, and publish vectors back as Delta tables.
