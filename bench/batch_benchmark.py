@@ -3,8 +3,8 @@
     python bench/batch_benchmark.py --data ../shared/data/ml-100k
     python bench/batch_benchmark.py --synthetic 1000000
 
-Runs the batch in a child process and samples the resident memory of its whole process tree
-(the Python driver and Spark's JVM) every 0.2 s; peak memory is the largest sum seen. Synthetic
+Runs the batch in a child process (its log kept for the per-stage times) and samples the resident
+memory of its whole process tree (the Python driver and Spark's JVM) every 0.2 s; peak memory is the largest sum seen. Synthetic
 data is generated before the clock starts. Prints one JSON line and appends it to
 bench/results/batch.jsonl.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -38,9 +39,12 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def measure(command: list[str]) -> tuple[float, int, int]:
+STEP_DONE = re.compile(r"step \d+/\d+: (\w+) done in ([\d.]+) s")
+
+
+def measure(command: list[str], log_path: Path) -> tuple[float, int, int]:
     started = time.monotonic()
-    child = subprocess.Popen(command)
+    child = subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
     process = psutil.Process(child.pid)
     peak = 0
     done = threading.Event()
@@ -67,7 +71,7 @@ def main() -> None:
     source.add_argument("--data", type=Path, help="a MovieLens directory")
     source.add_argument("--synthetic", type=int, help="generate about this many ratings (ML-1M format)")
     parser.add_argument("--driver-memory", default="4g")
-    args = parser.parse_args()
+    args, batch_flags = parser.parse_known_args()  # anything else goes to the batch (--cooccurrence-history 50)
 
     with tempfile.TemporaryDirectory(prefix="batch-bench-") as scratch:
         data = args.data
@@ -76,14 +80,19 @@ def main() -> None:
             write_ml1m(generate(args.synthetic, seed=0), data)
         ratings = sum(1 for _ in (data / ("u.data" if (data / "u.data").exists() else "ratings.dat")).open("rb"))
         command = [sys.executable, "-m", "spark_jobs.run_batch", "--data", str(data),
-                   "--output", str(Path(scratch) / "out"), "--driver-memory", args.driver_memory]
-        wall, peak, code = measure(command)
+                   "--output", str(Path(scratch) / "out"), "--driver-memory", args.driver_memory, *batch_flags]
+        log_path = Path(scratch) / "batch.log"
+        wall, peak, code = measure(command, log_path)
+        log = log_path.read_text()
     if code != 0:
-        raise SystemExit(f"batch failed with exit code {code}")
+        raise SystemExit(f"batch failed with exit code {code}:\n{log[-3000:]}")
+    stages = {name: float(seconds) for name, seconds in STEP_DONE.findall(log)}
     result = {
         "dataset": str(args.data) if args.data else f"synthetic-{args.synthetic}",
         "ratings": ratings,
         "wall_s": round(wall, 1),
+        "stages_s": stages,
+        "batch_flags": batch_flags,
         "peak_rss_gib": round(peak / 2**30, 2),
         "driver_memory": args.driver_memory,
         "cpus": psutil.cpu_count(),
