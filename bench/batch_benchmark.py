@@ -4,9 +4,9 @@
     python bench/batch_benchmark.py --synthetic 1000000
 
 Runs the batch in a child process (its log kept for the per-stage times) and samples the resident
-memory of its whole process tree (the Python driver and Spark's JVM) every 0.2 s; peak memory is the largest sum seen. Synthetic
-data is generated before the clock starts. Prints one JSON line and appends it to
-bench/results/batch.jsonl.
+memory of its whole process tree (the Python driver and Spark's JVM) every 0.2 s; peak memory is the
+largest sum seen. Synthetic data is generated before the clock starts. Prints one JSON line and
+appends it to bench/results/batch.jsonl.
 """
 
 from __future__ import annotations
