@@ -50,3 +50,26 @@ def tiny_batch(spark, tmp_path_factory) -> Settings:
     settings = Settings(data_dir=root / "data", output_dir=root / "output", shuffle_partitions=2)
     run_batch.run(spark, settings, "tiny")
     return settings
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server (Debian's package) on a free 127.0.0.1 port, without persistence."""
+    import shutil
+    import subprocess
+
+    import redis
+    from processes import free_port, stop, wait_for
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run .ci/setup (it installs Debian's redis-server)")
+    port = free_port()
+    log = (tmp_path_factory.mktemp("redis") / "redis.log").open("w")
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: redis.Redis(host="127.0.0.1", port=port).ping(), "redis-server", process=process)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop([process])

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import pyspark
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from conftest import REPO_ROOT
+from processes import free_port, stop, wait_for
 
 from spark_jobs.lake import Table, read_table
 from spark_jobs.settings import Settings
@@ -31,24 +30,6 @@ SPARK_HOME = Path(pyspark.__file__).resolve().parent
 CONF = REPO_ROOT / "spark_jobs" / "delta.conf"
 # Columns that differ between two runs by design: when the row was written.
 RUN_DEPENDENT = ("created_timestamp",)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(condition, what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
 
 
 def alive_workers(webui_port: int) -> int:
@@ -79,13 +60,7 @@ def standalone_cluster(tmp_path_factory) -> Iterator[str]:
         wait_for(lambda: alive_workers(master_ui) == 1, "the Spark worker's registration")
         yield url
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
 
 
 def comparable(spark, settings: Settings, table: str):

@@ -1,8 +1,15 @@
 """Feast over the batch's exports: apply, materialize (SQLite), and what it serves equals the batch."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import requests
+from processes import free_port, stop, wait_for
 
 from feature_repo import publish
 from spark_jobs.feature_spec import SPEC
@@ -10,17 +17,20 @@ from spark_jobs.feature_spec import SPEC
 pytestmark = pytest.mark.slow
 
 
+def private_yaml(source, folder):
+    """The repo's yaml with the registry and the SQLite file in a temporary folder."""
+    path = folder / source.name
+    path.write_text(source.read_text()
+                    .replace("registry: data/registry.db", f"registry: {folder / 'registry.db'}")
+                    .replace("path: data/online_store.db", f"path: {folder / 'online_store.db'}"))
+    return path
+
+
 @pytest.fixture(scope="module")
 def published(tiny_batch, tmp_path_factory):
-    # The repo's yaml with the registry and the online store in a temporary folder.
-    data = tmp_path_factory.mktemp("feast-data")
     target = publish.FeastTarget("sqlite", tiny_batch.output_dir)
-    yaml = data / "feature_store.yaml"
-    yaml.write_text(publish.SQLITE_YAML.read_text()
-                    .replace("registry: data/registry.db", f"registry: {data / 'registry.db'}")
-                    .replace("path: data/online_store.db", f"path: {data / 'online_store.db'}"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(publish, "SQLITE_YAML", yaml)
+        patch.setattr(publish, "SQLITE_YAML", private_yaml(publish.SQLITE_YAML, tmp_path_factory.mktemp("feast")))
         summary = publish.publish(target)
         yield target, summary, publish.open_store(target)
 
@@ -31,12 +41,9 @@ def online_frame(store, service: str, key: str, keys: list[int]) -> pd.DataFrame
     return pd.DataFrame(response).set_index(key)  # mapped by the response's own feature names
 
 
-def test_online_features_equal_the_batch_rows(published, tiny_batch):
-    _, summary, store = published
-    exports = tiny_batch.current_export_dir
+def assert_online_equals_batch(store, exports):
     users = pd.read_parquet(exports / "user_features").set_index("userid")
     items = pd.read_parquet(exports / "item_features").set_index("itemid")
-    assert summary["user_features_online"] == len(users) and summary["item_features_online"] == len(items)
     for service, key, batch, features in (("ml_user", "userid", users, SPEC.online_user_features),
                                           ("ml_item", "itemid", items, SPEC.online_item_features)):
         online = online_frame(store, service, key, batch.index.tolist())
@@ -44,6 +51,14 @@ def test_online_features_equal_the_batch_rows(published, tiny_batch):
         assert sorted(online.columns) == sorted(columns)
         np.testing.assert_array_equal(online.loc[batch.index, columns].to_numpy(np.float64),
                                       batch[columns].to_numpy(np.float64))
+
+
+def test_online_features_equal_the_batch_rows(published, tiny_batch):
+    _, summary, store = published
+    exports = tiny_batch.current_export_dir
+    assert summary["user_features_online"] == len(pd.read_parquet(exports / "user_features")) == 30
+    assert summary["item_features_online"] == len(pd.read_parquet(exports / "item_features"))
+    assert_online_equals_batch(store, exports)
 
 
 def test_unknown_user_comes_back_as_nulls(published):
@@ -65,3 +80,43 @@ def test_failed_materialize_leaves_the_previous_values(published, monkeypatch):
     after = online_frame(publish.open_store(target), "ml_user", "userid", [1])
     pd.testing.assert_frame_equal(before, after)
     assert not list(publish.SQLITE_YAML.parent.glob(".online_store-*.db"))  # the staged file was removed
+
+
+def test_redis_online_store_serves_the_same(tiny_batch, redis_server, tmp_path):
+    target = publish.FeastTarget("redis", tiny_batch.output_dir, redis=redis_server)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(publish, "REDIS_YAML", private_yaml(publish.REDIS_YAML, tmp_path))
+        summary = publish.publish(target)
+        assert summary["online_store"] == "redis" and summary["user_features_online"] == 30
+        assert_online_equals_batch(publish.open_store(target), tiny_batch.current_export_dir)
+        unknown = online_frame(publish.open_store(target), "ml_user", "userid", [999_999])
+        assert unknown.loc[999_999].isna().all()  # nulls, as with SQLite (the status says PRESENT there)
+
+
+def test_feast_serve_over_http_equals_the_batch(published, tiny_batch, tmp_path):
+    target, _, _ = published
+    port = free_port()
+    env = {**os.environ, **target.environment(), "FEAST_FS_YAML_FILE_PATH": str(publish.SQLITE_YAML)}
+    log = (tmp_path / "feast-serve.log").open("w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "feast"), "serve", "--host", "127.0.0.1",
+                               "--port", str(port), "--registry_ttl_sec", "5"],
+                              cwd=publish.REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def answers() -> bool:
+            return requests.post(f"{url}/get-online-features", timeout=5,
+                                 json={"feature_service": "ml_user", "entities": {"userid": [1]}}).ok
+
+        wait_for(answers, "feast serve", timeout=120, process=server)
+        users = pd.read_parquet(tiny_batch.current_export_dir / "user_features").set_index("userid")
+        keys = users.index.tolist()
+        body = requests.post(f"{url}/get-online-features", timeout=10,
+                             json={"feature_service": "ml_user", "entities": {"userid": keys}}).json()
+        names = body["metadata"]["feature_names"]  # the response's order, not the schema's
+        values = {name: result["values"] for name, result in zip(names, body["results"], strict=True)}
+        assert values["userid"] == keys
+        for feature in SPEC.online_user_features:
+            np.testing.assert_array_equal(np.array(values[feature.name], dtype=np.float64),
+                                          users[feature.name].to_numpy(np.float64))
+    finally:
+        stop([server])
