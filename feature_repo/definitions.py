@@ -2,12 +2,17 @@
 
 Entities ``user`` (join key ``userid``) and ``item`` (``itemid``); feature views ``user_fv`` (the
 user's demographics and standardised genre counters, as served after the batch) and ``item_fv``
-(the movie's genre flags); feature services ``ml_user`` and ``ml_item``. Field names, dtypes and
+(the movie's genre flags); feature services ``ml_user`` and ``ml_item``. ``user_history_fv`` (service
+``ml_user_history``) holds the same counters as of every second a user had impressions: the
+point-in-time source for training sets (offline only). Field names, dtypes and
 order come from ``spark_jobs.feature_spec.SPEC``: a feature added to the spec reaches Feast without
 editing this file.
 
 The sources read the batch's Parquet exports, ``<output>/exports/current/<table>``, with ``<output>``
 from ``RECSYS_OUTPUT_DIR`` (default ``../output``, relative to this folder, as Feast resolves it).
+With ``RECSYS_FEAST_OFFLINE=spark`` (and ``feature_store.spark.yaml``) they are ``SparkSource``s over
+the Delta tables ``<output>/delta/<table>`` instead: the platform variant, where training sets are
+built by Spark next to the lake.
 """
 
 from __future__ import annotations
@@ -16,12 +21,27 @@ import os
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_source import DataSource
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+from feast.table_format import DeltaFormat
 from feast.types import FeastType, Float32, Int32
 
 from spark_jobs.feature_spec import SPEC, Feature
 
 FEAST_TYPES: dict[str, FeastType] = {"int32": Int32, "float32": Float32}
-EXPORTS = os.path.join(os.environ.get("RECSYS_OUTPUT_DIR", "../output"), "exports", "current")
+OUTPUT = os.environ.get("RECSYS_OUTPUT_DIR", "../output")
+EXPORTS = os.path.join(OUTPUT, "exports", "current")
+OFFLINE = os.environ.get("RECSYS_FEAST_OFFLINE", "file")
+
+
+def source(name: str, table: str, description: str) -> DataSource:
+    """A batch table as a Feast source: its Parquet export (file store) or its Delta table (Spark store)."""
+    common = {"name": name, "timestamp_field": "event_timestamp", "created_timestamp_column": "created_timestamp",
+              "description": description}
+    if OFFLINE == "spark":
+        return SparkSource(path=os.path.abspath(os.path.join(OUTPUT, "delta", table)), table_format=DeltaFormat(),
+                           **common)
+    return FileSource(path=os.path.join(EXPORTS, table), **common)
 
 
 def fields(features: tuple[Feature, ...]) -> list[Field]:
@@ -31,20 +51,11 @@ def fields(features: tuple[Feature, ...]) -> list[Field]:
 user = Entity(name="user", join_keys=["userid"], value_type=ValueType.INT32, description="a MovieLens user")
 item = Entity(name="item", join_keys=["itemid"], value_type=ValueType.INT32, description="a MovieLens movie")
 
-ml_user_source = FileSource(
-    name="ml_user_source",
-    path=os.path.join(EXPORTS, "user_features"),
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created_timestamp",
-    description="user_features export of the current batch run",
-)
-ml_item_source = FileSource(
-    name="ml_item_source",
-    path=os.path.join(EXPORTS, "item_features"),
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created_timestamp",
-    description="item_features export of the current batch run",
-)
+ml_user_source = source("ml_user_source", "user_features", "user features of the current batch run")
+ml_item_source = source("ml_item_source", "item_features", "item features of the current batch run")
+
+ml_user_history_source = source("ml_user_history_source", "user_feature_history",
+                                "the standardised counters as of each second a user had impressions")
 
 # ttl 0: no age cut-off. A user's row is their state after the last offline impression, valid until
 # the next batch replaces it.
@@ -67,5 +78,16 @@ item_fv = FeatureView(
     tags={"spec_version": SPEC.version},
 )
 
+user_history_fv = FeatureView(
+    name="user_history_fv",
+    entities=[user],
+    ttl=timedelta(0),
+    schema=fields(SPEC.dense),
+    source=ml_user_history_source,
+    online=False,
+    tags={"spec_version": SPEC.version},
+)
+
 ml_user = FeatureService(name="ml_user", features=[user_fv])
+ml_user_history = FeatureService(name="ml_user_history", features=[user_history_fv])
 ml_item = FeatureService(name="ml_item", features=[item_fv])

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent
 SQLITE_YAML = REPO / "feature_store.yaml"
 REDIS_YAML = REPO / "feature_store.redis.yaml"
+SPARK_YAML = REPO / "feature_store.spark.yaml"
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,17 @@ class FeastTarget:
     online_store: str  # "sqlite" | "redis"
     output_dir: Path
     redis: str = "127.0.0.1:6379"
+    offline_store: str = "file"  # "file" (Parquet exports) | "spark" (Delta tables, SQLite online)
 
     @property
     def yaml(self) -> Path:
+        if self.offline_store == "spark":
+            return SPARK_YAML
         return REDIS_YAML if self.online_store == "redis" else SQLITE_YAML
 
     def environment(self) -> dict[str, str]:
         return {"RECSYS_OUTPUT_DIR": str(self.output_dir.resolve()), "REDIS_CONNECTION": self.redis,
-                "FEAST_FS_YAML_FILE_PATH": str(self.yaml)}
+                "RECSYS_FEAST_OFFLINE": self.offline_store, "FEAST_FS_YAML_FILE_PATH": str(self.yaml)}
 
 
 def open_store(target: FeastTarget, yaml: Path | None = None) -> FeatureStore:
@@ -64,7 +68,8 @@ def definitions() -> list:
     """The Feast objects, imported after the environment names the output directory."""
     module = importlib.reload(sys.modules["feature_repo.definitions"]) if "feature_repo.definitions" in sys.modules \
         else importlib.import_module("feature_repo.definitions")
-    return [module.user, module.item, module.user_fv, module.item_fv, module.ml_user, module.ml_item]
+    return [module.user, module.item, module.user_fv, module.item_fv, module.user_history_fv,
+            module.ml_user, module.ml_item, module.ml_user_history]
 
 
 def materialize_range(exports: Path) -> tuple[datetime, datetime]:

@@ -45,6 +45,7 @@ class Export:
     SAMPLES_TEST = "samples_test"
     SAMPLES_TRAIN_NEGATIVES = "samples_train_negatives"
     USER_FEATURES = Table.USER_FEATURES
+    USER_FEATURE_HISTORY = Table.USER_FEATURE_HISTORY
     ITEM_FEATURES = Table.ITEM_FEATURES
     USER_TERMS = Table.USER_TERMS
     ITEM_TERMS = Table.ITEM_TERMS
@@ -54,8 +55,8 @@ class Export:
     ITEM_POPULARITY = Table.ITEM_POPULARITY
     ITEM_NEIGHBOURS = Table.ITEM_NEIGHBOURS
     # Exported as they are in Delta.
-    AS_IS: tuple[str, ...] = (USER_FEATURES, ITEM_FEATURES, USER_TERMS, ITEM_TERMS, USER_FILTER, ONLINE_HOLDOUT, ITEMS,
-                              ITEM_POPULARITY, ITEM_NEIGHBOURS)
+    AS_IS: tuple[str, ...] = (USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, USER_TERMS, ITEM_TERMS,
+                              USER_FILTER, ONLINE_HOLDOUT, ITEMS, ITEM_POPULARITY, ITEM_NEIGHBOURS)
 
 
 def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:

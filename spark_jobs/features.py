@@ -81,6 +81,23 @@ def add_pit_genre_counters(impressions: DataFrame) -> DataFrame:
     )
 
 
+def user_counter_history(impressions: DataFrame) -> DataFrame:
+    """Per (user, second with impressions): the counters over their PIT_HISTORY latest impressions up to
+    and including that second, stamped with it.
+
+    This is the point-in-time table a feature store joins against: the counters of an impression at
+    time t are the row of the latest second strictly before t (the entity timestamp t - 1 s), since the
+    last row of a second's group sees the same PIT_HISTORY rows as the first row of the next group.
+    """
+    upto = user_timeline().rowsBetween(-(PIT_HISTORY - 1), 0)
+    last_of_second = Window.partitionBy("userid", "timestamp").orderBy(F.desc("itemid"))
+    with_sums = impressions.select(
+        "userid", "timestamp", F.row_number().over(last_of_second).alias("from_end"),
+        *genre_counters(lambda column: F.sum(column).over(upto)),
+    )
+    return with_sums.filter(F.col("from_end") == 1).drop("from_end")
+
+
 def online_genre_counters(offline_impressions: DataFrame) -> DataFrame:
     """Per user, the counters over their last PIT_HISTORY offline impressions, and the last one's time."""
     newest_first = Window.partitionBy("userid").orderBy(F.desc("timestamp"), F.desc("itemid"))
@@ -213,6 +230,16 @@ def user_features(
     )
 
 
+def user_feature_history(history: DataFrame) -> DataFrame:
+    """The counter history as a Feast source: userid, the counters as float, event and created timestamps."""
+    return history.select(
+        F.col("userid").cast("int"),
+        *(F.col(c).cast("float") for c in COUNTERS),
+        F.timestamp_seconds("timestamp").alias("event_timestamp"),
+        F.current_timestamp().alias("created_timestamp"),
+    )
+
+
 def item_features(items_with_flags: DataFrame, catalogue_timestamp: int, spec: FeatureSpec) -> DataFrame:
     """Online item features; the catalogue is known from the first rating on."""
     return items_with_flags.select(
@@ -293,6 +320,7 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
         (Table.NEGATIVE_SAMPLES, negatives.transform(standardise(stats))),
         (Table.USER_FEATURES, online_users),
         (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
+        (Table.USER_FEATURE_HISTORY, user_feature_history(user_counter_history(flagged)).transform(standardise(stats))),
     ], settings, run_id)
 
     counts = {"ratings": span["rows"], **{w.table: w.rows for w in written}}

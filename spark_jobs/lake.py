@@ -33,6 +33,7 @@ class Table:
     ONLINE_HOLDOUT = "online_holdout"
     SAMPLES = "samples"  # train/test rows: the 59 features + label + timestamp + split
     USER_FEATURES = "user_features"  # online user features (Feast source)
+    USER_FEATURE_HISTORY = "user_feature_history"  # the dense user features as of each second (PIT source)
     ITEM_FEATURES = "item_features"  # online item features (Feast source)
     FEATURE_METADATA = "feature_metadata"  # one row: the metadata JSON of the run's features
     USER_TERMS = "user_terms"
@@ -44,7 +45,7 @@ class Table:
 
     ALL: tuple[str, ...] = (
         DATASET, RATINGS, USERS, ITEMS, IMPRESSIONS, ONLINE_HOLDOUT, SAMPLES, NEGATIVE_SAMPLES,
-        USER_FEATURES, ITEM_FEATURES, FEATURE_METADATA, USER_TERMS, ITEM_TERMS, USER_FILTER,
+        USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, FEATURE_METADATA, USER_TERMS, ITEM_TERMS, USER_FILTER,
         ITEM_POPULARITY, ITEM_NEIGHBOURS,
     )
 

@@ -53,6 +53,19 @@ def tiny_batch(spark, tmp_path_factory) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def ml100k_batch(spark, tmp_path_factory) -> Settings:
+    """The batch on the pristine ML-100K release (skipped where ../shared/data/ml-100k is absent)."""
+    from spark_jobs import run_batch
+
+    if not ML_100K.is_dir():
+        pytest.skip("needs ../shared/data/ml-100k")
+    settings = Settings(data_dir=ML_100K, output_dir=tmp_path_factory.mktemp("ml-100k") / "out",
+                        shuffle_partitions=4)
+    run_batch.run(spark, settings, "ml-100k")
+    return settings
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[str]:
     """A real redis-server (Debian's package) on a free 127.0.0.1 port, without persistence."""
     import shutil

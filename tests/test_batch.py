@@ -5,7 +5,6 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import ML_100K
 from delta.tables import DeltaTable
 
 from models import evaluate
@@ -109,10 +108,8 @@ def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_data
     assert item_vectors.count() == metadata["features"][1]["cardinality"] - 1  # every item id but 0
 
 
-@pytest.mark.skipif(not ML_100K.is_dir(), reason="needs ../shared/data/ml-100k")
-def test_batch_on_movielens_100k(spark, tmp_path):
-    settings = Settings(data_dir=ML_100K, output_dir=tmp_path / "out", shuffle_partitions=4)
-    run_batch.run(spark, settings, "ml-100k")
+def test_batch_on_movielens_100k(spark, ml100k_batch):
+    settings = ml100k_batch
     metadata, train = check_batch_output(spark, settings, "ml-100k")
     counts = metadata["counts"]
     # 943 users, all with >= 20 ratings: 9430 held out, the remaining 90570 split 80/20 per user

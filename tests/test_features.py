@@ -134,3 +134,19 @@ def test_negatives_are_unrated_items_with_the_source_rows_user_features(spark):
     again = sample_negatives(train, items, rated, per_impression=6, spec=SPEC).collect()
     assert sorted(map(tuple, again)) == sorted(map(tuple, negatives))  # deterministic
     assert sample_negatives(train, items, rated, per_impression=0, spec=SPEC).count() == 0
+
+
+def test_counter_history_row_of_the_previous_second_is_the_pit_value(spark):
+    # items 1..13 over 7 seconds (several per second), mixed genres and labels
+    rows = [(1, i, 100 + i // 2, i % 2, {1 + i % 3}) for i in range(1, 14)] + [(2, 50, 100, 1, {2})]
+    impressions = flagged_impressions(spark, rows)
+    from spark_jobs.features import user_counter_history
+
+    history = {(r.userid, r.timestamp): tuple(r[c] for c in COUNTERS)
+               for r in user_counter_history(impressions).collect()}
+    assert sorted(history) == sorted({(u, t) for u, _, t, _, _ in rows})  # one row per (user, second)
+    pit = add_pit_genre_counters(impressions).collect()
+    for row in pit:
+        earlier = [t for (u, t) in history if u == row.userid and t < row.timestamp]
+        expected = history[(row.userid, max(earlier))] if earlier else (0,) * len(COUNTERS)
+        assert tuple(row[c] for c in COUNTERS) == expected, row.itemid
