@@ -159,3 +159,31 @@ def test_spark_offline_store_over_delta_gives_the_same_pit_join(spark, tiny_batc
         assert type(source).__name__ == "SparkSource" and source.path.endswith("delta/user_feature_history")
         historical = parity.historical_parity(store, tiny_batch.current_export_dir)
     assert historical["sample_rows"] > 0 and historical["cells_different"] == 0
+
+
+def test_publishing_a_new_batch_run_serves_its_values(published, tiny_batch, tmp_path):
+    """A new export run (here: the current one with user 1's counters changed) replaces the served values."""
+    import shutil
+
+    from spark_jobs.export import switch_current
+
+    target, _, _ = published
+    current = tiny_batch.current_export_dir
+    previous_run = current.resolve()
+    new_run = previous_run.parent / "later-run"
+    shutil.copytree(previous_run, new_run)
+    users = pd.read_parquet(new_run / "user_features")
+    column = SPEC.dense[0].name
+    users.loc[users["userid"] == 1, column] = np.float32(42.0)
+    users.loc[users["userid"] == 1, "event_timestamp"] += pd.Timedelta(seconds=1)
+    shutil.rmtree(new_run / "user_features")
+    (new_run / "user_features").mkdir()
+    users.to_parquet(new_run / "user_features" / "part-0.parquet", index=False)
+    try:
+        switch_current(tiny_batch, new_run)
+        publish.publish(target)
+        assert online_frame(publish.open_store(target), "ml_user", "userid", [1]).loc[1, column] == 42.0
+    finally:
+        switch_current(tiny_batch, previous_run)
+        publish.publish(target)  # the shared output serves the batch's own values again
+        shutil.rmtree(new_run)
