@@ -19,7 +19,8 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,9 @@ class FeastTarget:
 
     @property
     def yaml(self) -> Path:
+        """The configuration: RECSYS_FEAST_YAML names another one (a private registry and online store)."""
+        if "RECSYS_FEAST_YAML" in os.environ:
+            return Path(os.environ["RECSYS_FEAST_YAML"])
         if self.offline_store == "spark":
             return SPARK_YAML
         return REDIS_YAML if self.online_store == "redis" else SQLITE_YAML
@@ -59,15 +63,31 @@ class FeastTarget:
                 "RECSYS_FEAST_OFFLINE": self.offline_store, "FEAST_FS_YAML_FILE_PATH": str(self.yaml)}
 
 
-def open_store(target: FeastTarget, yaml: Path | None = None) -> FeatureStore:
+@contextmanager
+def environment(target: FeastTarget) -> Iterator[None]:
+    """The variables Feast's yaml and the definitions read, set only while they are read."""
+    saved = {name: os.environ.get(name) for name in target.environment()}
     os.environ.update(target.environment())
-    return FeatureStore(repo_path=str(REPO), fs_yaml_file=yaml or target.yaml)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
-def definitions() -> list:
-    """The Feast objects, imported after the environment names the output directory."""
-    module = importlib.reload(sys.modules["feature_repo.definitions"]) if "feature_repo.definitions" in sys.modules \
-        else importlib.import_module("feature_repo.definitions")
+def open_store(target: FeastTarget, yaml: Path | None = None) -> FeatureStore:
+    with environment(target):
+        return FeatureStore(repo_path=str(REPO), fs_yaml_file=yaml or target.yaml)
+
+
+def definitions(target: FeastTarget) -> list:
+    """The Feast objects, imported while the environment names the target's output directory."""
+    with environment(target):
+        name = "feature_repo.definitions"
+        module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
     return [module.user, module.item, module.user_fv, module.item_fv, module.user_history_fv,
             module.ml_user, module.ml_item, module.ml_user_history]
 
@@ -81,9 +101,9 @@ def materialize_range(exports: Path) -> tuple[datetime, datetime]:
     return as_utc[0] - timedelta(seconds=1), as_utc[1] + timedelta(seconds=1)
 
 
-def _staged_sqlite_yaml(staged_db: Path) -> Path:
+def _staged_sqlite_yaml(source: Path, staged_db: Path) -> Path:
     """The SQLite configuration with the online store moved to ``staged_db`` (registry unchanged)."""
-    config = yaml.safe_load(SQLITE_YAML.read_text())
+    config = yaml.safe_load(source.read_text())
     config["online_store"]["path"] = str(staged_db)
     if not Path(config["registry"]).is_absolute():
         config["registry"] = str(REPO / config["registry"])
@@ -98,16 +118,16 @@ def publish(target: FeastTarget) -> dict:
         raise FileNotFoundError(f"{exports} does not exist: run the batch first (python -m spark_jobs.run_batch)")
     start, end = materialize_range(exports)
     (REPO / "data").mkdir(exist_ok=True)
-    store = open_store(target)  # sets the environment the definitions read their paths from
-    objects = definitions()
+    store = open_store(target)
+    objects = definitions(target)
     store.apply(objects)
     log.info("feast apply: %s", ", ".join(o.name for o in objects))
     if target.online_store == "sqlite":
-        config = load_repo_config(REPO, SQLITE_YAML)
+        config = load_repo_config(REPO, target.yaml)
         serving_db = (REPO / config.online_store.path).resolve()
         serving_db.parent.mkdir(parents=True, exist_ok=True)
         staged_db = serving_db.with_name(f".{serving_db.stem}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}.db")
-        staged_yaml = _staged_sqlite_yaml(staged_db)
+        staged_yaml = _staged_sqlite_yaml(target.yaml, staged_db)
         try:
             staged = open_store(target, staged_yaml)
             staged.apply(objects)  # the same registry entries; creates the new file's tables

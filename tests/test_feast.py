@@ -97,6 +97,7 @@ def test_feast_serve_over_http_equals_the_batch(published, tiny_batch, tmp_path)
     target, _, _ = published
     port = free_port()
     env = {**os.environ, **target.environment(), "FEAST_FS_YAML_FILE_PATH": str(publish.SQLITE_YAML)}
+    assert "RECSYS_OUTPUT_DIR" not in os.environ  # publishing leaves the process environment as it was
     log = (tmp_path / "feast-serve.log").open("w")
     server = subprocess.Popen([str(Path(sys.executable).parent / "feast"), "serve", "--host", "127.0.0.1",
                                "--port", str(port), "--registry_ttl_sec", "5"],
@@ -154,7 +155,7 @@ def test_spark_offline_store_over_delta_gives_the_same_pit_join(spark, tiny_batc
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(publish, "SPARK_YAML", private_yaml(publish.SPARK_YAML, tmp_path))
         store = publish.open_store(target)
-        store.apply(publish.definitions())
+        store.apply(publish.definitions(target))
         source = store.get_feature_view("user_history_fv").batch_source
         assert type(source).__name__ == "SparkSource" and source.path.endswith("delta/user_feature_history")
         historical = parity.historical_parity(store, tiny_batch.current_export_dir)
