@@ -206,14 +206,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_settings_arguments(parser)
     parser.add_argument("--exports", type=Path, default=None, help="batch exports (default <output>/exports/current)")
-    parser.add_argument("--recall-size", type=int, default=RecallConfig.recall_size)
     parser.add_argument("--no-ease", dest="ease", action="store_false", help="skip the EASE baseline")
     parser.add_argument("--report", type=Path, default=None, help="JSON report path (default <output>/evaluation.json)")
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     exports = args.exports or settings.current_export_dir
-    report = evaluate(exports, settings.models_dir, RecallConfig(recall_size=args.recall_size), with_ease=args.ease)
+    report = evaluate(exports, settings.models_dir, RecallConfig(recall_size=settings.recall_size), with_ease=args.ease)
     path = args.report or settings.output_dir / "evaluation.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))

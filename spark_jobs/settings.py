@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         default=200, ge=2, description="latest offline items per user that count towards co-occurrence"
     )
     recent_items: int = Field(default=50, ge=1, description="latest offline items kept per user for recall")
+    serve_host: str = Field(default="127.0.0.1", description="address the recommendation service binds")
+    serve_port: int = Field(default=8000, ge=1, le=65535, description="port of the recommendation service")
+    serve_workers: int = Field(default=2, ge=1, description="gunicorn worker processes")
+    recall_size: int = Field(default=200, ge=1, le=2000, description="candidates recalled per request (default)")
+    default_k: int = Field(default=50, ge=1, description="recommendations returned per request (default)")
     allow_shrink: bool = Field(
         default=False,
         description="publish a run whose ratings or samples are fewer than half of the current export's",
@@ -85,6 +90,11 @@ _FLAGS: dict[str, str] = {
     "--neighbours-per-item": "neighbours_per_item",
     "--cooccurrence-history": "cooccurrence_history",
     "--recent-items": "recent_items",
+    "--host": "serve_host",
+    "--port": "serve_port",
+    "--workers": "serve_workers",
+    "--recall-size": "recall_size",
+    "--k": "default_k",
     "--allow-shrink": "allow_shrink",
 }
 

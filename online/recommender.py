@@ -1,0 +1,69 @@
+"""The request path, top to bottom: user recall data -> recall -> features -> ranking -> final order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.retrieval import fused_order, popularity_recall, recall
+from online.bundle import ServingBundle
+
+POPULARITY_FALLBACK = "popularity"
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    itemid: int
+    score: float  # the ranking model's probability (or the item's offline positives in the fallback)
+    rank_score: float  # what orders the list: the fused rank score (or the score in the fallback)
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    userid: int
+    items: tuple[RecommendedItem, ...]
+    fallback: str | None
+    versions: dict[str, str]
+
+
+@contextmanager
+def _untimed(stage: str) -> Iterator[None]:
+    yield
+
+
+def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int,
+              timed: Callable[[str], AbstractContextManager[None]] = _untimed) -> Recommendation:
+    with timed("user_data"):
+        user = bundle.users.get(userid)
+    if user is None:
+        return _popular(bundle, userid, k)
+    with timed("recall"):
+        candidates, sources = recall(user, bundle.index, bundle.recall, recall_size)
+    with timed("features"):
+        values = bundle.features.user_features(userid)
+    if values is None or len(candidates) == 0:
+        return _popular(bundle, userid, k, seen=user.seen)
+    with timed("ranking"):
+        rows = bundle.assembler.rows(userid, values, candidates.itemids)
+        scores = bundle.ranker.score(rows)
+        order, fused = fused_order(candidates, sources, scores)
+    top = order[:k]
+    items = tuple(
+        RecommendedItem(int(candidates.itemids[p]), float(scores[p]), float(fused[p]),
+                        tuple(candidates.source_names(int(p))))
+        for p in top
+    )
+    return Recommendation(userid, items, None, bundle.versions)
+
+
+def _popular(bundle: ServingBundle, userid: int, k: int, seen: np.ndarray | None = None) -> Recommendation:
+    """The batch's popularity list, seen items excluded where the user is known."""
+    user = bundle.users.get(userid) if seen is not None else None
+    ranked = popularity_recall(user, bundle.index, k)
+    items = tuple(RecommendedItem(int(i), float(s), float(s), (POPULARITY_FALLBACK,))
+                  for i, s in zip(ranked.itemids, ranked.scores, strict=True))
+    return Recommendation(userid, items, POPULARITY_FALLBACK, bundle.versions)

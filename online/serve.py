@@ -1,0 +1,34 @@
+"""Start the recommendation service under gunicorn (the production WSGI server).
+
+    python -m online.serve [--output DIR] [--host 127.0.0.1] [--port 8000] [--workers 2]
+
+Reads the batch run and models that ``current`` points to, and the Feast SQLite online store
+(``python -m feature_repo.publish`` first). ``kill -HUP <gunicorn pid>`` reloads gracefully: new
+workers load the new versions while the old ones finish their requests.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from spark_jobs.settings import parse_settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = parse_settings(argv, __doc__ or "")
+    # One folder per server run for the workers' metric files (stale files would add old counts).
+    metrics_dir = tempfile.mkdtemp(prefix="recsys-metrics-")
+    env = {**os.environ, "RECSYS_OUTPUT_DIR": str(settings.output_dir), "RECSYS_RECALL_SIZE": str(settings.recall_size),
+           "RECSYS_DEFAULT_K": str(settings.default_k), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    command = [gunicorn, "--bind", f"{settings.serve_host}:{settings.serve_port}", "--workers",
+               str(settings.serve_workers), "--access-logfile", "-", "online.wsgi:app"]
+    os.execve(gunicorn, command, env)
+
+
+if __name__ == "__main__":
+    main()
