@@ -1,0 +1,143 @@
+"""Latency and throughput of the recommendation service under gunicorn, measured with hey and wrk.
+
+    python bench/serve_benchmark.py [--output output] [--duration 20]
+
+Starts ``python -m online.serve`` (2 workers) on a free 127.0.0.1 port over the batch output, models
+and Feast store already there, warms it up, then:
+
+1. fixed offered load: ``hey -z <duration> -c 4 -q 50`` (4 connections x 50 requests/s = 200/s), POST
+   /ml/rec for one user: latency percentiles and errors;
+2. saturation: ``wrk`` closed loops at 8 and 32 connections for <duration> each, every request for a
+   user drawn at random (a Lua script), GET /users/<id>/recommendations: requests/s and errors.
+
+For each run it records how much CPU the load tool itself used (its rusage / wall time, in cores of
+the 2), and the service's own per-stage mean times from /metrics. Bounded in time and only against
+127.0.0.1. Prints Markdown and appends JSON to bench/results/serve.jsonl (Debian's ``hey`` and ``wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import requests
+
+RESULTS = Path(__file__).resolve().parent / "results" / "serve.jsonl"
+ROOT = Path(__file__).resolve().parent.parent
+WRK_SCRIPT = """
+math.randomseed(7)
+local users = {%s}
+request = function()
+  return wrk.format("GET", "/users/" .. users[math.random(#users)] .. "/recommendations")
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_tool(command: list[str]) -> tuple[str, float, float]:
+    """(output, wall seconds, CPU cores the tool used on average)."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = process.stdout.read() if process.stdout else ""
+    _, _, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    return output, wall, (usage.ru_utime + usage.ru_stime) / wall
+
+
+def stage_means(url: str) -> dict[str, tuple[float, float]]:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    sums = {m[0]: float(m[1]) for m in re.findall(r'recsys_stage_seconds_sum\{stage="(\w+)"\} ([\d.e+-]+)', text)}
+    counts = {m[0]: float(m[1]) for m in re.findall(r'recsys_stage_seconds_count\{stage="(\w+)"\} ([\d.e+-]+)', text)}
+    return {stage: (sums[stage], counts.get(stage, 0.0)) for stage in sums}
+
+
+def stage_delta_ms(before: dict, after: dict) -> dict[str, float]:
+    return {stage: round((after[stage][0] - before.get(stage, (0, 0))[0]) * 1000
+                         / max(after[stage][1] - before.get(stage, (0, 0))[1], 1), 3) for stage in after}
+
+
+def parse_hey(output: str) -> dict:
+    percentiles = {f"p{p}_ms": round(float(s) * 1000, 2) for p, s in re.findall(r"(\d+)% in ([\d.]+) secs", output)}
+    statuses = {code: int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", output)}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    errors = sum(n for code, n in statuses.items() if code != "200") + len(re.findall(r"Error distribution", output))
+    return {"requests_per_s": rps, **percentiles, "statuses": statuses, "errors": errors}
+
+
+def parse_wrk(output: str) -> dict:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    latency = {f"p{p}_ms": value for p, value in re.findall(r"\s(50|99)%\s+([\d.]+\w+)", output)}
+    return {"requests_per_s": rps, **latency, "errors": int(non_2xx.group(1)) if non_2xx else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=Path("output"))
+    parser.add_argument("--duration", type=int, default=20, help="seconds per load run")
+    args = parser.parse_args()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tempfile.NamedTemporaryFile("w", prefix="serve-bench-", suffix=".log", delete=False)
+    server = subprocess.Popen([sys.executable, "-m", "online.serve", "--output", str(args.output), "--port", str(port),
+                               "--workers", "2"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "workers": 2, "cpus": os.cpu_count()}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/ready", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit(f"the service did not get ready; see {log.name}")
+            time.sleep(0.5)
+        users = pd.read_parquet(args.output / "exports" / "current" / "user_filter", columns=["userid"])["userid"]
+        for userid in users.head(200):
+            requests.get(f"{url}/users/{userid}/recommendations", timeout=10)  # warm-up: both workers, all paths
+        user = int(users.iloc[len(users) // 2])
+        results["versions"] = requests.get(f"{url}/ready", timeout=5).json()["versions"]
+
+        before = stage_means(url)
+        output, wall, tool_cores = run_tool(
+            ["hey", "-z", f"{args.duration}s", "-c", "4", "-q", "50", "-m", "POST", "-T", "application/json",
+             "-d", json.dumps({"userid": user}), f"{url}/ml/rec"])
+        results["fixed_200_per_s"] = {**parse_hey(output), "tool_cores": round(tool_cores, 2),
+                                      "stage_ms": stage_delta_ms(before, stage_means(url))}
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+            script.write(WRK_SCRIPT % ", ".join(str(int(u)) for u in users))
+        for connections in (8, 32):
+            before = stage_means(url)
+            output, wall, tool_cores = run_tool(
+                ["wrk", "-t", "1", "-c", str(connections), "-d", f"{args.duration}s", "--latency", "-s", script.name,
+                 url])
+            results[f"closed_loop_c{connections}"] = {**parse_wrk(output), "tool_cores": round(tool_cores, 2),
+                                                      "stage_ms": stage_delta_ms(before, stage_means(url))}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a") as out:
+        out.write(json.dumps(results) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
