@@ -69,8 +69,8 @@ def load_item_index(exports: Path, recall_model: ModelFolder | None) -> ItemInde
 
 def load_user_recall_data(exports: Path, recall_model: ModelFolder | None) -> dict[int, UserRecallData]:
     filters = pd.read_parquet(exports / USER_FILTER)
-    terms = dict(zip(pd.read_parquet(exports / USER_TERMS)["userid"],
-                     pd.read_parquet(exports / USER_TERMS)["terms"], strict=True))
+    user_terms = pd.read_parquet(exports / USER_TERMS)
+    terms = dict(zip(user_terms["userid"], user_terms["terms"], strict=True))
     vectors = None
     if recall_model is not None:
         frame = pd.read_parquet(recall_model.path / USER_VECTORS)
