@@ -6,9 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
-import numpy as np
-
-from models.retrieval import fused_order, popularity_recall, recall
+from models.retrieval import UserRecallData, fused_order, popularity_recall, recall
 from online.bundle import ServingBundle
 
 POPULARITY_FALLBACK = "popularity"
@@ -46,7 +44,7 @@ def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int,
     with timed("features"):
         values = bundle.features.user_features(userid)
     if values is None or len(candidates) == 0:
-        return _popular(bundle, userid, k, seen=user.seen)
+        return _popular(bundle, userid, k, user)
     with timed("ranking"):
         rows = bundle.assembler.rows(userid, values, candidates.itemids)
         scores = bundle.ranker.score(rows)
@@ -60,9 +58,8 @@ def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int,
     return Recommendation(userid, items, None, bundle.versions)
 
 
-def _popular(bundle: ServingBundle, userid: int, k: int, seen: np.ndarray | None = None) -> Recommendation:
+def _popular(bundle: ServingBundle, userid: int, k: int, user: UserRecallData | None = None) -> Recommendation:
     """The batch's popularity list, seen items excluded where the user is known."""
-    user = bundle.users.get(userid) if seen is not None else None
     ranked = popularity_recall(user, bundle.index, k)
     items = tuple(RecommendedItem(int(i), float(s), float(s), (POPULARITY_FALLBACK,))
                   for i, s in zip(ranked.itemids, ranked.scores, strict=True))
