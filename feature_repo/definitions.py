@@ -57,36 +57,16 @@ ml_item_source = source("ml_item_source", "item_features", "item features of the
 ml_user_history_source = source("ml_user_history_source", "user_feature_history",
                                 "the standardised counters as of each second a user had impressions")
 
-# ttl 0: no age cut-off. A user's row is their state after the last offline impression, valid until
-# the next batch replaces it.
-user_fv = FeatureView(
-    name="user_fv",
-    entities=[user],
-    ttl=timedelta(0),
-    schema=fields(SPEC.online_user_features),
-    source=ml_user_source,
-    online=True,
-    tags={"spec_version": SPEC.version},
-)
-item_fv = FeatureView(
-    name="item_fv",
-    entities=[item],
-    ttl=timedelta(0),
-    schema=fields(SPEC.online_item_features),
-    source=ml_item_source,
-    online=True,
-    tags={"spec_version": SPEC.version},
-)
+def view(name: str, entity: Entity, features: tuple[Feature, ...], source: DataSource, online: bool) -> FeatureView:
+    # ttl 0: no age cut-off. A user's row is their state after the last offline impression, valid until
+    # the next batch replaces it.
+    return FeatureView(name=name, entities=[entity], ttl=timedelta(0), schema=fields(features), source=source,
+                       online=online, tags={"spec_version": SPEC.version})
 
-user_history_fv = FeatureView(
-    name="user_history_fv",
-    entities=[user],
-    ttl=timedelta(0),
-    schema=fields(SPEC.dense),
-    source=ml_user_history_source,
-    online=False,
-    tags={"spec_version": SPEC.version},
-)
+
+user_fv = view("user_fv", user, SPEC.online_user_features, ml_user_source, online=True)
+item_fv = view("item_fv", item, SPEC.online_item_features, ml_item_source, online=True)
+user_history_fv = view("user_history_fv", user, SPEC.dense, ml_user_history_source, online=False)
 
 ml_user = FeatureService(name="ml_user", features=[user_fv])
 ml_user_history = FeatureService(name="ml_user_history", features=[user_history_fv])
