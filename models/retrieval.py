@@ -132,16 +132,25 @@ def _ranked_from_dense(scores: np.ndarray, blocked: np.ndarray, n: int) -> Ranke
 def neighbour_recall(user: UserRecallData, index: ItemIndex, n: int, recent_items: int) -> Ranked:
     recent = user.recent[:recent_items]
     recent = recent[(recent > 0) & (recent < index.item_count)]
-    if len(recent) == 0:
+    return rank_neighbours(index.neighbour_ids[recent], index.neighbour_scores[recent], user.seen, n)
+
+
+def rank_neighbours(neighbour_ids: np.ndarray, neighbour_scores: np.ndarray, seen: np.ndarray, n: int) -> Ranked:
+    """The neighbour source from the neighbour lists of the user's recent items (one row each, newest first,
+    -1 padded): a candidate's score is the sum of its similarities, seen items dropped.
+
+    Every store of neighbour lists (arrays in memory, Redis) calls this, so the sums are added in the same
+    order and the list is the same to the last bit.
+    """
+    ids = np.asarray(neighbour_ids, dtype=np.int64).ravel()
+    similarity = np.asarray(neighbour_scores, dtype=np.float64).ravel()
+    kept = (ids > 0) & ~np.isin(ids, seen)
+    if not kept.any():
         return Ranked.empty()
-    ids = index.neighbour_ids[recent].ravel()
-    similarity = index.neighbour_scores[recent].ravel()
-    valid = ids >= 0
-    scores = np.zeros(index.item_count, dtype=np.float64)
-    np.add.at(scores, ids[valid], similarity[valid])
-    proposed = np.zeros(index.item_count, dtype=bool)
-    proposed[ids[valid]] = True
-    return _ranked_from_dense(scores, _exclusion(index, user.seen) | ~proposed, n)
+    items, position = np.unique(ids[kept], return_inverse=True)
+    sums = np.bincount(position, weights=similarity[kept], minlength=len(items))
+    best = top_n(sums, n)
+    return Ranked(items[best], sums[best])
 
 
 def vector_recall(user: UserRecallData, index: ItemIndex, n: int) -> Ranked:
@@ -151,20 +160,26 @@ def vector_recall(user: UserRecallData, index: ItemIndex, n: int) -> Ranked:
     return _ranked_from_dense(scores.astype(np.float64), _exclusion(index, user.seen), n)
 
 
+def term_bands(terms: Sequence[tuple[int, int, int]], genres: int, max_popularity: float) -> list[tuple[int, float]]:
+    """(genre, band) for the user's strongest genres: a stronger genre's band lies above any weaker genre's
+    band plus any item's popularity, so its items come first."""
+    strongest = list(terms)[:genres]
+    return [(int(genre), float(len(strongest) - rank) * (1.0 + max_popularity))
+            for rank, (genre, _, _) in enumerate(strongest)]
+
+
 def term_recall(user: UserRecallData, index: ItemIndex, n: int, genres: int) -> Ranked:
     """The user's strongest genres in turn, each giving its most popular unseen items.
 
-    Score: the genre's strength (clicks, then impressions) scaled so that a stronger genre's items come
-    first, then the item's popularity; an item in several of the genres counts once, at its best.
+    Score: the genre's band (``term_bands``) plus the item's popularity; an item in several of the genres
+    counts once, at its best.
     """
     blocked = _exclusion(index, user.seen)
     scores = np.full(index.item_count, -np.inf)
-    strongest = list(user.terms)[:genres]
-    for rank, (genre, _, _) in enumerate(strongest):
-        items = index.genre_items.get(int(genre))
+    for genre, band in term_bands(user.terms, genres, float(index.popularity.max())):
+        items = index.genre_items.get(genre)
         if items is None:
             continue
-        band = float(len(strongest) - rank) * (1.0 + index.popularity.max())
         scores[items] = np.maximum(scores[items], band + index.popularity[items])
     return _ranked_from_dense(scores, blocked, n)
 

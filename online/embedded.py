@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from feast import FeatureStore
 
-from models.retrieval import UserRecallData
+from models.retrieval import ItemIndex, Ranked, RecallConfig, UserRecallData, popularity_recall, recall_sources
 from online.stores import StoreUnavailableError
 from spark_jobs.feature_spec import SPEC
 
@@ -19,6 +19,19 @@ class InMemoryUserRecallStore:
 
     def get(self, userid: int) -> UserRecallData | None:
         return self.users.get(userid)
+
+
+@dataclass(frozen=True)
+class InMemoryItemIndex:
+    """Recall over the catalogue's arrays in memory (``models.retrieval``, as the offline evaluation)."""
+
+    index: ItemIndex
+
+    def sources(self, user: UserRecallData, config: RecallConfig, recall_size: int) -> dict[str, Ranked]:
+        return recall_sources(user, self.index, config, recall_size)
+
+    def popular(self, user: UserRecallData | None, n: int) -> Ranked:
+        return popularity_recall(user, self.index, n)
 
 
 class FeastFeatureClient:

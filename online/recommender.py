@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
-from models.retrieval import UserRecallData, fused_order, popularity_recall, recall
+import numpy as np
+
+from models.retrieval import UserRecallData, fused_order, merge
 from online.bundle import ServingBundle
 
 POPULARITY_FALLBACK = "popularity"
@@ -39,10 +41,12 @@ def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int,
         user = bundle.users.get(userid)
     if user is None:
         return _popular(bundle, userid, k)
+    # The user's features do not depend on recall: with remote stores they are fetched meanwhile.
+    pending_features = bundle.background.submit(_user_features, bundle, userid, timed)
     with timed("recall"):
-        candidates, sources = recall(user, bundle.index, bundle.recall, recall_size)
-    with timed("features"):
-        values = bundle.features.user_features(userid)
+        sources = bundle.items.sources(user, bundle.recall, recall_size)
+        candidates = merge(sources, recall_size, bundle.recall.quota_counts(recall_size))
+    values = pending_features.result()
     if values is None or len(candidates) == 0:
         return _popular(bundle, userid, k, user)
     with timed("ranking"):
@@ -58,9 +62,15 @@ def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int,
     return Recommendation(userid, items, None, bundle.versions)
 
 
+def _user_features(bundle: ServingBundle, userid: int,
+                   timed: Callable[[str], AbstractContextManager[None]]) -> np.ndarray | None:
+    with timed("features"):
+        return bundle.features.user_features(userid)
+
+
 def _popular(bundle: ServingBundle, userid: int, k: int, user: UserRecallData | None = None) -> Recommendation:
     """The batch's popularity list, seen items excluded where the user is known."""
-    ranked = popularity_recall(user, bundle.index, k)
+    ranked = bundle.items.popular(user, k)
     items = tuple(RecommendedItem(int(i), float(s), float(s), (POPULARITY_FALLBACK,))
                   for i, s in zip(ranked.itemids, ranked.scores, strict=True))
     return Recommendation(userid, items, POPULARITY_FALLBACK, bundle.versions)

@@ -1,6 +1,6 @@
-"""What the request path reads, each behind a small interface with an embedded and (later) a service
-implementation. A store that cannot answer raises ``StoreUnavailableError`` naming itself; the app maps it
-to 503."""
+"""What the request path reads, each behind a small interface with an embedded (``online/embedded.py``)
+and a service (``online/services.py``) implementation. A store that cannot answer raises
+``StoreUnavailableError`` naming itself; the app maps it to 503."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.retrieval import UserRecallData
+from models.retrieval import Ranked, RecallConfig, UserRecallData
 
 
 class StoreUnavailableError(RuntimeError):
@@ -21,6 +21,15 @@ class UserRecallStore(Protocol):
     """Per user: genre terms, recall vector, seen items, latest items."""
 
     def get(self, userid: int) -> UserRecallData | None: ...
+
+
+class ItemIndexStore(Protocol):
+    """The catalogue side of recall: each source's candidates for a user (seen items excluded inside),
+    and the popularity list."""
+
+    def sources(self, user: UserRecallData, config: RecallConfig, recall_size: int) -> dict[str, Ranked]: ...
+
+    def popular(self, user: UserRecallData | None, n: int) -> Ranked: ...
 
 
 class FeatureClient(Protocol):

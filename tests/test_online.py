@@ -145,7 +145,7 @@ def test_offline_equals_online(client, served):
             expected = torch.sigmoid(ranking(torch.from_numpy(rows))).numpy()
         np.testing.assert_allclose([i["score"] for i in body["item_list"]], expected, atol=1e-5)
         # the offline evaluation's ordering of the same user
-        candidates, sources = recall(bundle.users.get(userid), bundle.index, bundle.recall)
+        candidates, sources = recall(bundle.users.get(userid), bundle.items.index, bundle.recall)
         scores = bundle.ranker.score(assembler.rows(userid, batch_users[userid], candidates.itemids))
         order, _ = fused_order(candidates, sources, scores)
         assert itemids.tolist() == candidates.itemids[order][:50].tolist()
