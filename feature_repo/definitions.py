@@ -26,6 +26,7 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 from feast.table_format import DeltaFormat
 from feast.types import FeastType, Float32, Int32
 
+from feature_repo.names import ITEM_SERVICE, ITEM_VIEW, USER_SERVICE, USER_VIEW
 from spark_jobs.feature_spec import SPEC, Feature
 
 FEAST_TYPES: dict[str, FeastType] = {"int32": Int32, "float32": Float32}
@@ -64,10 +65,10 @@ def view(name: str, entity: Entity, features: tuple[Feature, ...], source: DataS
                        online=online, tags={"spec_version": SPEC.version})
 
 
-user_fv = view("user_fv", user, SPEC.online_user_features, ml_user_source, online=True)
-item_fv = view("item_fv", item, SPEC.online_item_features, ml_item_source, online=True)
+user_fv = view(USER_VIEW, user, SPEC.online_user_features, ml_user_source, online=True)
+item_fv = view(ITEM_VIEW, item, SPEC.online_item_features, ml_item_source, online=True)
 user_history_fv = view("user_history_fv", user, SPEC.dense, ml_user_history_source, online=False)
 
-ml_user = FeatureService(name="ml_user", features=[user_fv])
+ml_user = FeatureService(name=USER_SERVICE, features=[user_fv])
 ml_user_history = FeatureService(name="ml_user_history", features=[user_history_fv])
-ml_item = FeatureService(name="ml_item", features=[item_fv])
+ml_item = FeatureService(name=ITEM_SERVICE, features=[item_fv])

@@ -94,12 +94,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_settings_arguments(parser)
     parser.add_argument("--online-store", choices=("sqlite", "redis"),
                         default=os.environ.get("RECSYS_ONLINE_STORE", "sqlite"))
-    parser.add_argument("--redis", default=os.environ.get("RECSYS_REDIS", "127.0.0.1:6379"))
     parser.add_argument("--sample-users", type=int, default=200)
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = open_store(FeastTarget(args.online_store, settings.output_dir, args.redis))
+    store = open_store(FeastTarget(args.online_store, settings.output_dir, settings.redis_address))
     exports = settings.current_export_dir
     report = {"online": online_parity(store, exports, args.sample_users),
               "historical": historical_parity(store, exports)}

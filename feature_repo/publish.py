@@ -168,11 +168,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_settings_arguments(parser)
     parser.add_argument("--online-store", choices=("sqlite", "redis"),
                         default=os.environ.get("RECSYS_ONLINE_STORE", "sqlite"))
-    parser.add_argument("--redis", default=os.environ.get("RECSYS_REDIS", "127.0.0.1:6379"), help="host:port")
     args = parser.parse_args(argv)
     settings: Settings = settings_from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = publish(FeastTarget(args.online_store, settings.output_dir, args.redis))
+    summary = publish(FeastTarget(args.online_store, settings.output_dir, settings.redis_address))
     for key, value in summary.items():
         print(f"{key}: {value}")
     return summary

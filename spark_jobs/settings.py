@@ -49,6 +49,24 @@ class Settings(BaseSettings):
     serve_workers: int = Field(default=2, ge=1, description="gunicorn worker processes")
     recall_size: int = Field(default=200, ge=1, le=2000, description="candidates recalled per request (default)")
     default_k: int = Field(default=50, ge=1, description="recommendations returned per request (default)")
+    profile: Literal["embedded", "services"] = Field(
+        default="embedded",
+        description="where the service reads: in-process stores, or Redis, Elasticsearch, Feast's server, Triton",
+    )
+    redis_host: str = Field(default="127.0.0.1", description="Redis host (recall data; Feast's online store)")
+    redis_port: int = Field(default=6379, ge=1, le=65535, description="Redis port")
+    redis_prefix: str = Field(default="recsys", description="key prefix of the loaded recall data in Redis")
+    elasticsearch_url: str = Field(default="http://127.0.0.1:9200", description="Elasticsearch base URL")
+    elasticsearch_alias: str = Field(default="items", description="the alias the item index is served under")
+    feast_server_url: str = Field(default="http://127.0.0.1:6566", description="Feast feature server base URL")
+    triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC host:port")
+    triton_model: str = Field(default="ml_rec", description="the ranking model's name in Triton")
+    services_dir: Path = Field(
+        default=Path(".services"), description="local services (no Docker): their data, logs, Triton's models"
+    )
+    services_cache: Path = Field(
+        default=Path(".services/cache"), description="downloaded and unpacked servers, shared by every services_dir"
+    )
     allow_shrink: bool = Field(
         default=False,
         description="publish a run whose ratings or samples are fewer than half of the current export's",
@@ -71,6 +89,10 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Trained models, one versioned folder per training run under <model>/, with a current link."""
         return self.output_dir / "models"
+
+    @property
+    def redis_address(self) -> str:
+        return f"{self.redis_host}:{self.redis_port}"
 
     def table_path(self, table: str) -> Path:
         return self.delta_dir / table
@@ -96,6 +118,17 @@ _FLAGS: dict[str, str] = {
     "--recall-size": "recall_size",
     "--k": "default_k",
     "--allow-shrink": "allow_shrink",
+    "--profile": "profile",
+    "--redis-host": "redis_host",
+    "--redis-port": "redis_port",
+    "--redis-prefix": "redis_prefix",
+    "--elasticsearch-url": "elasticsearch_url",
+    "--elasticsearch-alias": "elasticsearch_alias",
+    "--feast-server-url": "feast_server_url",
+    "--triton-url": "triton_url",
+    "--triton-model": "triton_model",
+    "--services-dir": "services_dir",
+    "--services-cache": "services_cache",
 }
 
 
@@ -106,7 +139,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=field_name, action="store_const", const=True, default=None,
                                 help=field.description)
             continue
-        choices = ("error", "skip") if field_name == "on_bad_lines" else None
+        choices = {"on_bad_lines": ("error", "skip"), "profile": ("embedded", "services")}.get(field_name)
         parser.add_argument(flag, dest=field_name, default=None, choices=choices, help=field.description)
 
 
