@@ -1,0 +1,97 @@
+"""The Redis key space the loader writes and the service reads: the contract between the two.
+
+Everything of one load lives under ``<prefix>:v<N>:`` and is never changed after it is written; the
+pointer ``<prefix>:active`` names the version to serve. A loader writes a whole new version, verifies
+it, then moves the pointer in one ``SET`` (so a reader sees the old or the new version, never a mix);
+the version before the active one is kept until the next load, because a service that loaded it keeps
+reading it until it reloads.
+
+    <prefix>:active                 "N"
+    <prefix>:v<N>:meta              hash: data_run, recall_model, feature_spec, users, items, loaded_at
+    <prefix>:v<N>:user:<userid>     hash: seen (int64 LE), recent (int64 LE, newest first),
+                                    terms (int64 LE triples genre, impressions, clicks; strongest first),
+                                    vector (float32 LE; absent when the recall model has no vector)
+    <prefix>:v<N>:neighbours:<itemid>  itemids (int64 LE) then similarities (float64 LE), best first
+    <prefix>:v<N>:popular           itemids (int64 LE) then positives (float64 LE), most positives first
+
+Binary little-endian arrays: a user's record decodes with ``numpy.frombuffer`` without parsing, and the
+values are the exact bits the batch and the recall model wrote, so the two profiles rank identically.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.retrieval import Ranked, UserRecallData
+
+DEFAULT_PREFIX = "recsys"
+INT = np.dtype("<i8")
+FLOAT = np.dtype("<f8")
+VECTOR = np.dtype("<f4")
+
+
+def active_key(prefix: str) -> str:
+    return f"{prefix}:active"
+
+
+def version_prefix(prefix: str, version: int) -> str:
+    return f"{prefix}:v{version}"
+
+
+def meta_key(prefix: str, version: int) -> str:
+    return f"{version_prefix(prefix, version)}:meta"
+
+
+def user_key(prefix: str, version: int, userid: int) -> str:
+    return f"{version_prefix(prefix, version)}:user:{userid}"
+
+
+def neighbours_key(prefix: str, version: int, itemid: int) -> str:
+    return f"{version_prefix(prefix, version)}:neighbours:{itemid}"
+
+
+def popular_key(prefix: str, version: int) -> str:
+    return f"{version_prefix(prefix, version)}:popular"
+
+
+def active_version(client: Any, prefix: str) -> int | None:
+    """The version ``<prefix>:active`` names (``client``: a ``redis.Redis``), None before the first load."""
+    value = client.get(active_key(prefix))
+    return None if value is None else int(value)
+
+
+def encode_user(user: UserRecallData) -> dict[str, bytes]:
+    record = {
+        "seen": np.asarray(user.seen, dtype=INT).tobytes(),
+        "recent": np.asarray(user.recent, dtype=INT).tobytes(),
+        "terms": np.asarray(list(user.terms), dtype=INT).reshape(-1).tobytes(),
+    }
+    if user.vector is not None:
+        record["vector"] = np.asarray(user.vector, dtype=VECTOR).tobytes()
+    return record
+
+
+def decode_user(userid: int, record: dict[bytes, bytes]) -> UserRecallData:
+    terms = np.frombuffer(record.get(b"terms", b""), dtype=INT).reshape(-1, 3)
+    vector = record.get(b"vector")
+    return UserRecallData(
+        userid,
+        np.frombuffer(record[b"seen"], dtype=INT).astype(np.int64),
+        np.frombuffer(record[b"recent"], dtype=INT).astype(np.int64),
+        [(int(g), int(i), int(c)) for g, i, c in terms],
+        None if vector is None else np.frombuffer(vector, dtype=VECTOR).astype(np.float32),
+    )
+
+
+def encode_ranked(itemids: np.ndarray, scores: np.ndarray) -> bytes:
+    return np.asarray(itemids, dtype=INT).tobytes() + np.asarray(scores, dtype=FLOAT).tobytes()
+
+
+def decode_ranked(blob: bytes | None) -> Ranked:
+    if not blob:
+        return Ranked.empty()
+    half = len(blob) // 2  # int64 ids and float64 scores: the same width, the same count
+    return Ranked(np.frombuffer(blob[:half], dtype=INT).astype(np.int64),
+                  np.frombuffer(blob[half:], dtype=FLOAT).astype(np.float64))

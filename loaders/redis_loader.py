@@ -1,0 +1,185 @@
+"""Publish the recall data to Redis: a new versioned key space, verified, then switched to atomically.
+
+    python -m loaders.redis_loader [--output DIR] [--redis-host H] [--redis-port P] [--redis-prefix recsys]
+
+Writes every user's recall record, every item's co-occurrence neighbours and the popularity list under
+``<prefix>:v<N>:`` (layout: ``loaders/redis_layout.py``) with pipelined bulk writes, reads sample users
+back and compares them with the source, then moves ``<prefix>:active`` to N in one ``SET``. Versions
+other than the new and the one it replaces are deleted afterwards. A failure before the switch deletes
+what was written and leaves the previous version serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+from tqdm import tqdm
+
+from loaders import redis_layout as layout
+from loaders.published import Published, open_published
+from models.recall_data import load_item_index, load_user_recall_data
+from models.retrieval import ItemIndex, UserRecallData
+from spark_jobs.settings import Settings, add_settings_arguments, settings_from_args
+
+log = logging.getLogger(__name__)
+
+PIPELINE_COMMANDS = 2000  # commands per round trip: large enough to amortise, small enough to stream
+VERIFY_USERS = 50
+
+
+class VerificationError(RuntimeError):
+    """What Redis holds after the write differs from what was written."""
+
+
+@dataclass(frozen=True)
+class RedisLoad:
+    version: int
+    previous: int | None
+    users: int
+    items_with_neighbours: int
+    popular: int
+    deleted_versions: list[int]
+    seconds: float
+
+
+def connect(settings: Settings) -> redis.Redis:
+    return redis.Redis(host=settings.redis_host, port=settings.redis_port, socket_timeout=30)
+
+
+def _in_batches(client: redis.Redis, commands: Iterable, total: int, what: str) -> None:
+    pipe = client.pipeline(transaction=False)
+    pending = 0
+    for command in tqdm(commands, total=total, desc=f"redis {what}", unit="key", leave=False, mininterval=1.0):
+        command(pipe)
+        pending += 1
+        if pending == PIPELINE_COMMANDS:
+            pipe.execute()
+            pending = 0
+    if pending:
+        pipe.execute()
+
+
+def write_version(client: redis.Redis, prefix: str, version: int, published: Published,
+                  users: dict[int, UserRecallData], index: ItemIndex) -> tuple[int, int]:
+    def user_command(user: UserRecallData):  # noqa: ANN202 (a pipeline callback)
+        record = layout.encode_user(user)
+        return lambda pipe: pipe.hset(layout.user_key(prefix, version, user.userid), mapping=record)
+
+    _in_batches(client, (user_command(u) for u in users.values()), len(users), "users")
+    with_neighbours = [i for i in range(index.item_count) if index.neighbour_ids[i, 0] > 0]
+
+    def neighbour_command(itemid: int):  # noqa: ANN202
+        ids = index.neighbour_ids[itemid]
+        valid = ids > 0
+        blob = layout.encode_ranked(ids[valid], index.neighbour_scores[itemid][valid])
+        return lambda pipe: pipe.set(layout.neighbours_key(prefix, version, itemid), blob)
+
+    _in_batches(client, (neighbour_command(i) for i in with_neighbours), len(with_neighbours), "neighbours")
+    popular = index.popular
+    client.set(layout.popular_key(prefix, version), layout.encode_ranked(popular, index.popularity[popular]))
+    # The meta hash goes last: a version with meta is complete.
+    client.hset(layout.meta_key(prefix, version), mapping={
+        **published.versions, "users": len(users), "items": int(index.known_items.sum()),
+        "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return len(with_neighbours), len(popular)
+
+
+def verify_version(client: redis.Redis, prefix: str, version: int, users: dict[int, UserRecallData],
+                   index: ItemIndex, neighbour_items: int) -> None:
+    ids = sorted(users)
+    sample = [ids[i] for i in np.linspace(0, len(ids) - 1, num=min(VERIFY_USERS, len(ids)), dtype=int)]
+    pipe = client.pipeline(transaction=False)
+    for userid in sample:
+        pipe.hgetall(layout.user_key(prefix, version, userid))
+    for userid, record in zip(sample, pipe.execute(), strict=True):
+        if not record:
+            raise VerificationError(f"user {userid} missing from version {version}")
+        found, expected = layout.decode_user(userid, record), users[userid]
+        same = (np.array_equal(found.seen, expected.seen) and np.array_equal(found.recent, expected.recent)
+                and list(found.terms) == [tuple(map(int, t)) for t in expected.terms]
+                and ((found.vector is None and expected.vector is None)
+                     or (found.vector is not None and expected.vector is not None
+                         and np.array_equal(found.vector, expected.vector))))
+        if not same:
+            raise VerificationError(f"user {userid} reads back different from what was written (version {version})")
+    popular = layout.decode_ranked(client.get(layout.popular_key(prefix, version)))
+    if not np.array_equal(popular.itemids, index.popular):
+        raise VerificationError(f"the popularity list of version {version} reads back different")
+    counted = {"user": 0, "neighbours": 0}
+    for kind in counted:
+        for _ in client.scan_iter(match=f"{layout.version_prefix(prefix, version)}:{kind}:*", count=5000):
+            counted[kind] += 1
+    if counted != {"user": len(users), "neighbours": neighbour_items}:
+        raise VerificationError(f"version {version} holds {counted['user']} users and {counted['neighbours']} "
+                                f"neighbour lists, {len(users)} and {neighbour_items} were written")
+
+
+def delete_version(client: redis.Redis, prefix: str, version: int) -> None:
+    batch = []
+    for key in client.scan_iter(match=f"{layout.version_prefix(prefix, version)}:*", count=5000):
+        batch.append(key)
+        if len(batch) == 5000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
+
+
+def stored_versions(client: redis.Redis, prefix: str) -> set[int]:
+    """Every version with at least one key (complete or not)."""
+    found = set()
+    for key in client.scan_iter(match=f"{prefix}:v*:*", count=5000):
+        head = key.decode().removeprefix(f"{prefix}:v").split(":", 1)[0]
+        if head.isdigit():
+            found.add(int(head))
+    return found
+
+
+def load(settings: Settings, published: Published | None = None) -> RedisLoad:
+    started = time.perf_counter()
+    published = published or open_published(settings)
+    users = load_user_recall_data(published.exports, published.recall_model)
+    index = load_item_index(published.exports, published.recall_model)
+    client = connect(settings)
+    prefix = settings.redis_prefix
+    previous = layout.active_version(client, prefix)
+    version = int(client.incr(f"{prefix}:version_counter"))
+    log.info("writing recall data version %d to redis %s:%d (%d users)", version, settings.redis_host,
+             settings.redis_port, len(users))
+    try:
+        neighbour_items, popular = write_version(client, prefix, version, published, users, index)
+        verify_version(client, prefix, version, users, index, neighbour_items)
+    except BaseException:
+        log.error("redis load of version %d failed: deleting it; version %s keeps serving", version, previous)
+        delete_version(client, prefix, version)
+        raise
+    client.set(layout.active_key(prefix), version)
+    keep = {version} | ({previous} if previous is not None else set())
+    stale = sorted(stored_versions(client, prefix) - keep)
+    for old in stale:
+        delete_version(client, prefix, old)
+    result = RedisLoad(version, previous, len(users), neighbour_items, popular, stale, time.perf_counter() - started)
+    log.info("redis: version %d active (was %s), %d users, %d neighbour lists, deleted versions %s, %.1f s",
+             version, previous, result.users, neighbour_items, stale, result.seconds)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> RedisLoad:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_settings_arguments(parser)
+    settings = settings_from_args(parser.parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = load(settings)
+    print(f"redis: version {result.version} active (previous {result.previous}); {result.users} users, "
+          f"{result.items_with_neighbours} neighbour lists, {result.popular} popular items")
+    return result
+
+
+if __name__ == "__main__":
+    main()
