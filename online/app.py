@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from models.samples import SpecMismatchError
 from online.bundle import BundleHolder, NotReadyError
 from online.metrics import ServiceMetrics
 from online.recommender import Recommendation, recommend
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None, holder: BundleHolder | None = N
 
     def serve(body: Any) -> Response:
         started = time.perf_counter()
-        bundle = holder.current  # taken once: the whole request uses this bundle
+        bundle = holder.retry_if_empty()  # taken once: the whole request uses this bundle
         if bundle is None:
             return error(503, f"not ready: {holder.error}", store="bundle")
         parsed = parse_request(body, settings.default_k, settings.recall_size)
@@ -90,10 +91,14 @@ def create_app(settings: Settings | None = None, holder: BundleHolder | None = N
 
     @app.get("/ready")
     def ready() -> Response:
-        bundle = holder.current
+        bundle = holder.retry_if_empty()
         if bundle is None:
             return error(503, f"not ready: {holder.error}", store="bundle")
-        return jsonify({"status": "ready", "versions": bundle.versions})
+        down = bundle.unavailable()
+        if down:
+            return error(503, "not ready: " + "; ".join(down.values()), store=",".join(down), versions=bundle.versions)
+        return jsonify({"status": "ready", "profile": settings.profile, "versions": bundle.versions,
+                        "dependencies": sorted(bundle.dependencies)})
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -103,7 +108,7 @@ def create_app(settings: Settings | None = None, holder: BundleHolder | None = N
     def reload() -> Response:
         try:
             bundle = holder.reload()
-        except (NotReadyError, FileNotFoundError) as failure:
+        except (NotReadyError, FileNotFoundError, StoreUnavailableError, SpecMismatchError) as failure:
             return error(503, f"reload failed, still serving the previous versions: {failure}", store="bundle")
         return jsonify({"status": "reloaded", "versions": bundle.versions})
 

@@ -11,32 +11,63 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from feature_repo.publish import FeastTarget, open_store
 from models.recall_data import FeatureAssembler, OnnxRanker, load_item_index, load_user_recall_data, open_models
-from models.retrieval import ItemIndex, RecallConfig
-from models.samples import check_spec_version
-from online.embedded import FeastFeatureClient, InMemoryUserRecallStore
-from online.stores import FeatureClient, Ranker, UserRecallStore
+from models.retrieval import RecallConfig
+from models.samples import SpecMismatchError, check_spec_version
+from online.embedded import FeastFeatureClient, InMemoryItemIndex, InMemoryUserRecallStore
+from online.stores import FeatureClient, ItemIndexStore, Ranker, StoreUnavailableError, UserRecallStore
 from spark_jobs.feature_spec import SPEC
 from spark_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ServingBundle:
     users: UserRecallStore
-    index: ItemIndex
+    items: ItemIndexStore
     features: FeatureClient
     assembler: FeatureAssembler
     ranker: Ranker
     recall: RecallConfig
     versions: dict[str, str] = field(default_factory=dict)
+    # Name -> a check that raises StoreUnavailableError when the dependency cannot answer (for /ready).
+    dependencies: Mapping[str, Callable[[], None]] = field(default_factory=dict)
+    # Runs the user-feature fetch next to recall: inline in memory, a thread when both are network calls.
+    background: Executor = field(default_factory=lambda: InlineExecutor())
+
+    def unavailable(self) -> dict[str, str]:
+        """The dependencies that do not answer now, with why."""
+        down = {}
+        for name, check in self.dependencies.items():
+            try:
+                check()
+            except StoreUnavailableError as error:
+                down[name] = str(error)
+        return down
+
+
+class InlineExecutor(Executor):
+    """Runs the call at once in the caller's thread: concurrency costs more than it saves in memory."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:
+            future.set_exception(error)
+        return future
 
 
 class NotReadyError(RuntimeError):
@@ -44,6 +75,15 @@ class NotReadyError(RuntimeError):
 
 
 def load_bundle(settings: Settings) -> ServingBundle:
+    """The profile picks the store implementations here and nowhere else."""
+    if settings.profile == "services":
+        from online.services import load_services_bundle  # its clients are needed by this profile only
+
+        return load_services_bundle(settings)
+    return load_embedded_bundle(settings)
+
+
+def load_embedded_bundle(settings: Settings) -> ServingBundle:
     exports = settings.current_export_dir
     if not exports.exists():
         raise NotReadyError(f"{exports} does not exist: run the batch first")
@@ -56,7 +96,7 @@ def load_bundle(settings: Settings) -> ServingBundle:
     ranker = OnnxRanker(ranking_model)
     bundle = ServingBundle(
         users=InMemoryUserRecallStore(load_user_recall_data(exports, recall_model)),
-        index=load_item_index(exports, recall_model),
+        items=InMemoryItemIndex(load_item_index(exports, recall_model)),
         features=FeastFeatureClient(feast),
         # Item features are prefetched once per bundle: fetching ~1,700 items per request costs ~400 ms.
         assembler=FeatureAssembler.from_item_features(pd.read_parquet(exports / "item_features")),
@@ -71,13 +111,24 @@ def load_bundle(settings: Settings) -> ServingBundle:
 
 
 class BundleHolder:
-    """Holds the serving bundle; ``current`` is read once per request."""
+    """Holds the serving bundle; ``current`` is read once per request.
 
-    def __init__(self, settings: Settings) -> None:
+    While nothing is loaded (the batch, the models or a service not there at start), ``retry_if_empty``
+    tries again at most every ``retry_seconds``, so the service becomes ready without a restart.
+    """
+
+    def __init__(self, settings: Settings, retry_seconds: float = 2.0) -> None:
         self.settings = settings
         self._lock = threading.Lock()
         self.current: ServingBundle | None = None
         self.error: str | None = None
+        self.retry_seconds = retry_seconds
+        self._last_try = 0.0
+
+    def retry_if_empty(self) -> ServingBundle | None:
+        if self.current is None and time.monotonic() - self._last_try >= self.retry_seconds:
+            self.try_load()
+        return self.current
 
     def reload(self) -> ServingBundle:
         with self._lock:  # one reload at a time; requests never take this lock
@@ -86,8 +137,9 @@ class BundleHolder:
             return bundle
 
     def try_load(self) -> None:
+        self._last_try = time.monotonic()
         try:
             self.reload()
-        except (NotReadyError, FileNotFoundError) as error:
+        except (NotReadyError, FileNotFoundError, StoreUnavailableError, SpecMismatchError) as error:
             self.error = str(error)
             log.warning("not ready: %s", error)

@@ -1,9 +1,12 @@
 """Start the recommendation service under gunicorn (the production WSGI server).
 
-    python -m online.serve [--output DIR] [--host 127.0.0.1] [--port 8000] [--workers 2]
+    python -m online.serve [--profile embedded|services] [--output DIR] [--host 127.0.0.1] [--port 8000]
+                           [--workers 2]
 
-Reads the batch run and models that ``current`` points to, and the Feast SQLite online store
-(``python -m feature_repo.publish`` first). ``kill -HUP <gunicorn pid>`` reloads gracefully: new
+Embedded (the default): reads the batch run and models that ``current`` points to, and the Feast SQLite
+online store (``python -m feature_repo.publish`` first). Services: reads Redis, Elasticsearch, Feast's
+feature server and Triton (``python -m online.local_services up`` and the loaders first; hosts and ports
+from the settings). ``kill -HUP <gunicorn pid>`` reloads gracefully: new
 workers load the new versions while the old ones finish their requests.
 """
 
@@ -22,8 +25,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(argv, __doc__ or "")
     # One folder per server run for the workers' metric files (stale files would add old counts).
     metrics_dir = tempfile.mkdtemp(prefix="recsys-metrics-")
-    env = {**os.environ, "RECSYS_OUTPUT_DIR": str(settings.output_dir), "RECSYS_RECALL_SIZE": str(settings.recall_size),
-           "RECSYS_DEFAULT_K": str(settings.default_k), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    # The workers build their settings from the environment: pass every resolved setting on.
+    env = {**os.environ, **{f"RECSYS_{name.upper()}": str(value) for name, value in settings.model_dump().items()},
+           "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     command = [gunicorn, "--bind", f"{settings.serve_host}:{settings.serve_port}", "--workers",
                str(settings.serve_workers), "--access-logfile", "-", "online.wsgi:app"]

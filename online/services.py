@@ -1,0 +1,296 @@
+"""The services profile's stores: Redis (user recall data, item neighbours, popularity), Elasticsearch
+(term and vector recall in one ``_msearch`` round trip), Feast's feature server over HTTP, and Triton
+(gRPC) for ranking.
+
+Each store is pinned, when the bundle is loaded, to the versions the loaders published (Redis key
+version, the concrete index behind the alias, the Triton model version), so a request reads one
+consistent set and a reload moves all of them together. Every call has a short timeout and maps its
+client's errors to ``StoreUnavailableError`` naming the store; clients reconnect on the next request, so
+a server that comes back is used again without a restart.
+
+The recall rule is ``models.retrieval``'s: neighbour lists from Redis go through ``rank_neighbours``,
+the popularity list is filtered as ``popularity_recall`` does, and the Elasticsearch queries
+(``loaders/es_layout.py``) reproduce the term and vector sources, so both profiles return the same
+candidates for the same data.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import redis
+import requests
+import tritonclient.grpc as triton
+from elastic_transport import TransportError
+from elasticsearch import Elasticsearch
+from elasticsearch import exceptions as es_errors
+from tritonclient.utils import InferenceServerException
+
+from feature_repo.names import ITEM_FEATURE_REFS, USER_FEATURE_REFS
+from loaders import es_layout, redis_layout
+from loaders.triton_repo import VERSION_PARAMETER
+from models.recall_data import FeatureAssembler
+from models.retrieval import (
+    NEIGHBOURS,
+    POPULARITY,
+    TERM,
+    VECTOR,
+    Ranked,
+    RecallConfig,
+    UserRecallData,
+    rank_neighbours,
+    term_bands,
+)
+from models.samples import check_spec_version
+from online.bundle import NotReadyError, ServingBundle
+from online.stores import StoreUnavailableError
+from spark_jobs.feature_spec import SPEC
+from spark_jobs.settings import Settings
+
+TIMEOUT_SECONDS = 2.0
+
+
+class RedisUserRecallStore:
+    def __init__(self, client: redis.Redis, prefix: str, version: int) -> None:
+        self.client, self.prefix, self.version = client, prefix, version
+
+    def get(self, userid: int) -> UserRecallData | None:
+        try:
+            record = self.client.hgetall(redis_layout.user_key(self.prefix, self.version, userid))
+        except redis.RedisError as error:
+            raise StoreUnavailableError("redis", str(error)) from error
+        return redis_layout.decode_user(userid, record) if record else None
+
+
+class ServiceItemIndex:
+    """Neighbours and popularity from Redis, term and vector candidates from Elasticsearch."""
+
+    def __init__(self, client: redis.Redis, prefix: str, version: int, search: Elasticsearch, index: str,
+                 item_count: int) -> None:
+        self.client, self.prefix, self.version = client, prefix, version
+        self.search, self.index, self.item_count = search, index, item_count
+        try:  # the popularity list is the same for every user and immutable within a version: read once
+            self.popularity = redis_layout.decode_ranked(self.client.get(redis_layout.popular_key(prefix, version)))
+        except redis.RedisError as error:
+            raise StoreUnavailableError("redis", str(error)) from error
+        self.max_popularity = float(self.popularity.scores.max()) if len(self.popularity) else 0.0
+
+    def sources(self, user: UserRecallData, config: RecallConfig, recall_size: int) -> dict[str, Ranked]:
+        term, vector = self._search(user, config, recall_size)
+        return {NEIGHBOURS: self._neighbours(user, config, recall_size), VECTOR: vector, TERM: term,
+                POPULARITY: self.popular(user, recall_size)}
+
+    def popular(self, user: UserRecallData | None, n: int) -> Ranked:
+        if user is None:
+            return Ranked(self.popularity.itemids[:n], self.popularity.scores[:n])
+        kept = ~np.isin(self.popularity.itemids, user.seen)
+        return Ranked(self.popularity.itemids[kept][:n], self.popularity.scores[kept][:n])
+
+    def _neighbours(self, user: UserRecallData, config: RecallConfig, n: int) -> Ranked:
+        recent = user.recent[:config.recent_items]
+        recent = recent[recent > 0]
+        if len(recent) == 0:
+            return Ranked.empty()
+        keys = [redis_layout.neighbours_key(self.prefix, self.version, int(item)) for item in recent]
+        try:
+            blobs = self.client.mget(keys)
+        except redis.RedisError as error:
+            raise StoreUnavailableError("redis", str(error)) from error
+        lists = [redis_layout.decode_ranked(blob) for blob in blobs]
+        return rank_neighbours(np.concatenate([r.itemids for r in lists]),
+                               np.concatenate([r.scores for r in lists]), user.seen, n)
+
+    def _search(self, user: UserRecallData, config: RecallConfig, n: int) -> tuple[Ranked, Ranked]:
+        bands = term_bands(user.terms, config.term_genres, self.max_popularity)
+        searches: list[dict[str, Any]] = []
+        if bands:
+            searches += [{"index": self.index}, es_layout.term_query(bands, user.seen, n)]
+        if user.vector is not None:
+            searches += [{"index": self.index}, es_layout.knn_query(user.vector, user.seen, n, self.item_count)]
+        if not searches:
+            return Ranked.empty(), Ranked.empty()
+        try:
+            responses = self.search.msearch(searches=searches)["responses"]
+        except (es_errors.ApiError, TransportError) as error:
+            raise StoreUnavailableError("elasticsearch", str(error)) from error
+        failed = [r["error"] for r in responses if "error" in r]
+        if failed:
+            raise StoreUnavailableError("elasticsearch", str(failed[0])[:300])
+        answers = iter(responses)
+        term = _hits(next(answers)) if bands else Ranked.empty()
+        vector = Ranked.empty()
+        if user.vector is not None:
+            found = _hits(next(answers))
+            order = np.lexsort((found.itemids, -found.scores))  # the model's order; ties by itemid
+            vector = Ranked(found.itemids[order], es_layout.inner_product(found.scores[order]))
+        return term, vector
+
+
+def _hits(response: dict[str, Any]) -> Ranked:
+    hits = response["hits"]["hits"]
+    itemids = np.fromiter((hit["fields"]["itemid"][0] for hit in hits), dtype=np.int64, count=len(hits))
+    # Sorted queries carry the score in "sort" (with track_scores off, "_score" is null).
+    scores = np.fromiter((hit["_score"] if hit.get("_score") is not None else hit["sort"][0] for hit in hits),
+                         dtype=np.float64, count=len(hits))
+    return Ranked(itemids, scores)
+
+
+class FeastServerFeatureClient:
+    """Feast's feature server (``feast serve``) over HTTP, one kept-alive connection per worker."""
+
+    def __init__(self, url: str, session: requests.Session | None = None) -> None:
+        self.url = url.rstrip("/") + "/get-online-features"
+        self.session = session or requests.Session()
+        self.columns = [f.name for f in SPEC.online_user_features]
+
+    def _fetch(self, refs: tuple[str, ...], entity: str, keys: list[int], timeout: float) -> dict[str, list]:
+        try:
+            response = self.session.post(self.url, json={"features": list(refs), "entities": {entity: keys}},
+                                         timeout=timeout)
+            response.raise_for_status()
+            body = response.json()
+        except (requests.RequestException, ValueError) as error:
+            raise StoreUnavailableError("feast", str(error)) from error
+        names = body["metadata"]["feature_names"]
+        return {name: result["values"] for name, result in zip(names, body["results"], strict=True)}
+
+    def user_features(self, userid: int) -> np.ndarray | None:
+        values = self._fetch(USER_FEATURE_REFS, "userid", [userid], TIMEOUT_SECONDS)
+        row = [values[name][0] for name in self.columns]
+        if any(value is None for value in row):
+            return None
+        return np.asarray(row, dtype=np.float32)
+
+    def item_features(self, itemids: list[int]) -> pd.DataFrame:
+        """Every item's online features (prefetched once per bundle: ~0.4 s for MovieLens's catalogue)."""
+        columns = [f.name for f in SPEC.online_item_features]
+        values = self._fetch(ITEM_FEATURE_REFS, "itemid", itemids, 60.0)
+        frame = pd.DataFrame({"itemid": itemids, **{name: values[name] for name in columns}})
+        missing = frame[columns].isna().any(axis=1)
+        if missing.any():
+            raise StoreUnavailableError("feast", f"no online features for {int(missing.sum())} items, e.g. "
+                                                 f"{frame.loc[missing, 'itemid'].head(3).tolist()}: materialise first")
+        return frame
+
+
+class TritonRanker:
+    """The ranking model ``ml_rec`` in Triton over gRPC, pinned to one model version."""
+
+    def __init__(self, url: str, model: str, model_version: int, version: str) -> None:
+        # A short reconnect backoff: a restarted server is used again within a second, not minutes.
+        self.client = triton.InferenceServerClient(url, channel_args=[("grpc.max_reconnect_backoff_ms", 1000),
+                                                                      ("grpc.initial_reconnect_backoff_ms", 100)])
+        self.model, self.model_version, self.version = model, str(model_version), version
+        self.output = [triton.InferRequestedOutput("ml_output")]
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        request = triton.InferInput("ml_input", list(rows.shape), "FP32")
+        request.set_data_from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        try:
+            result = self.client.infer(self.model, [request], model_version=self.model_version, outputs=self.output,
+                                       client_timeout=TIMEOUT_SECONDS)
+        except InferenceServerException as error:
+            raise StoreUnavailableError("triton", str(error)) from error
+        return result.as_numpy("ml_output")
+
+
+def _redis_check(client: redis.Redis) -> None:
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        raise StoreUnavailableError("redis", str(error)) from error
+
+
+def _es_check(search: Elasticsearch) -> None:
+    try:
+        search.cluster.health(timeout="1s")
+    except (es_errors.ApiError, TransportError) as error:
+        raise StoreUnavailableError("elasticsearch", str(error)) from error
+
+
+def _feast_check(session: requests.Session, url: str) -> None:
+    try:
+        session.get(url.rstrip("/") + "/health", timeout=TIMEOUT_SECONDS).raise_for_status()
+    except requests.RequestException as error:
+        raise StoreUnavailableError("feast", str(error)) from error
+
+
+def _triton_check(ranker: TritonRanker) -> None:
+    try:
+        ready = ranker.client.is_model_ready(ranker.model, ranker.model_version, client_timeout=TIMEOUT_SECONDS)
+    except InferenceServerException as error:
+        raise StoreUnavailableError("triton", str(error)) from error
+    if not ready:
+        raise StoreUnavailableError("triton", f"model {ranker.model} version {ranker.model_version} not ready")
+
+
+def _pinned_triton(settings: Settings) -> TritonRanker:
+    """The newest ready Triton version of the model, with the ranking model version its config names."""
+    probe = TritonRanker(settings.triton_url, settings.triton_model, 0, "")
+    try:
+        config = probe.client.get_model_config(settings.triton_model, as_json=True,
+                                               client_timeout=TIMEOUT_SECONDS)["config"]
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        ready = [int(key.removeprefix(VERSION_PARAMETER)) for key in parameters
+                 if key.startswith(VERSION_PARAMETER) and probe.client.is_model_ready(
+                     settings.triton_model, key.removeprefix(VERSION_PARAMETER), client_timeout=TIMEOUT_SECONDS)]
+    except InferenceServerException as error:
+        raise StoreUnavailableError("triton", str(error)) from error
+    if not ready:
+        raise NotReadyError(f"triton has no ready version of {settings.triton_model}: "
+                            "run python -m loaders.triton_repo")
+    version = max(ready)
+    return TritonRanker(settings.triton_url, settings.triton_model, version,
+                        parameters[f"{VERSION_PARAMETER}{version}"])
+
+
+def load_services_bundle(settings: Settings) -> ServingBundle:
+    """Pin the published versions in each service and check they belong together."""
+    client = redis.Redis(host=settings.redis_host, port=settings.redis_port, socket_timeout=TIMEOUT_SECONDS,
+                         socket_connect_timeout=TIMEOUT_SECONDS)
+    try:
+        version = redis_layout.active_version(client, settings.redis_prefix)
+        meta = {k.decode(): v.decode() for k, v in
+                client.hgetall(redis_layout.meta_key(settings.redis_prefix, version or 0)).items()}
+    except redis.RedisError as error:
+        raise StoreUnavailableError("redis", str(error)) from error
+    if version is None or not meta:
+        raise NotReadyError(f"no recall data under the prefix {settings.redis_prefix!r} in redis "
+                            f"{settings.redis_address}: run python -m loaders.redis_loader")
+    check_spec_version(meta["feature_spec"], f"the recall data in redis (version {version})")
+    search = Elasticsearch(settings.elasticsearch_url, request_timeout=TIMEOUT_SECONDS, max_retries=0)
+    alias = settings.elasticsearch_alias
+    try:
+        if not search.indices.exists_alias(name=alias):
+            raise NotReadyError(f"no index behind alias {alias}: run python -m loaders.es_loader")
+        index = next(iter(search.indices.get_alias(name=alias).body))
+        es_meta = search.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
+    except (es_errors.ApiError, TransportError) as error:
+        raise StoreUnavailableError("elasticsearch", str(error)) from error
+    for key in ("data_run", "recall_model", "feature_spec"):
+        if es_meta.get(key) != meta[key]:
+            raise NotReadyError(f"redis version {version} holds {key} {meta[key]}, elasticsearch {index} holds "
+                                f"{es_meta.get(key)}: run both loaders on the same batch and models")
+    items = ServiceItemIndex(client, settings.redis_prefix, version, search, index, int(meta["items"]))
+    session = requests.Session()
+    features = FeastServerFeatureClient(settings.feast_server_url, session)
+    item_frame = features.item_features(sorted(int(i) for i in items.popularity.itemids))
+    ranker = _pinned_triton(settings)
+    return ServingBundle(
+        users=RedisUserRecallStore(client, settings.redis_prefix, version),
+        items=items,
+        features=features,
+        assembler=FeatureAssembler.from_item_features(item_frame),
+        ranker=ranker,
+        recall=RecallConfig(recall_size=settings.recall_size),
+        versions={"data_run": meta["data_run"], "feature_spec": SPEC.version, "recall_model": meta["recall_model"],
+                  "ranking_model": ranker.version, "exports": meta["exports"], "redis": f"v{version}",
+                  "elasticsearch": index, "triton": f"{ranker.model}/{ranker.model_version}"},
+        dependencies={"redis": lambda: _redis_check(client), "elasticsearch": lambda: _es_check(search),
+                      "feast": lambda: _feast_check(session, settings.feast_server_url),
+                      "triton": lambda: _triton_check(ranker)},
+        background=ThreadPoolExecutor(max_workers=4, thread_name_prefix="features"),
+    )
