@@ -110,11 +110,13 @@ def load(settings: Settings, published: Published | None = None) -> EsLoad:
     client.indices.create(index=name, **layout.index_body(int(index.item_vectors.shape[1]), published.versions))
     try:
         with tqdm(total=expected, desc=f"elasticsearch {name}", unit="doc", leave=False, mininterval=1.0) as bar:
-            for ok, item in helpers.streaming_bulk(client, documents(index, name), chunk_size=1000,
-                                                   raise_on_error=True):
-                if not ok:
-                    raise VerificationError(f"bulk indexing failed: {item}")
-                bar.update()
+            try:
+                for _ in helpers.streaming_bulk(client, documents(index, name), chunk_size=1000):
+                    bar.update()
+            except helpers.BulkIndexError as failure:
+                first = next(iter(failure.errors[0].values()))
+                raise VerificationError(f"{len(failure.errors)} item(s) failed to index into {name}, first item "
+                                        f"{first.get('_id')}: {first.get('error', {}).get('reason')}") from failure
         client.indices.refresh(index=name)
         verify(client, name, expected, index, users)
         client.indices.put_settings(index=name, settings={"index": {"blocks": {"write": True}}})

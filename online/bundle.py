@@ -92,7 +92,7 @@ def load_embedded_bundle(settings: Settings) -> ServingBundle:
     recall_model, ranking_model = open_models(settings.models_dir)
     if recall_model is None or ranking_model is None:
         raise NotReadyError(f"no trained models under {settings.models_dir}: run python -m models.train")
-    feast = open_store(FeastTarget("sqlite", settings.output_dir))
+    feast = open_store(FeastTarget("sqlite", settings.output_dir, settings.redis_address))
     ranker = OnnxRanker(ranking_model)
     bundle = ServingBundle(
         users=InMemoryUserRecallStore(load_user_recall_data(exports, recall_model)),

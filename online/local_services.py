@@ -1,5 +1,6 @@
 """Start and stop the services profile's servers on 127.0.0.1 without Docker, waiting on real readiness.
 
+    python -m online.local_services install      (download Elasticsearch, prepare Triton's backend)
     python -m online.local_services up [--only redis,elasticsearch,feast,triton]
     python -m online.local_services status
     python -m online.local_services down
@@ -297,8 +298,11 @@ def start(service: Service, settings: Settings) -> subprocess.Popen:
     log_path = logs / f"{service.name}-{service.port}.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(service.command, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **service.env}, cwd=service.cwd, user=service.user,
-                                   start_new_session=True)
+                                   env={**os.environ, **service.env}, cwd=service.cwd, start_new_session=True,
+                                   # As another user, drop root's groups too: else root-owned folders'
+                                   # group bits (often none) would apply to it instead of the others' bits.
+                                   **({"user": service.user, "group": service.user, "extra_groups": []}
+                                      if service.user else {}))
     _pid_file(settings, service.name).parent.mkdir(parents=True, exist_ok=True)
     _pid_file(settings, service.name).write_text(str(process.pid))
     deadline = time.monotonic() + service.startup_seconds
@@ -364,7 +368,7 @@ def down(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument("action", choices=("install", "up", "down", "status"))
     parser.add_argument("--only", default=",".join(SERVICE_NAMES), help="comma-separated subset of the services")
     add_settings_arguments(parser)
     args = parser.parse_args(argv)
@@ -374,6 +378,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown service(s) {unknown}; choose from {', '.join(SERVICE_NAMES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.action == "install":
+        print(f"elasticsearch: {install_elasticsearch(settings.services_cache)}")
+        print(f"triton backends: {triton_backends(settings.services_cache)}")
+        return
     if args.action == "up":
         up(settings, names)
     elif args.action == "down":

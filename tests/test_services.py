@@ -1,0 +1,237 @@
+"""The services profile against real servers started here on 127.0.0.1 (Redis, Elasticsearch 8, Feast's
+feature server, Triton): each loader's version switch, verification and failure midway; the service over
+HTTP; a dependency stopped mid-test and its recovery; Triton = PyTorch; embedded = services."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+import requests
+import torch
+from conftest import REPO_ROOT
+from elasticsearch import Elasticsearch
+from processes import free_port, stop, wait_for
+
+from feature_repo import publish
+from loaders import es_loader, redis_layout, redis_loader, triton_repo
+from models import train as train_models
+from models.artifacts import open_model
+from models.recall_data import load_user_recall_data, open_models
+from online import local_services
+from online.app import create_app
+from online.bundle import BundleHolder, load_embedded_bundle
+from online.recommender import recommend
+from online.services import load_services_bundle
+from spark_jobs.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+@dataclasses.dataclass
+class Stack:
+    settings: Settings
+    processes: dict[str, subprocess.Popen]
+
+    def stop(self, name: str) -> None:
+        local_services.stop_process(self.processes.pop(name))
+
+    def start(self, name: str) -> None:
+        self.processes[name] = local_services.start(local_services.BUILDERS[name](self.settings), self.settings)
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_batch, tmp_path_factory) -> Iterator[Stack]:
+    """The tiny batch, trained models, and the four servers on free ports, loaded by the loaders."""
+    folder = tmp_path_factory.mktemp("services")
+    settings = Settings(**{**tiny_batch.model_dump(), "services_dir": folder,
+                           "services_cache": REPO_ROOT / ".services" / "cache",
+                           "redis_port": free_port(), "elasticsearch_url": f"http://127.0.0.1:{free_port()}",
+                           "feast_server_url": f"http://127.0.0.1:{free_port()}",
+                           "triton_url": f"127.0.0.1:{free_port()}", "profile": "services"})
+    yaml = folder / "feature_store.yaml"  # a private registry; the online store is this Redis
+    yaml.write_text(publish.REDIS_YAML.read_text().replace("registry: data/registry.db",
+                                                           f"registry: {folder / 'registry.db'}"))
+    running = Stack(settings, {})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECSYS_FEAST_YAML", str(yaml))
+        try:
+            if None in open_models(settings.models_dir):
+                train_models.main(["--output", str(settings.output_dir), "--max-epochs", "2", "--no-delta"])
+            running.start("redis")
+            running.start("elasticsearch")
+            publish.publish(publish.FeastTarget("redis", settings.output_dir, settings.redis_address))
+            redis_loader.load(settings)
+            es_loader.load(settings)
+            triton_repo.write(settings, "python")
+            running.start("triton")
+            running.start("feast")
+            yield running
+        finally:
+            for process in running.processes.values():
+                local_services.stop_process(process)
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis(host=settings.redis_host, port=settings.redis_port)
+
+
+def test_redis_loader_switches_versions_and_keeps_only_the_previous(stack):
+    settings = stack.settings
+    client = redis_client(settings)
+    first = redis_layout.active_version(client, settings.redis_prefix)
+    second = redis_loader.load(settings)
+    third = redis_loader.load(settings)
+    assert (second.previous, third.previous) == (first, second.version)
+    assert redis_layout.active_version(client, settings.redis_prefix) == third.version
+    assert redis_loader.stored_versions(client, settings.redis_prefix) == {second.version, third.version}
+    assert first in third.deleted_versions
+    # What the service reads decodes to exactly what the batch and the recall model wrote.
+    recall_model, _ = open_models(settings.models_dir)
+    expected = load_user_recall_data(settings.current_export_dir, recall_model)
+    userid = sorted(expected)[3]
+    found = redis_layout.decode_user(userid, client.hgetall(
+        redis_layout.user_key(settings.redis_prefix, third.version, userid)))
+    np.testing.assert_array_equal(found.seen, expected[userid].seen)
+    np.testing.assert_array_equal(found.vector, expected[userid].vector)
+    assert list(found.terms) == list(expected[userid].terms)
+
+
+def test_redis_loader_failing_midway_leaves_the_previous_version_serving(stack, monkeypatch):
+    settings = stack.settings
+    client = redis_client(settings)
+    before = redis_layout.active_version(client, settings.redis_prefix)
+    bundle = load_services_bundle(settings)
+    calls = {"n": 0}
+    encode = redis_layout.encode_user
+
+    def failing_encode(user):
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise ConnectionError("simulated: the loader's host went away")
+        return encode(user)
+
+    monkeypatch.setattr(redis_layout, "encode_user", failing_encode)
+    with pytest.raises(ConnectionError):
+        redis_loader.load(settings)
+    assert redis_layout.active_version(client, settings.redis_prefix) == before
+    counter = int(client.get(f"{settings.redis_prefix}:version_counter"))
+    assert not list(client.scan_iter(match=f"{redis_layout.version_prefix(settings.redis_prefix, counter)}:*"))
+    result = recommend(bundle, 3, 5, 50)
+    assert result.fallback is None and len(result.items) == 5
+
+
+def test_es_loader_moves_the_alias_and_a_failure_midway_keeps_it(stack, monkeypatch):
+    settings = stack.settings
+    search = Elasticsearch(settings.elasticsearch_url)
+    alias = settings.elasticsearch_alias
+    first = es_loader.alias_target(search, alias)
+    second = es_loader.load(settings)
+    third = es_loader.load(settings)
+    assert (second.previous, third.previous) == (first, second.index)
+    assert es_loader.alias_target(search, alias) == third.index
+    assert set(es_loader.versioned_indices(search, alias).values()) == {second.index, third.index}
+    mapping = search.indices.get_mapping(index=third.index)[third.index]["mappings"]
+    assert mapping["properties"]["vector"]["similarity"] == "max_inner_product"
+    assert mapping["properties"]["genres"]["type"] == "keyword"
+
+    documents = es_loader.documents
+
+    def one_bad_document(index, name):
+        for number, document in enumerate(documents(index, name)):
+            if number == 20:
+                document["_source"]["not_in_the_mapping"] = 1  # strict mapping: the bulk request fails
+            yield document
+
+    monkeypatch.setattr(es_loader, "documents", one_bad_document)
+    with pytest.raises(es_loader.VerificationError, match="not_in_the_mapping"):
+        es_loader.load(settings)
+    assert es_loader.alias_target(search, alias) == third.index
+    assert set(es_loader.versioned_indices(search, alias).values()) == {second.index, third.index}
+
+
+def test_triton_scores_equal_pytorch(stack):
+    settings = stack.settings
+    bundle = load_services_bundle(settings)
+    ranking = train_models.load_ranking(open_model(settings.models_dir / "ranking"))
+    user = bundle.users.get(5)
+    values = bundle.features.user_features(5)
+    rows = bundle.assembler.rows(5, values, np.arange(1, 60))
+    with torch.no_grad():
+        expected = torch.sigmoid(ranking(torch.from_numpy(rows))).numpy()
+    np.testing.assert_allclose(bundle.ranker.score(rows), expected, atol=1e-5)
+    assert user is not None and bundle.versions["ranking_model"] == open_model(
+        settings.models_dir / "ranking").metadata()["version"]
+
+
+def test_embedded_and_services_profiles_return_the_same_lists(stack):
+    """Same models and data: the same items in the same order with the same scores, for every user."""
+    settings = stack.settings
+    services = load_services_bundle(settings)
+    embedded = load_embedded_bundle(settings.model_copy(update={"profile": "embedded"}))
+    compared = 0
+    for userid in range(1, 32):
+        a, b = recommend(embedded, userid, 20, 60), recommend(services, userid, 20, 60)
+        assert [i.itemid for i in a.items] == [i.itemid for i in b.items], userid
+        assert [i.sources for i in a.items] == [i.sources for i in b.items], userid
+        np.testing.assert_allclose([i.score for i in a.items], [i.score for i in b.items], atol=1e-5)
+        assert a.fallback == b.fallback
+        compared += a.fallback is None
+    assert compared >= 25  # most tiny users have recall data: the comparison is not all fallbacks
+
+
+def test_a_stopped_dependency_is_a_503_naming_it_then_recovers(stack):
+    settings = stack.settings
+    client = create_app(settings, BundleHolder(settings)).test_client()
+    assert client.post("/ml/rec", json={"userid": 4}).status_code == 200
+    for name in ("redis", "triton", "feast"):
+        stack.stop(name)
+        response = client.post("/ml/rec", json={"userid": 4})
+        assert response.status_code == 503 and response.get_json()["store"] == name, response.get_json()
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and name in ready.get_json()["store"]
+        stack.start(name)
+        wait_for(lambda: client.post("/ml/rec", json={"userid": 4}).status_code == 200, f"recovery after {name}",
+                 timeout=30)
+    # Elasticsearch hanging (paused, not stopped): the request times out into a 503, then recovers.
+    es = stack.processes["elasticsearch"]
+    os.killpg(es.pid, signal.SIGSTOP)
+    try:
+        response = client.post("/ml/rec", json={"userid": 4})
+        assert response.status_code == 503 and response.get_json()["store"] == "elasticsearch"
+    finally:
+        os.killpg(es.pid, signal.SIGCONT)
+    wait_for(lambda: client.post("/ml/rec", json={"userid": 4}).status_code == 200, "recovery", timeout=30)
+    assert client.get("/ready").status_code == 200
+
+
+def test_the_services_profile_under_gunicorn_over_http(stack, tmp_path):
+    settings = stack.settings
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "online.serve", "--profile", "services", "--output", str(settings.output_dir),
+         "--port", str(port), "--redis-port", str(settings.redis_port), "--elasticsearch-url",
+         settings.elasticsearch_url, "--feast-server-url", settings.feast_server_url, "--triton-url",
+         settings.triton_url],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(f"{url}/ready", timeout=5).ok, "gunicorn", timeout=120, process=server)
+        ready = requests.get(f"{url}/ready", timeout=5).json()
+        assert ready["profile"] == "services"
+        assert set(ready["dependencies"]) == {"redis", "elasticsearch", "feast", "triton"}
+        body = requests.post(f"{url}/ml/rec", json={"userid": 6, "k": 10}, timeout=10).json()
+        assert len(body["item_list"]) == 10 and body["fallback"] is None
+        assert body["versions"]["elasticsearch"].startswith(f"{settings.elasticsearch_alias}_v")
+        rest = requests.get(f"{url}/users/6/recommendations?k=10", timeout=10).json()
+        assert [i["itemid"] for i in rest["item_list"]] == [i["itemid"] for i in body["item_list"]]
+    finally:
+        stop([server])
