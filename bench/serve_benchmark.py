@@ -1,12 +1,14 @@
 """Latency and throughput of the recommendation service under gunicorn, measured with hey and wrk.
 
-    python bench/serve_benchmark.py [--output output] [--duration 20]
+    python bench/serve_benchmark.py [--output output] [--duration 20] [--profile embedded|services]
+                                    [--rate 200] [--warmup 200]
 
 Starts ``python -m online.serve`` (2 workers) on a free 127.0.0.1 port over the batch output, models
-and Feast store already there, warms it up, then:
+and Feast store already there (services profile: over the servers and loaded versions that the
+``RECSYS_*`` settings name, e.g. started by ``python -m online.local_services up``), warms it up, then:
 
-1. fixed offered load: ``hey -z <duration> -c 4 -q 50`` (4 connections x 50 requests/s = 200/s), POST
-   /ml/rec for one user: latency percentiles and errors;
+1. fixed offered load: ``hey -z <duration> -c 4 -q <rate/4>`` (4 connections; 200 requests/s by default,
+   50 for the services profile), POST /ml/rec for one user: latency percentiles and errors;
 2. saturation: ``wrk`` closed loops at 8 and 32 connections for <duration> each, every request for a
    user drawn at random (a Lua script), GET /users/<id>/recommendations: requests/s and errors.
 
@@ -91,13 +93,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("output"))
     parser.add_argument("--duration", type=int, default=20, help="seconds per load run")
+    parser.add_argument("--profile", choices=("embedded", "services"), default="embedded")
+    parser.add_argument("--rate", type=float, default=None, help="offered requests/s (200; services 50)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="requests before measuring (200; services 1500: Elasticsearch's JIT warms slowly)")
     args = parser.parse_args()
+    rate = args.rate or (50.0 if args.profile == "services" else 200.0)
+    warmup = args.warmup or (1500 if args.profile == "services" else 200)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.NamedTemporaryFile("w", prefix="serve-bench-", suffix=".log", delete=False)
     server = subprocess.Popen([sys.executable, "-m", "online.serve", "--output", str(args.output), "--port", str(port),
-                               "--workers", "2"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    results: dict = {"date": time.strftime("%Y-%m-%d"), "workers": 2, "cpus": os.cpu_count()}
+                               "--workers", "2", "--profile", args.profile], cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT)
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "profile": args.profile, "workers": 2,
+                     "cpus": os.cpu_count(), "offered_per_s": rate}
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -110,16 +120,16 @@ def main() -> None:
                 raise SystemExit(f"the service did not get ready; see {log.name}")
             time.sleep(0.5)
         users = pd.read_parquet(args.output / "exports" / "current" / "user_filter", columns=["userid"])["userid"]
-        for userid in users.head(200):
-            requests.get(f"{url}/users/{userid}/recommendations", timeout=10)  # warm-up: both workers, all paths
+        for number in range(warmup):  # warm-up: both workers, all paths
+            requests.get(f"{url}/users/{users.iloc[number % len(users)]}/recommendations", timeout=10)
         user = int(users.iloc[len(users) // 2])
         results["versions"] = requests.get(f"{url}/ready", timeout=5).json()["versions"]
 
         before = stage_means(url)
         output, wall, tool_cores = run_tool(
-            ["hey", "-z", f"{args.duration}s", "-c", "4", "-q", "50", "-m", "POST", "-T", "application/json",
-             "-d", json.dumps({"userid": user}), f"{url}/ml/rec"])
-        results["fixed_200_per_s"] = {**parse_hey(output), "tool_cores": round(tool_cores, 2),
+            ["hey", "-z", f"{args.duration}s", "-c", "4", "-q", f"{rate / 4:g}", "-m", "POST", "-T",
+             "application/json", "-d", json.dumps({"userid": user}), f"{url}/ml/rec"])
+        results[f"fixed_{rate:g}_per_s"] = {**parse_hey(output), "tool_cores": round(tool_cores, 2),
                                       "stage_ms": stage_delta_ms(before, stage_means(url))}
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
             script.write(WRK_SCRIPT % ", ".join(str(int(u)) for u in users))
