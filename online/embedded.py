@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from feast import FeatureStore
+from feast.infra.online_stores.helpers import get_online_store_from_config
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
 
+from feature_repo.names import USER_VIEW
 from models.retrieval import ItemIndex, Ranked, RecallConfig, UserRecallData, popularity_recall, recall_sources
 from online.stores import StoreUnavailableError
 from spark_jobs.feature_spec import SPEC
@@ -35,20 +39,29 @@ class InMemoryItemIndex:
 
 
 class FeastFeatureClient:
-    """The user's row from Feast's online store in-process (about 0.5 ms on SQLite)."""
+    """The user's row from Feast's online store in-process, through the store's own ``online_read`` on the
+    ``user_fv`` view (~0.25 ms on SQLite). ``FeatureStore.get_online_features`` returns the same values
+    but spends ~0.5-1 ms more per call preparing the request and assembling the response."""
 
     def __init__(self, store: FeatureStore) -> None:
-        self.store = store
-        self.service = store.get_feature_service("ml_user")
+        self.config = store.config
+        self.view = store.get_feature_view(USER_VIEW)
+        self.online_store = get_online_store_from_config(store.config.online_store)
         self.columns = [f.name for f in SPEC.online_user_features]
 
     def user_features(self, userid: int) -> np.ndarray | None:
+        key = EntityKey(join_keys=["userid"], entity_values=[Value(int32_val=userid)])
         try:
-            response = self.store.get_online_features(features=self.service, entity_rows=[{"userid": userid}])
-            values = response.to_dict()
+            [(_, values)] = self.online_store.online_read(self.config, self.view, [key])
         except Exception as error:  # the store's own errors are many; all mean "cannot answer"
             raise StoreUnavailableError("feast", str(error)) from error
-        row = [values[name][0] for name in self.columns]  # by name: the response order is not the schema's
-        if any(value is None for value in row):
+        if values is None:
             return None
+        row = []
+        for name in self.columns:  # by name: the stored order is not the spec's
+            value = values.get(name)
+            kind = None if value is None else value.WhichOneof("val")
+            if kind is None:
+                return None
+            row.append(getattr(value, kind))
         return np.asarray(row, dtype=np.float32)
