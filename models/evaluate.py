@@ -124,7 +124,8 @@ def _exclude_seen(scores: np.ndarray, user: UserRecallData, index: ItemIndex) ->
 
 
 def evaluate(exports: Path, models_dir: Path, config: RecallConfig, cutoffs: Sequence[int] = CUTOFFS,
-             with_ease: bool = True) -> dict:
+             with_ease: bool = True, served_lists: dict[int, list[int]] | None = None) -> dict:
+    """The report; ``served_lists``, when given, receives each user's served top max(cutoffs) itemids."""
     started = time.monotonic()
     recall_model, ranking_model = open_models(models_dir)
     index = load_item_index(exports, recall_model)
@@ -156,6 +157,8 @@ def evaluate(exports: Path, models_dir: Path, config: RecallConfig, cutoffs: Seq
             table.add(RANKER_ONLY, candidates.itemids[np.lexsort((candidates.itemids, -scores))], relevant)
             order, _ = fused_order(candidates, sources, scores)
             table.add(SERVED, candidates.itemids[order], relevant)
+            if served_lists is not None:
+                served_lists[userid] = candidates.itemids[order][:k_max].tolist()
         table.add(POPULARITY, sources["popularity"].itemids, relevant)
         if ease is not None:
             history = user.seen[(user.seen > 0) & (user.seen < index.item_count)]
@@ -191,7 +194,8 @@ def markdown(report: dict) -> str:
     lines = ["| list served | " + " | ".join(k.replace("hitrate", "HitRate").replace("recall", "Recall")
                                               .replace("ndcg", "NDCG") for k in keys) + " |",
              "| --- |" + " ---: |" * len(keys)]
-    order = [SERVED, RANKER_ONLY, MERGED, *(f"source: {s}" for s in SOURCE_ORDER), POPULARITY, EASE]
+    known = [SERVED, RANKER_ONLY, MERGED, *(f"source: {s}" for s in SOURCE_ORDER), POPULARITY, EASE]
+    order = [*(name for name in report["lists"] if name not in known), *known]  # rows others add come first
     for name in order:
         if name in report["lists"]:
             values = report["lists"][name]

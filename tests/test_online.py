@@ -3,12 +3,16 @@ reload under requests, and the app under gunicorn over real HTTP. Small data: se
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 import os
+import random
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -23,6 +27,7 @@ from models import train as train_models
 from models.artifacts import open_model
 from models.recall_data import FeatureAssembler, load_user_features
 from models.retrieval import fused_order, recall
+from online import evaluate_served
 from online.app import create_app
 from online.bundle import BundleHolder, load_bundle
 from online.stores import StoreUnavailableError
@@ -202,6 +207,65 @@ def test_the_app_under_gunicorn_over_http(served, tmp_path):
         assert bad.status_code == 400 and "error" in bad.json()
         metrics = requests.get(f"{url}/metrics", timeout=10).text
         assert "recsys_stage_seconds_bucket" in metrics and "recsys_requests_total" in metrics
+        # The hold-out replayed over HTTP: the served lists are the offline evaluation's, user by user.
+        report = evaluate_served.evaluate_served(settings, url, "embedded", with_ease=False)
+        assert report["users_served_different_from_offline"] == 0 and report["users_evaluated"] > 20
+        assert report["lists"][evaluate_served.HTTP_SERVED] == report["lists"][evaluate_served.SERVED]
+        evaluate_served.chart(report, tmp_path / "chart.png")
+        assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         stop([server])
     assert Path(tmp_path / "gunicorn.log").read_text().count("Booting worker") == 2
+
+
+def random_json(rng: random.Random, depth: int = 0):
+    """A random JSON value: wrong types, huge and negative numbers, unicode, nesting."""
+    choice = rng.randrange(9 if depth < 3 else 6)
+    if choice == 0:
+        return rng.choice([None, True, False])
+    if choice == 1:
+        return rng.choice([0, -1, 1, 5, 2**31, -(2**63), 10**400 if rng.random() < 0.1 else 2**64, 7])
+    if choice == 2:
+        return rng.choice([0.5, -3.25, 1e308, float("1e-300"), 12.0])
+    if choice == 3:
+        return rng.choice(["12", " 7 ", "+3", "²", "١٢", "ⅷ", "12abc", "", "\u0000", "💥" * 50, "-5", "1e3"])
+    if choice == 4:
+        return "".join(chr(rng.randrange(1, 0x2FFFF)) for _ in range(rng.randrange(0, 20)))
+    if choice == 5:
+        return rng.randrange(-10, 3000)
+    if choice == 6:
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
+    keys = ["userid", "k", "recall_size", "user", "", "userid\u200b", "K"]
+    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(0, 4))}
+
+
+def test_fuzzed_requests_are_answered_never_with_a_5xx(client):
+    rng = random.Random(20261129)
+    statuses = collections.Counter()
+    for _ in range(600):
+        body = random_json(rng)
+        if rng.random() < 0.5 and isinstance(body, dict):
+            body = {"userid": rng.randrange(1, 40), **body}
+        kind = rng.randrange(4)
+        if kind == 0:
+            response = client.post("/ml/rec", json=body)
+        elif kind == 1:
+            raw = json.dumps(body, allow_nan=True)
+            cut = raw[: rng.randrange(0, len(raw) + 1)] if rng.random() < 0.3 else raw
+            content_type = rng.choice(["application/json", "text/plain", "application/x-www-form-urlencoded"])
+            response = client.post("/ml/rec", data=cut.encode("utf-8", "surrogatepass"), content_type=content_type)
+        elif kind == 2:
+            value = body if isinstance(body, str | int) else json.dumps(body)
+            response = client.get(f"/users/{quote(str(value), safe='')}/recommendations",
+                                  query_string={"k": str(random_json(rng))})
+        else:
+            response = client.post("/ml/rec", data=b"{\"userid\": 1, \"pad\": \"" + b"x" * rng.randrange(10_000, 40_000)
+                                   + b"\"}", content_type="application/json")
+        statuses[response.status_code] += 1
+        assert response.status_code < 500, (body, response.get_data(as_text=True)[:300])
+        payload = response.get_json()
+        assert payload is not None
+        if response.status_code >= 400:
+            assert payload["error"]
+    assert client.get("/health").status_code == 200
+    assert statuses[200] > 0 and sum(v for s, v in statuses.items() if 400 <= s < 500) > 300
