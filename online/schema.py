@@ -23,7 +23,8 @@ class RecommendationRequest:
 def _integer(value: Any, name: str, minimum: int, maximum: int) -> int:
     # bool is an int in Python; "true" is not a user id.
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("+").isdigit():
+        # ASCII digits only: str.isdigit also accepts "²" or "١٢", which int() refuses or reads oddly.
+        if isinstance(value, str) and value.strip().lstrip("+").isascii() and value.strip().lstrip("+").isdigit():
             value = int(value)
         else:
             raise RequestError(f"'{name}' must be an integer, got {value!r}"[:200])

@@ -1,0 +1,214 @@
+"""Faults under load, reload under load, and a soak, against the service under gunicorn on 127.0.0.1.
+
+    python bench/robustness.py faults [--duration 8]    services profile: stop each dependency mid-run
+    python bench/robustness.py reload                   a reload to new versions while requests run
+    python bench/robustness.py soak [--duration 180] [--rate 50]   memory of the workers over time
+
+``faults`` and ``reload`` use a bounded Python load generator (a few threads with kept-alive
+connections, random users) because they must read each response's status and versions; ``soak`` uses
+``hey`` at a fixed rate. The servers for ``faults`` are the ones the RECSYS_* settings name (start them
+with ``python -m online.local_services up`` and load them first); this script stops and restarts them
+with the same module. Results print as JSON and append to bench/results/robustness.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import requests
+
+from online import local_services
+from spark_jobs.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "robustness.jsonl"
+
+
+class Load:
+    """``threads`` closed loops of GET /users/<random>/recommendations until stopped; counts and versions."""
+
+    def __init__(self, url: str, users: list[int], threads: int = 4) -> None:
+        self.url, self.users, self.threads = url, users, threads
+        self.statuses: collections.Counter = collections.Counter()
+        self.errors: collections.Counter = collections.Counter()
+        self.versions: collections.Counter = collections.Counter()
+        self.timeline: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers = [threading.Thread(target=self._loop, args=(seed,)) for seed in range(threads)]
+
+    def _loop(self, seed: int) -> None:
+        rng, session = random.Random(seed), requests.Session()
+        while not self._stop.is_set():
+            userid = rng.choice(self.users)
+            try:
+                response = session.get(f"{self.url}/users/{userid}/recommendations", timeout=10)
+                status = response.status_code
+                body = response.json()
+            except (requests.RequestException, ValueError) as error:
+                with self._lock:
+                    self.errors[type(error).__name__] += 1
+                continue
+            with self._lock:
+                self.statuses[status] += 1
+                self.timeline.append((time.monotonic(), status))
+                if status == 200:
+                    self.versions[json.dumps(body["versions"], sort_keys=True)] += 1
+                else:
+                    self.errors[body.get("store", "?")] += 1
+
+    def __enter__(self) -> Load:
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join()
+
+
+def start_service(settings: Settings, profile: str, port: int) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "online.serve", "--profile", profile, "--port", str(port),
+                               "--output", str(settings.output_dir)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/ready", timeout=2).ok:
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    server.terminate()
+    raise SystemExit("the service did not get ready")
+
+
+def users_of(settings: Settings) -> list[int]:
+    frame = pd.read_parquet(settings.current_export_dir / "user_filter", columns=["userid"])
+    return frame["userid"].astype(int).tolist()
+
+
+def faults(settings: Settings, port: int, duration: float) -> dict:
+    url = f"http://127.0.0.1:{port}"
+    server = start_service(settings, "services", port)
+    results: dict = {}
+    try:
+        for name in ("redis", "elasticsearch", "feast", "triton"):
+            with Load(url, users_of(settings)) as load:
+                time.sleep(duration / 2)
+                local_services.down(settings, [name])
+                stopped_at = time.monotonic()
+                time.sleep(duration / 2)
+                local_services.up(settings, [name])
+                restarted_at = time.monotonic()
+                deadline = restarted_at + 60
+                while time.monotonic() < deadline:  # until requests succeed again
+                    time.sleep(0.2)
+                    recent = [s for t, s in load.timeline if t > time.monotonic() - 0.5]
+                    if recent and all(s == 200 for s in recent):
+                        break
+                recovered_at = time.monotonic()
+                time.sleep(1.0)
+            during = collections.Counter(s for t, s in load.timeline if stopped_at <= t <= restarted_at)
+            results[name] = {
+                "requests": sum(load.statuses.values()), "statuses": dict(load.statuses),
+                "statuses_while_down": dict(during), "errors": dict(load.errors),
+                "seconds_down": round(restarted_at - stopped_at, 1),
+                "recovered_seconds_after_restart": round(recovered_at - restarted_at, 1),
+                "server_alive": server.poll() is None,
+            }
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return results
+
+
+def reload(settings: Settings, port: int) -> dict:
+    """Requests run while the ranking model is retrained (a new version) and gunicorn reloads gracefully
+    (SIGHUP: new workers load the new versions, the old ones finish their requests)."""
+    url = f"http://127.0.0.1:{port}"
+    server = start_service(settings, "embedded", port)
+    try:
+        with Load(url, users_of(settings)) as load:
+            time.sleep(2)
+            subprocess.run([sys.executable, "-m", "models.train", "--output", str(settings.output_dir), "--only",
+                            "ranking", "--max-epochs", "1", "--no-delta"], cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            server.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and len(load.versions) < 2:
+                time.sleep(0.5)
+            time.sleep(3)
+        return {"requests": sum(load.statuses.values()), "statuses": dict(load.statuses),
+                "errors": dict(load.errors), "version_sets_seen": len(load.versions),
+                "responses_per_version_set": list(load.versions.values())}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def soak(settings: Settings, port: int, duration: int, rate: float) -> dict:
+    url = f"http://127.0.0.1:{port}"
+    server = start_service(settings, "embedded", port)
+    samples = []
+    try:
+        workers = lambda: [c for c in psutil.Process(server.pid).children(recursive=True)]  # noqa: E731
+        user = users_of(settings)[0]
+        hey = subprocess.Popen(["hey", "-z", f"{duration}s", "-c", "4", "-q", f"{rate / 4:g}",
+                                f"{url}/users/{user}/recommendations"], stdout=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        while hey.poll() is None:
+            rss = [w.memory_info().rss for w in workers()]
+            samples.append((round(time.monotonic() - started), round(sum(rss) / 2**20, 1)))
+            time.sleep(10)
+        output = hey.stdout.read() if hey.stdout else ""
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    codes = dict(re_pairs(output))
+    return {"duration_s": duration, "rate": rate, "workers_rss_mib": samples, "status_codes": codes,
+            "rss_growth_mib_after_first_minute": round(samples[-1][1] - next(m for t, m in samples if t >= 60), 1)
+            if samples and samples[-1][0] >= 60 else None}
+
+
+def re_pairs(hey_output: str) -> list[tuple[str, int]]:
+    import re
+
+    return [(code, int(count)) for code, count in re.findall(r"\[(\d{3})\]\s+(\d+) responses", hey_output)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("faults", "reload", "soak"))
+    parser.add_argument("--duration", type=float, default=None)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--port", type=int, default=8097)
+    args = parser.parse_args()
+    settings = Settings()
+    if args.what == "faults":
+        result = faults(settings, args.port, args.duration or 8.0)
+    elif args.what == "reload":
+        result = reload(settings, args.port)
+    else:
+        result = soak(settings, args.port, int(args.duration or 180), args.rate)
+    record = {"date": time.strftime("%Y-%m-%d"), "what": args.what, "result": result}
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a") as out:
+        out.write(json.dumps(record) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
