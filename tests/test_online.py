@@ -230,7 +230,8 @@ def random_json(rng: random.Random, depth: int = 0):
     if choice == 3:
         return rng.choice(["12", " 7 ", "+3", "²", "١٢", "ⅷ", "12abc", "", "\u0000", "💥" * 50, "-5", "1e3"])
     if choice == 4:
-        return "".join(chr(rng.randrange(1, 0x2FFFF)) for _ in range(rng.randrange(0, 20)))
+        points = (rng.randrange(1, 0x2FFFF) for _ in range(rng.randrange(0, 20)))
+        return "".join(chr(p) for p in points if not 0xD800 <= p <= 0xDFFF)  # no lone surrogates: not UTF-8
     if choice == 5:
         return rng.randrange(-10, 3000)
     if choice == 6:
@@ -253,7 +254,7 @@ def test_fuzzed_requests_are_answered_never_with_a_5xx(client):
             raw = json.dumps(body, allow_nan=True)
             cut = raw[: rng.randrange(0, len(raw) + 1)] if rng.random() < 0.3 else raw
             content_type = rng.choice(["application/json", "text/plain", "application/x-www-form-urlencoded"])
-            response = client.post("/ml/rec", data=cut.encode("utf-8", "surrogatepass"), content_type=content_type)
+            response = client.post("/ml/rec", data=cut.encode(), content_type=content_type)
         elif kind == 2:
             value = body if isinstance(body, str | int) else json.dumps(body)
             response = client.get(f"/users/{quote(str(value), safe='')}/recommendations",
