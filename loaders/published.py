@@ -10,8 +10,7 @@ from pathlib import Path
 
 from models.artifacts import ModelFolder
 from models.recall_data import open_models
-from models.samples import check_spec_version
-from spark_jobs.feature_spec import SPEC
+from spark_jobs.feature_spec import SPEC, check_spec_version
 from spark_jobs.settings import Settings
 
 

@@ -14,13 +14,13 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from models.samples import check_spec_version
 from spark_jobs.atomic import switch_link
-from spark_jobs.feature_spec import SPEC, FeatureSpec
+from spark_jobs.feature_spec import SPEC, FeatureSpec, check_spec_version
+
+if TYPE_CHECKING:  # torch is needed to save weights, not to read a published model's files
+    from torch import nn
 
 WEIGHTS_FILE = "weights.pt"
 METADATA_FILE = "metadata.json"
@@ -58,6 +58,8 @@ class StagedModel:
         self.folder = ModelFolder(self.staging)
 
     def save(self, model: nn.Module, metadata: dict, spec: FeatureSpec = SPEC) -> None:
+        import torch
+
         torch.save(model.state_dict(), self.folder.weights)
         full = {"spec_version": spec.version, "columns": list(spec.names), "version": self.version, **metadata}
         self.folder.metadata_path.write_text(json.dumps(full, indent=2))

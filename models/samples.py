@@ -11,24 +11,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from spark_jobs.feature_spec import SPEC, FeatureSpec
+from spark_jobs.feature_spec import SPEC, FeatureSpec, check_spec_version
 
 METADATA_FILE = "feature_metadata.json"
 TRAIN = "samples_train"
 TEST = "samples_test"
 NEGATIVES = "samples_train_negatives"
-
-
-class SpecMismatchError(RuntimeError):
-    """Data or a model was produced under another feature-spec version than the code's."""
-
-
-def check_spec_version(found: str, what: str, spec: FeatureSpec = SPEC) -> None:
-    if found != spec.version:
-        raise SpecMismatchError(
-            f"{what} was built with feature spec {found}, but this code's spec is {spec.version}: "
-            "rebuild it with the current batch/training"
-        )
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from models.samples import SpecMismatchError
 from online.bundle import BundleHolder, NotReadyError
 from online.metrics import ServiceMetrics
 from online.recommender import Recommendation, recommend
 from online.schema import RequestError, parse_request
 from online.stores import StoreUnavailableError
+from spark_jobs.feature_spec import SpecMismatchError
 from spark_jobs.settings import Settings
 
 log = logging.getLogger(__name__)

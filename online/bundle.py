@@ -23,10 +23,9 @@ import pandas as pd
 from feature_repo.publish import FeastTarget, open_store
 from models.recall_data import FeatureAssembler, OnnxRanker, load_item_index, load_user_recall_data, open_models
 from models.retrieval import RecallConfig
-from models.samples import SpecMismatchError, check_spec_version
 from online.embedded import FeastFeatureClient, InMemoryItemIndex, InMemoryUserRecallStore
 from online.stores import FeatureClient, ItemIndexStore, Ranker, StoreUnavailableError, UserRecallStore
-from spark_jobs.feature_spec import SPEC
+from spark_jobs.feature_spec import SPEC, SpecMismatchError, check_spec_version
 from spark_jobs.settings import Settings
 
 log = logging.getLogger(__name__)

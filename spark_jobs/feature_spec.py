@@ -210,3 +210,15 @@ class FeatureSpec:
 
 
 SPEC = FeatureSpec(_features())
+
+
+class SpecMismatchError(RuntimeError):
+    """Data or a model was produced under another feature-spec version than the code's."""
+
+
+def check_spec_version(found: str, what: str, spec: FeatureSpec = SPEC) -> None:
+    if found != spec.version:
+        raise SpecMismatchError(
+            f"{what} was built with feature spec {found}, but this code's spec is {spec.version}: "
+            "rebuild it with the current batch/training"
+        )

@@ -12,7 +12,7 @@ from models.layers import ColumnSelect, GroupEmbedding
 from models.onnx_export import ParityError, check_parity, export_onnx, onnx_scores
 from models.ranking import GroupedFactorizationMachine, RankingConfig
 from models.recall import MatrixFactorization
-from models.samples import FeatureMetadata, Samples, SpecMismatchError, load_samples
+from models.samples import FeatureMetadata, Samples, load_samples
 from models.train import (
     VARIANTS,
     DataSplits,
@@ -25,7 +25,7 @@ from models.train import (
 )
 from models.training import TrainingConfig, auc
 from models.validation import ValidationRule, validation_mask
-from spark_jobs.feature_spec import SPEC
+from spark_jobs.feature_spec import SPEC, SpecMismatchError
 
 CARDINALITIES = {f.name: f.cardinality or 30 for f in SPEC.sparse}
 
