@@ -29,8 +29,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     env = {**os.environ, **{f"RECSYS_{name.upper()}": str(value) for name, value in settings.model_dump().items()},
            "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    command = [gunicorn, "--bind", f"{settings.serve_host}:{settings.serve_port}", "--workers",
-               str(settings.serve_workers), "--access-logfile", "-", "online.wsgi:app"]
+    command = [gunicorn, "--config", "python:online.gunicorn_conf", "--bind",
+               f"{settings.serve_host}:{settings.serve_port}", "--workers", str(settings.serve_workers),
+               "--access-logfile", "-", "online.wsgi:app"]
     os.execve(gunicorn, command, env)
 
 
