@@ -116,9 +116,13 @@ def write(settings: Settings, backend: Backend = "python", repository: Path | No
     model_dir = repository / settings.triton_model
     model_dir.mkdir(parents=True, exist_ok=True)
     served = versions_in(model_dir)
+    metadata = published.ranking_model.metadata()
+    if served and served[max(served)] == metadata["version"] and (model_dir / str(max(served)) / MODEL_FILE).exists():
+        log.info("triton: %s version %d already holds ranking model %s", settings.triton_model, max(served),
+                 metadata["version"])
+        return TritonRepo(repository, settings.triton_model, max(served), metadata["version"], [])
     numbered = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
     version = max(numbered, default=0) + 1
-    metadata = published.ranking_model.metadata()
     staging = model_dir / f".staging-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

@@ -60,7 +60,7 @@ class Pipeline:
         self.train_args = train_args
         self.state_path = settings.output_dir / STATE_FILE
         self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
-        self.started_services = False
+        self.started_services: list[str] = []  # stopped again at the end; ones already running are left
         self.summary: dict[str, Any] = {}
         self.stage_number = 0
 
@@ -172,7 +172,7 @@ class Pipeline:
         wanted = [n for n in names.split(",") if local_services.running_pid(self.settings, n) is None]
         if wanted:
             self._run("services", "online.local_services", "up", "--only", ",".join(wanted), *self._service_flags())
-            self.started_services = True
+            self.started_services += wanted
 
     def services(self) -> None:
         self._banner("services", "Redis, Elasticsearch, Feast server, Triton on 127.0.0.1 and the loaders")
@@ -251,7 +251,8 @@ class Pipeline:
             except subprocess.TimeoutExpired:
                 server.kill()
         if self.started_services:
-            subprocess.run([sys.executable, "-m", "online.local_services", "down", *self._service_flags()])
+            subprocess.run([sys.executable, "-m", "online.local_services", "down", "--only",
+                            ",".join(self.started_services), *self._service_flags()])
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

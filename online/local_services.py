@@ -202,7 +202,10 @@ def feast_service(settings: Settings) -> Service:
     feast = Path(sys.executable).parent / "feast"
     url = settings.feast_server_url.rstrip("/")
     return Service("feast", port, [str(feast), "--chdir", str(REPO), "serve", "--host", host, "--port", str(port),
-                             "--no-access-log", "--workers", "1"],
+                             "--no-access-log", "--workers", "1",
+                                    # Its registry refresh blocks requests for seconds: read it once per start
+                                    # (a new apply restarts the server).
+                                    "--registry_ttl_sec", "86400"],
                    lambda: _http_ok(f"{url}/health"), target.environment(), cwd=REPO)
 
 
@@ -242,7 +245,7 @@ def triton_service(settings: Settings) -> Service:
     if not repository.exists():
         raise ServiceError(f"{repository} does not exist: run python -m loaders.triton_repo first")
     host, grpc_port = _host_port(settings.triton_url, 8001)
-    http_port = grpc_port - 1  # Triton's default pairing: HTTP 8000, gRPC 8001, metrics 8002
+    http_port = grpc_port + 1  # for readiness only; Triton's default HTTP port 8000 is the app's
     # The stub finds its Python packages through python3 on PATH (PYTHONPATH is ignored), libpython in
     # LIBDIR, and the libraries the wheel vendors in nvidia_pytriton.libs (else the model never loads).
     vendored = server_root.parent.parent / "nvidia_pytriton.libs"

@@ -1,6 +1,7 @@
 """The services profile's stores: Redis (user recall data, item neighbours, popularity), Elasticsearch
-(term and vector recall in one ``_msearch`` round trip), Feast's feature server over HTTP, and Triton
-(gRPC) for ranking.
+(term and vector recall in one ``_msearch`` round trip), Feast (the user's features from its Redis
+online store in-process, or from its feature server over HTTP with ``--feast-access server``; item
+features prefetched from the server at load), and Triton (gRPC) for ranking.
 
 Each store is pinned, when the bundle is loaded, to the versions the loaders published (Redis key
 version, the concrete index behind the alias, the Triton model version), so a request reads one
@@ -30,6 +31,7 @@ from elasticsearch import exceptions as es_errors
 from tritonclient.utils import InferenceServerException
 
 from feature_repo.names import ITEM_FEATURE_REFS, USER_FEATURE_REFS
+from feature_repo.publish import FeastTarget, open_store
 from loaders import es_layout, redis_layout
 from loaders.triton_repo import VERSION_PARAMETER
 from models.recall_data import FeatureAssembler
@@ -44,10 +46,10 @@ from models.retrieval import (
     rank_neighbours,
     term_bands,
 )
-from models.samples import check_spec_version
 from online.bundle import NotReadyError, ServingBundle
-from online.stores import StoreUnavailableError
-from spark_jobs.feature_spec import SPEC
+from online.embedded import FeastFeatureClient
+from online.stores import FeatureClient, StoreUnavailableError
+from spark_jobs.feature_spec import SPEC, check_spec_version
 from spark_jobs.settings import Settings
 
 TIMEOUT_SECONDS = 2.0
@@ -276,9 +278,16 @@ def load_services_bundle(settings: Settings) -> ServingBundle:
                                 f"{es_meta.get(key)}: run both loaders on the same batch and models")
     items = ServiceItemIndex(client, settings.redis_prefix, version, search, index, int(meta["items"]))
     session = requests.Session()
-    features = FeastServerFeatureClient(settings.feast_server_url, session)
-    item_frame = features.item_features(sorted(int(i) for i in items.popularity.itemids))
+    server = FeastServerFeatureClient(settings.feast_server_url, session)
+    item_frame = server.item_features(sorted(int(i) for i in items.popularity.itemids))
+    features: FeatureClient = server
+    if settings.feast_access == "online_store":  # the same Redis rows, without the server's ~6 ms per call
+        features = FeastFeatureClient(open_store(FeastTarget("redis", settings.output_dir, settings.redis_address)))
     ranker = _pinned_triton(settings)
+    dependencies = {"redis": lambda: _redis_check(client), "elasticsearch": lambda: _es_check(search),
+                    "triton": lambda: _triton_check(ranker)}
+    if settings.feast_access == "server":  # else requests read Redis, and the server is needed at load only
+        dependencies["feast"] = lambda: _feast_check(session, settings.feast_server_url)
     return ServingBundle(
         users=RedisUserRecallStore(client, settings.redis_prefix, version),
         items=items,
@@ -289,8 +298,6 @@ def load_services_bundle(settings: Settings) -> ServingBundle:
         versions={"data_run": meta["data_run"], "feature_spec": SPEC.version, "recall_model": meta["recall_model"],
                   "ranking_model": ranker.version, "exports": meta["exports"], "redis": f"v{version}",
                   "elasticsearch": index, "triton": f"{ranker.model}/{ranker.model_version}"},
-        dependencies={"redis": lambda: _redis_check(client), "elasticsearch": lambda: _es_check(search),
-                      "feast": lambda: _feast_check(session, settings.feast_server_url),
-                      "triton": lambda: _triton_check(ranker)},
+        dependencies=dependencies,
         background=ThreadPoolExecutor(max_workers=4, thread_name_prefix="features"),
     )

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     elasticsearch_url: str = Field(default="http://127.0.0.1:9200", description="Elasticsearch base URL")
     elasticsearch_alias: str = Field(default="items", description="the alias the item index is served under")
     feast_server_url: str = Field(default="http://127.0.0.1:6566", description="Feast feature server base URL")
+    feast_access: Literal["online_store", "server"] = Field(
+        default="online_store",
+        description="services profile: read user features from Feast's Redis online store in-process, or from "
+                    "Feast's feature server over HTTP",
+    )
     triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC host:port")
     triton_model: str = Field(default="ml_rec", description="the ranking model's name in Triton")
     services_dir: Path = Field(
@@ -125,6 +130,7 @@ _FLAGS: dict[str, str] = {
     "--elasticsearch-url": "elasticsearch_url",
     "--elasticsearch-alias": "elasticsearch_alias",
     "--feast-server-url": "feast_server_url",
+    "--feast-access": "feast_access",
     "--triton-url": "triton_url",
     "--triton-model": "triton_model",
     "--services-dir": "services_dir",
@@ -139,7 +145,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=field_name, action="store_const", const=True, default=None,
                                 help=field.description)
             continue
-        choices = {"on_bad_lines": ("error", "skip"), "profile": ("embedded", "services")}.get(field_name)
+        choices = {"on_bad_lines": ("error", "skip"), "profile": ("embedded", "services"),
+                   "feast_access": ("online_store", "server")}.get(field_name)
         parser.add_argument(flag, dest=field_name, default=None, choices=choices, help=field.description)
 
 

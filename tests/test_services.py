@@ -190,16 +190,21 @@ def test_embedded_and_services_profiles_return_the_same_lists(stack):
 def test_a_stopped_dependency_is_a_503_naming_it_then_recovers(stack):
     settings = stack.settings
     client = create_app(settings, BundleHolder(settings)).test_client()
+    # Features through Feast's feature server instead of its Redis online store: the server becomes one.
+    server_settings = settings.model_copy(update={"feast_access": "server"})
+    through_server = create_app(server_settings, BundleHolder(server_settings)).test_client()
     assert client.post("/ml/rec", json={"userid": 4}).status_code == 200
-    for name in ("redis", "triton", "feast"):
+    for name, app in (("redis", client), ("triton", client), ("feast", through_server)):
         stack.stop(name)
-        response = client.post("/ml/rec", json={"userid": 4})
+        response = app.post("/ml/rec", json={"userid": 4})
         assert response.status_code == 503 and response.get_json()["store"] == name, response.get_json()
-        ready = client.get("/ready")
+        ready = app.get("/ready")
         assert ready.status_code == 503 and name in ready.get_json()["store"]
+        if name == "feast":  # read at load only when the features come from Redis
+            assert client.post("/ml/rec", json={"userid": 4}).status_code == 200
         stack.start(name)
-        wait_for(lambda: client.post("/ml/rec", json={"userid": 4}).status_code == 200, f"recovery after {name}",
-                 timeout=30)
+        wait_for(lambda app=app: app.post("/ml/rec", json={"userid": 4}).status_code == 200,
+                 f"recovery after {name}", timeout=30)
     # Elasticsearch hanging (paused, not stopped): the request times out into a 503, then recovers.
     es = stack.processes["elasticsearch"]
     os.killpg(es.pid, signal.SIGSTOP)
@@ -227,7 +232,7 @@ def test_the_services_profile_under_gunicorn_over_http(stack, tmp_path):
         wait_for(lambda: requests.get(f"{url}/ready", timeout=5).ok, "gunicorn", timeout=120, process=server)
         ready = requests.get(f"{url}/ready", timeout=5).json()
         assert ready["profile"] == "services"
-        assert set(ready["dependencies"]) == {"redis", "elasticsearch", "feast", "triton"}
+        assert set(ready["dependencies"]) == {"redis", "elasticsearch", "triton"}
         body = requests.post(f"{url}/ml/rec", json={"userid": 6, "k": 10}, timeout=10).json()
         assert len(body["item_list"]) == 10 and body["fallback"] is None
         assert body["versions"]["elasticsearch"].startswith(f"{settings.elasticsearch_alias}_v")
