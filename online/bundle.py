@@ -45,6 +45,7 @@ class ServingBundle:
     dependencies: Mapping[str, Callable[[], None]] = field(default_factory=dict)
     # Runs the user-feature fetch next to recall: inline in memory, a thread when both are network calls.
     background: Executor = field(default_factory=lambda: InlineExecutor())
+    feature_timeout: float | None = None  # seconds a request waits for the features (None: no limit)
 
     def unavailable(self) -> dict[str, str]:
         """The dependencies that do not answer now, with why."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from models.retrieval import UserRecallData, fused_order, merge
 from online.bundle import ServingBundle
+from online.stores import StoreUnavailableError
 
 POPULARITY_FALLBACK = "popularity"
 
@@ -46,7 +48,10 @@ def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int,
     with timed("recall"):
         sources = bundle.items.sources(user, bundle.recall, recall_size)
         candidates = merge(sources, recall_size, bundle.recall.quota_counts(recall_size))
-    values = pending_features.result()
+    try:
+        values = pending_features.result(timeout=bundle.feature_timeout)
+    except FutureTimeoutError as error:
+        raise StoreUnavailableError("feast", f"no answer in {bundle.feature_timeout} s") from error
     if values is None or len(candidates) == 0:
         return _popular(bundle, userid, k, user)
     with timed("ranking"):

@@ -282,7 +282,10 @@ def load_services_bundle(settings: Settings) -> ServingBundle:
     item_frame = server.item_features(sorted(int(i) for i in items.popularity.itemids))
     features: FeatureClient = server
     if settings.feast_access == "online_store":  # the same Redis rows, without the server's ~6 ms per call
-        features = FeastFeatureClient(open_store(FeastTarget("redis", settings.output_dir, settings.redis_address)))
+        # Bounded socket waits: a stopped or saving Redis must become a 503, not a request that hangs.
+        timeouts = f"socket_timeout={TIMEOUT_SECONDS},socket_connect_timeout={TIMEOUT_SECONDS}"
+        connection = f"{settings.redis_address},{timeouts}"
+        features = FeastFeatureClient(open_store(FeastTarget("redis", settings.output_dir, connection)))
     ranker = _pinned_triton(settings)
     dependencies = {"redis": lambda: _redis_check(client), "elasticsearch": lambda: _es_check(search),
                     "triton": lambda: _triton_check(ranker)}
@@ -300,4 +303,5 @@ def load_services_bundle(settings: Settings) -> ServingBundle:
                   "elasticsearch": index, "triton": f"{ranker.model}/{ranker.model_version}"},
         dependencies=dependencies,
         background=ThreadPoolExecutor(max_workers=4, thread_name_prefix="features"),
+        feature_timeout=2 * TIMEOUT_SECONDS,  # the client's own retries could otherwise wait much longer
     )
