@@ -62,18 +62,19 @@ def versioned_indices(client: Elasticsearch, alias: str) -> dict[int, str]:
 
 
 def documents(index: ItemIndex, index_name: str) -> Iterator[dict]:
+    """One bulk action per catalogue item (``load`` checks the recall model has item vectors first)."""
+    vectors = index.item_vectors if index.item_vectors is not None else np.zeros((index.item_count, 0))
     genres_of: dict[int, list[str]] = {}
     for genre, items in index.genre_items.items():
         for item in items:
             genres_of.setdefault(int(item), []).append(str(genre))
-    assert index.item_vectors is not None
     for itemid in np.flatnonzero(index.known_items):
         if itemid == 0:
             continue
         yield {"_index": index_name, "_id": str(itemid), "_source": {
             "itemid": int(itemid), "genres": sorted(genres_of.get(int(itemid), []), key=int),
             "popularity": float(index.popularity[itemid]),
-            "vector": [float(v) for v in index.item_vectors[itemid]]}}
+            "vector": [float(v) for v in vectors[itemid]]}}
 
 
 def verify(client: Elasticsearch, index_name: str, expected_count: int, index: ItemIndex,
