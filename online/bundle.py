@@ -8,24 +8,23 @@ store implementations here and nowhere else.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
 
 from feature_repo.publish import FeastTarget, open_store
-from models.recall_data import FeatureAssembler, OnnxRanker, load_item_index, load_user_recall_data, open_models
+from loaders.published import NothingToLoadError, open_published
+from models.recall_data import FeatureAssembler, OnnxRanker, load_item_index, load_user_recall_data
 from models.retrieval import RecallConfig
 from online.embedded import FeastFeatureClient, InMemoryItemIndex, InMemoryUserRecallStore
 from online.stores import FeatureClient, ItemIndexStore, Ranker, StoreUnavailableError, UserRecallStore
-from spark_jobs.feature_spec import SPEC, SpecMismatchError, check_spec_version
+from spark_jobs.feature_spec import SpecMismatchError
 from spark_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,14 +83,11 @@ def load_bundle(settings: Settings) -> ServingBundle:
 
 
 def load_embedded_bundle(settings: Settings) -> ServingBundle:
-    exports = settings.current_export_dir
-    if not exports.exists():
-        raise NotReadyError(f"{exports} does not exist: run the batch first")
-    manifest = json.loads((exports / "manifest.json").read_text())
-    check_spec_version(manifest["spec_version"], f"the batch output in {exports}")
-    recall_model, ranking_model = open_models(settings.models_dir)
-    if recall_model is None or ranking_model is None:
-        raise NotReadyError(f"no trained models under {settings.models_dir}: run python -m models.train")
+    try:  # the batch run and models ``current`` points to, spec-checked: what the loaders publish too
+        published = open_published(settings)
+    except NothingToLoadError as error:
+        raise NotReadyError(str(error)) from error
+    exports, recall_model, ranking_model = published.exports, published.recall_model, published.ranking_model
     feast = open_store(FeastTarget("sqlite", settings.output_dir, settings.redis_address))
     ranker = OnnxRanker(ranking_model)
     bundle = ServingBundle(
@@ -102,9 +98,7 @@ def load_embedded_bundle(settings: Settings) -> ServingBundle:
         assembler=FeatureAssembler.from_item_features(pd.read_parquet(exports / "item_features")),
         ranker=ranker,
         recall=RecallConfig(recall_size=settings.recall_size),
-        versions={"data_run": manifest["run_id"], "feature_spec": SPEC.version,
-                  "recall_model": recall_model.metadata()["version"], "ranking_model": ranker.version,
-                  "exports": str(Path(exports).resolve().name)},
+        versions=published.versions,
     )
     log.info("serving bundle loaded: %s", bundle.versions)
     return bundle
