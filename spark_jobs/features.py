@@ -62,6 +62,27 @@ def genre_counters(total: Callable[[Column], Column]) -> list[Column]:
     return columns
 
 
+RUNNING_TOTALS = [f"running_{name}" for name in COUNTERS]
+
+
+def add_running_totals(impressions: DataFrame) -> DataFrame:
+    """Plus each counter's running total over the user's timeline, up to and including the row.
+
+    A sum over the last PIT_HISTORY rows is then a difference of two running totals: Spark keeps a
+    running total incrementally, while a sliding row frame is summed afresh for every row.
+    """
+    up_to_now = user_timeline().rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    totals = genre_counters(lambda column: F.sum(column).over(up_to_now))
+    return impressions.select("*", *(total.alias(name) for total, name in zip(totals, RUNNING_TOTALS, strict=True)))
+
+
+def rows_back_total(running_total: str, newest: int, oldest: int) -> Column:
+    """The sum over the rows ``newest`` to ``oldest - 1`` back from the current one (0 = itself), as int."""
+    timeline = user_timeline()
+    upper = F.col(running_total) if newest == 0 else F.lag(running_total, newest, 0).over(timeline)
+    return (upper - F.lag(running_total, oldest, 0).over(timeline)).cast("int")
+
+
 def add_pit_genre_counters(impressions: DataFrame) -> DataFrame:
     """Impressions with item genre flags and label -> plus the 36 point-in-time genre counters.
 
@@ -69,14 +90,14 @@ def add_pit_genre_counters(impressions: DataFrame) -> DataFrame:
     order are exactly the user's most recent impressions strictly before that timestamp; every
     impression of the group takes that first row's counters.
     """
-    before = user_timeline().rowsBetween(-PIT_HISTORY, -1)
-    # An empty frame (no past) sums to null: that is 0 impressions.
-    with_sliding = impressions.select(
-        "*", *genre_counters(lambda column: F.coalesce(F.sum(column).over(before), F.lit(0)))
+    with_sliding = impressions.transform(add_running_totals).select(
+        *impressions.columns,
+        *(rows_back_total(total, 1, PIT_HISTORY + 1).alias(name)
+          for total, name in zip(RUNNING_TOTALS, COUNTERS, strict=True)),
     )
     first_of_second = Window.partitionBy("userid", "timestamp").orderBy("itemid")
     return with_sliding.select(
-        *(c for c in impressions.columns),
+        *impressions.columns,
         *(F.first(name).over(first_of_second).alias(name) for name in COUNTERS),
     )
 
@@ -89,11 +110,11 @@ def user_counter_history(impressions: DataFrame) -> DataFrame:
     time t are the row of the latest second strictly before t (the entity timestamp t - 1 s), since the
     last row of a second's group sees the same PIT_HISTORY rows as the first row of the next group.
     """
-    upto = user_timeline().rowsBetween(-(PIT_HISTORY - 1), 0)
     last_of_second = Window.partitionBy("userid", "timestamp").orderBy(F.desc("itemid"))
-    with_sums = impressions.select(
+    with_sums = impressions.transform(add_running_totals).select(
         "userid", "timestamp", F.row_number().over(last_of_second).alias("from_end"),
-        *genre_counters(lambda column: F.sum(column).over(upto)),
+        *(rows_back_total(total, 0, PIT_HISTORY).alias(name)
+          for total, name in zip(RUNNING_TOTALS, COUNTERS, strict=True)),
     )
     return with_sums.filter(F.col("from_end") == 1).drop("from_end")
 
@@ -176,7 +197,11 @@ def sample_negatives(
     features; ``source_itemid`` names the impression it was drawn for. Draws are a hash of (user,
     source item, timestamp, draw number, seed) over the catalogue: the same input gives the same
     negatives on any cluster layout. A draw that hits a movie the user rated at any time, or repeats
-    an earlier draw for the same impression, is dropped.
+    an earlier draw for the same impression, is dropped; so are the draws of a repeated (user, item,
+    timestamp) impression, which would be the same rows again.
+
+    The wide sample rows are never shuffled: they arrive partitioned by user (from the counters'
+    windows), and the user's rated movies travel to them as one array per user.
     """
     catalogue = items_with_flags.select(
         (F.row_number().over(Window.orderBy("itemid")) - 1).alias("draw_index"),
@@ -186,16 +211,18 @@ def sample_negatives(
     catalogue_size = F.lit(items_with_flags.count())
     # sequence(1, 0) would count down: no draws is an empty array
     draw_numbers = F.sequence(F.lit(1), F.lit(per_impression)) if per_impression > 0 else F.array().cast("array<int>")
-    draws = train_samples.select("*", F.explode(draw_numbers).alias("draw")).withColumn(
-        "draw_index",
-        F.pmod(F.xxhash64("userid", "itemid", "timestamp", "draw", F.lit(seed)), catalogue_size).cast("int"),
+    draw_indices = F.transform(
+        draw_numbers,
+        lambda draw: F.pmod(F.xxhash64("userid", "itemid", "timestamp", draw, F.lit(seed)), catalogue_size).cast("int"),
     )
+    rated_by_user = rated.groupBy("userid").agg(F.collect_set("itemid").alias("rated_itemids"))
     item_columns = {f.name for f in spec.of_entity(Entity.ITEM)}
     return (
-        draws.join(F.broadcast(catalogue), "draw_index")
-        .join(rated.select("userid", F.col("itemid").alias("negative_itemid")).distinct(),
-              ["userid", "negative_itemid"], "left_anti")
-        .dropDuplicates(["userid", "itemid", "timestamp", "negative_itemid"])
+        train_samples.dropDuplicates(["userid", "itemid", "timestamp"])
+        .join(rated_by_user, "userid")
+        .select("*", F.explode(F.array_distinct(draw_indices)).alias("draw_index"))
+        .join(F.broadcast(catalogue), "draw_index")
+        .filter(~F.array_contains("rated_itemids", F.col("negative_itemid")))
         .select(
             *(F.col(f"negative_{f.name}").alias(f.name) if f.name in item_columns else F.col(f.name)
               for f in spec.features),

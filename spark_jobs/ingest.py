@@ -16,6 +16,7 @@ import codecs
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import reduce
 from itertools import chain
 from pathlib import Path
 
@@ -85,6 +86,9 @@ def read_numbered_lines(spark: SparkSession, path: Path, encoding: str) -> DataF
         # The text source hands over the file's bytes undecoded; decode them with the file's charset.
         F.decode(F.col("value").cast("binary"), encoding).alias("text"),
     )
+    if raw.rdd.getNumPartitions() <= 1:
+        # One partition (a file smaller than Spark's split size): row_id is the line index, no count needed.
+        return raw.select((F.col("row_id") + 1).alias("line"), "text")
     sizes = sorted((row["partition"], row["count"]) for row in raw.groupBy("partition").count().collect())
     offsets, rows_before = [], 0
     for partition, size in sizes:
@@ -434,13 +438,23 @@ class FileCounts:
     padded: int  # lines that carried trailing empty fields
 
 
-def file_counts(parsed_file: ParsedFile) -> FileCounts:
-    row = parsed_file.rows.agg(
-        F.count(F.lit(1)).alias("lines"),
-        F.count_if(F.col("problem").isNull()).alias("good"),
-        F.count_if(F.col("padded")).alias("padded"),
-    ).first()
-    return FileCounts(int(row["lines"]), int(row["good"] or 0), int(row["padded"] or 0))
+def file_counts(parsed_files: Sequence[ParsedFile]) -> dict[str, FileCounts]:
+    """Lines, good lines and padded lines of every file, in one Spark job (it also fills their caches)."""
+    per_file = [
+        parsed_file.rows.agg(
+            F.lit(parsed_file.name).alias("file"),
+            F.count(F.lit(1)).alias("lines"),
+            F.count_if(F.col("problem").isNull()).alias("good"),
+            F.count_if(F.col("padded")).alias("padded"),
+        )
+        for parsed_file in parsed_files
+    ]
+    rows = {row["file"]: row for row in reduce(DataFrame.unionByName, per_file).collect()}
+    return {
+        f.name: FileCounts(int(rows[f.name]["lines"]), int(rows[f.name]["good"] or 0),
+                           int(rows[f.name]["padded"] or 0))
+        for f in parsed_files
+    }
 
 
 def duplicate_ratings(ratings: DataFrame) -> int:
@@ -481,7 +495,7 @@ def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanD
         problems = problems.unionByName(users.problems)
     try:
         # An empty file first: it is the cause of everything else that would fail (unknown users...).
-        counts = {parsed_file.name: file_counts(parsed_file) for parsed_file in files}
+        counts = file_counts(files)
         for name, count in counts.items():
             log.info("read %s: %d lines, %d good", data_dir / name, count.lines, count.good)
             if count.lines == 0:
