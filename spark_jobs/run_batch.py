@@ -1,5 +1,5 @@
-"""The whole batch in order, in one Spark session: ingest, split, features, recall inputs, co-occurrence,
-export.
+"""The whole batch in one Spark session: ingest, split, then features, recall inputs and co-occurrence
+side by side, then export.
 
     python -m spark_jobs.run_batch [--data DIR] [--output DIR]
     spark-submit --properties-file spark_jobs/delta.conf spark_jobs/run_batch.py --data DIR
@@ -16,6 +16,7 @@ if __package__ in (None, ""):  # run as a file by spark-submit
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from pyspark.sql import SparkSession
 
@@ -26,23 +27,43 @@ from spark_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 
-STEPS: tuple[tuple[str, JobRun], ...] = (
-    ("ingest", ingest.run),
-    ("split", split.run),
-    ("features", features.run),
-    ("recall_inputs", recall_inputs.run),
-    ("cooccurrence", cooccurrence.run),
-    ("export", export.run),
+# Stages in dependency order; the steps of one stage read only what earlier stages wrote, so they run
+# at once as concurrent Spark jobs (on a small input most of their time is waiting on Delta commits).
+STAGES: tuple[tuple[tuple[str, JobRun], ...], ...] = (
+    (("ingest", ingest.run),),
+    (("split", split.run),),
+    (("features", features.run), ("recall_inputs", recall_inputs.run), ("cooccurrence", cooccurrence.run)),
+    (("export", export.run),),
 )
+STEP_COUNT = sum(len(stage) for stage in STAGES)
 
 
 def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     written: list[Written] = []
-    for number, (name, step) in enumerate(STEPS, 1):
-        log.info("step %d/%d: %s", number, len(STEPS), name)
-        started = time.monotonic()
-        written += step(spark, settings, run_id)
-        log.info("step %d/%d: %s done in %.1f s", number, len(STEPS), name, time.monotonic() - started)
+    number = 0
+    for stage in STAGES:
+        numbered = [(number + offset, name, step) for offset, (name, step) in enumerate(stage, 1)]
+        number += len(stage)
+        if len(numbered) == 1:
+            written += run_step(*numbered[0], spark, settings, run_id)
+            continue
+        with ThreadPoolExecutor(max_workers=len(numbered), thread_name_prefix="step") as pool:
+            futures = [pool.submit(run_step, *step, spark, settings, run_id) for step in numbered]
+            # In step order, and the first failure raised only after every step of the stage ended.
+            results = [future.exception() or future.result() for future in futures]
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            written += result
+    return written
+
+
+def run_step(number: int, name: str, step: JobRun, spark: SparkSession, settings: Settings,
+             run_id: str) -> list[Written]:
+    log.info("step %d/%d: %s", number, STEP_COUNT, name)
+    started = time.monotonic()
+    written = step(spark, settings, run_id)
+    log.info("step %d/%d: %s done in %.1f s", number, STEP_COUNT, name, time.monotonic() - started)
     return written
 
 
