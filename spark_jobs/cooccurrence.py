@@ -41,11 +41,15 @@ def item_neighbours(user_items: DataFrame, neighbours_per_item: int) -> DataFram
     """(userid, itemid) pairs -> (itemid, neighbours) with cosine scores, best first."""
     users_per_item = user_items.groupBy("itemid").agg(F.count(F.lit(1)).alias("users"))
     left, right = user_items.alias("left"), user_items.alias("right")
-    together = (
+    # Co-occurrence is symmetric: count each unordered pair once, then list it from both sides.
+    pairs = (
         left.join(right, "userid")
-        .filter(F.col("left.itemid") != F.col("right.itemid"))
+        .filter(F.col("left.itemid") < F.col("right.itemid"))
         .groupBy(F.col("left.itemid").alias("itemid"), F.col("right.itemid").alias("neighbour"))
         .agg(F.count(F.lit(1)).alias("both"))
+    )
+    together = pairs.unionByName(
+        pairs.select(F.col("neighbour").alias("itemid"), F.col("itemid").alias("neighbour"), "both")
     )
     own = users_per_item.select("itemid", F.col("users").alias("own_users"))
     other = users_per_item.select(F.col("itemid").alias("neighbour"), F.col("users").alias("other_users"))
