@@ -113,12 +113,17 @@ def prune_runs(settings: Settings) -> list[Path]:
 
 
 def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
-    versions: dict[str, dict] = {}
-    tables: dict[str, DataFrame] = {}
-    for table in (Table.SAMPLES, Table.NEGATIVE_SAMPLES, Table.FEATURE_METADATA, *Export.AS_IS):
+    def latest(table: str) -> tuple[dict, DataFrame]:
         last = DeltaTable.forPath(spark, str(settings.table_path(table))).history(1).first()
-        versions[table] = {"version": int(last["version"]), "run_id": last["userMetadata"]}
-        tables[table] = read_table(spark, settings, table, versions[table]["version"])
+        version = {"version": int(last["version"]), "run_id": last["userMetadata"]}
+        return version, read_table(spark, settings, table, version["version"])
+
+    names = (Table.SAMPLES, Table.NEGATIVE_SAMPLES, Table.FEATURE_METADATA, *Export.AS_IS)
+    # Each lookup reads a Delta log: a few hundred milliseconds of mostly waiting, so side by side.
+    with ThreadPoolExecutor(max_workers=PARALLEL_WRITES, thread_name_prefix="delta-log") as pool:
+        found = dict(zip(names, pool.map(latest, names), strict=True))
+    versions = {table: version for table, (version, _) in found.items()}
+    tables = {table: df for table, (_, df) in found.items()}
     producing_runs = {v["run_id"] for v in versions.values()}
     if len(producing_runs) > 1:
         log.warning("exporting tables written by different runs: %s", sorted(producing_runs, key=str))
