@@ -110,13 +110,15 @@ def user_counter_history(impressions: DataFrame) -> DataFrame:
     time t are the row of the latest second strictly before t (the entity timestamp t - 1 s), since the
     last row of a second's group sees the same PIT_HISTORY rows as the first row of the next group.
     """
-    last_of_second = Window.partitionBy("userid", "timestamp").orderBy(F.desc("itemid"))
+    # The next row in the timeline is of a later second (or there is none). Found with lead() in the
+    # user's own window: a window per (user, second) would process hundreds of thousands of tiny groups.
+    last_of_second = F.coalesce(F.lead("timestamp").over(user_timeline()) != F.col("timestamp"), F.lit(True))
     with_sums = impressions.transform(add_running_totals).select(
-        "userid", "timestamp", F.row_number().over(last_of_second).alias("from_end"),
+        "userid", "timestamp", last_of_second.alias("last_of_second"),
         *(rows_back_total(total, 0, PIT_HISTORY).alias(name)
           for total, name in zip(RUNNING_TOTALS, COUNTERS, strict=True)),
     )
-    return with_sums.filter(F.col("from_end") == 1).drop("from_end")
+    return with_sums.filter(F.col("last_of_second")).drop("last_of_second")
 
 
 def online_genre_counters(offline_impressions: DataFrame) -> DataFrame:
