@@ -28,12 +28,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 NEIGHBOURS, VECTOR, TERM, POPULARITY = "neighbours", "vector", "term", "popularity"
 SOURCE_ORDER: tuple[str, ...] = (NEIGHBOURS, VECTOR, TERM, POPULARITY)
 SOURCE_BIT: dict[str, int] = {name: 1 << position for position, name in enumerate(SOURCE_ORDER)}
+# The names behind every bit mask, looked up instead of decoded per candidate.
+SOURCE_NAMES: tuple[tuple[str, ...], ...] = tuple(
+    tuple(name for name in SOURCE_ORDER if mask & SOURCE_BIT[name]) for mask in range(1 << len(SOURCE_ORDER))
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class Candidates:
         return len(self.itemids)
 
     def source_names(self, position: int) -> list[str]:
-        return [name for name in SOURCE_ORDER if self.sources[position] & SOURCE_BIT[name]]
+        return list(SOURCE_NAMES[int(self.sources[position])])
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,10 @@ class ItemIndex:
     item_vectors: np.ndarray | None  # (item_count, d) float32, row = itemid (row 0 unused)
     known_items: np.ndarray  # (item_count,) bool: in the catalogue
 
+    @cached_property
+    def max_popularity(self) -> float:
+        return float(self.popularity.max()) if len(self.popularity) else 0.0
+
 
 @dataclass(frozen=True)
 class UserRecallData:
@@ -100,8 +109,11 @@ class UserRecallData:
     vector: np.ndarray | None  # the recall model's user vector
 
 
-def _exclusion(index: ItemIndex, seen: np.ndarray) -> np.ndarray:
-    blocked = ~index.known_items.copy()
+def exclusion_mask(index: ItemIndex, seen: np.ndarray) -> np.ndarray:
+    """True where an item may not be recommended: id 0, ids outside the catalogue, the user's seen items.
+
+    Built once per request and shared by the sources that score the whole catalogue."""
+    blocked = ~index.known_items
     blocked[0] = True
     blocked[seen[(seen >= 0) & (seen < index.item_count)]] = True
     return blocked
@@ -109,17 +121,18 @@ def _exclusion(index: ItemIndex, seen: np.ndarray) -> np.ndarray:
 
 def top_n(scores: np.ndarray, n: int) -> np.ndarray:
     """Positions of the n largest finite scores, best first; ties broken by the smaller position (itemid)."""
-    finite = np.flatnonzero(np.isfinite(scores))
-    if len(finite) == 0 or n <= 0:
+    finite = np.isfinite(scores)
+    if n <= 0 or not finite.any():
         return np.empty(0, dtype=np.int64)
-    if len(finite) > n:
-        # Partition on the score, then an exact stable order of the kept ones (lexsort: score desc, id asc).
-        kept = finite[np.argpartition(-scores[finite], n - 1)[:n]]
-        threshold = scores[kept].min()
-        kept = finite[scores[finite] >= threshold]
+    if np.count_nonzero(finite) > n:
+        # The n-th largest finite score, then every position reaching it (ties at the threshold included).
+        values = np.where(finite, scores, -np.inf)
+        threshold = -np.partition(-values, n - 1)[n - 1]
+        kept = np.flatnonzero(values >= threshold)
     else:
-        kept = finite
-    order = np.lexsort((kept, -scores[kept]))
+        kept = np.flatnonzero(finite)
+    # Stable: equal scores keep their ascending position, so the smaller itemid comes first.
+    order = np.argsort(-scores[kept], kind="stable")
     return kept[order][:n]
 
 
@@ -144,20 +157,32 @@ def rank_neighbours(neighbour_ids: np.ndarray, neighbour_scores: np.ndarray, see
     """
     ids = np.asarray(neighbour_ids, dtype=np.int64).ravel()
     similarity = np.asarray(neighbour_scores, dtype=np.float64).ravel()
-    kept = (ids > 0) & ~np.isin(ids, seen)
+    kept = ids > 0
     if not kept.any():
         return Ranked.empty()
-    items, position = np.unique(ids[kept], return_inverse=True)
-    sums = np.bincount(position, weights=similarity[kept], minlength=len(items))
-    best = top_n(sums, n)
-    return Ranked(items[best], sums[best])
+    # Dense over the ids present: a bin per itemid, the similarities added in list order (bincount).
+    size = int(ids.max()) + 1
+    seen = np.asarray(seen, dtype=np.int64)
+    blocked = np.zeros(size, dtype=bool)
+    blocked[seen[(seen > 0) & (seen < size)]] = True
+    kept &= ~blocked[np.maximum(ids, 0)]
+    ids = ids[kept]
+    if len(ids) == 0:
+        return Ranked.empty()
+    sums = np.bincount(ids, weights=similarity[kept], minlength=size)
+    present = np.zeros(size, dtype=bool)
+    present[ids] = True
+    best = top_n(np.where(present, sums, -np.inf), n)
+    return Ranked(best.astype(np.int64), sums[best])
 
 
-def vector_recall(user: UserRecallData, index: ItemIndex, n: int) -> Ranked:
+def vector_recall(user: UserRecallData, index: ItemIndex, n: int, blocked: np.ndarray | None = None) -> Ranked:
     if user.vector is None or index.item_vectors is None:
         return Ranked.empty()
     scores = index.item_vectors @ user.vector.astype(index.item_vectors.dtype)
-    return _ranked_from_dense(scores.astype(np.float64), _exclusion(index, user.seen), n)
+    if blocked is None:
+        blocked = exclusion_mask(index, user.seen)
+    return _ranked_from_dense(scores.astype(np.float64), blocked, n)
 
 
 def term_bands(terms: Sequence[tuple[int, int, int]], genres: int, max_popularity: float) -> list[tuple[int, float]]:
@@ -168,79 +193,91 @@ def term_bands(terms: Sequence[tuple[int, int, int]], genres: int, max_popularit
             for rank, (genre, _, _) in enumerate(strongest)]
 
 
-def term_recall(user: UserRecallData, index: ItemIndex, n: int, genres: int) -> Ranked:
+def term_recall(user: UserRecallData, index: ItemIndex, n: int, genres: int,
+                blocked: np.ndarray | None = None) -> Ranked:
     """The user's strongest genres in turn, each giving its most popular unseen items.
 
     Score: the genre's band (``term_bands``) plus the item's popularity; an item in several of the genres
-    counts once, at its best.
+    counts once, at its best. Since the bands do not overlap, that order is each genre's list (most popular
+    first, ties by itemid: ``ItemIndex.genre_items``) after the stronger genres' lists, repeats dropped.
     """
-    blocked = _exclusion(index, user.seen)
-    scores = np.full(index.item_count, -np.inf)
-    for genre, band in term_bands(user.terms, genres, float(index.popularity.max())):
+    taken = (exclusion_mask(index, user.seen) if blocked is None else blocked).copy()
+    itemids, scores = [], []
+    wanted = n
+    for genre, band in term_bands(user.terms, genres, index.max_popularity):
         items = index.genre_items.get(genre)
-        if items is None:
+        if items is None or wanted <= 0:
             continue
-        scores[items] = np.maximum(scores[items], band + index.popularity[items])
-    return _ranked_from_dense(scores, blocked, n)
+        fresh = items[~taken[items]][:wanted]
+        taken[fresh] = True
+        itemids.append(fresh)
+        scores.append(band + index.popularity[fresh])
+        wanted -= len(fresh)
+    if not itemids:
+        return Ranked.empty()
+    return Ranked(np.concatenate(itemids).astype(np.int64), np.concatenate(scores).astype(np.float64))
 
 
-def popularity_recall(user: UserRecallData | None, index: ItemIndex, n: int) -> Ranked:
-    seen = user.seen if user is not None else np.empty(0, dtype=np.int64)
-    blocked = _exclusion(index, seen)
+def popularity_recall(user: UserRecallData | None, index: ItemIndex, n: int,
+                      blocked: np.ndarray | None = None) -> Ranked:
+    if blocked is None:
+        blocked = exclusion_mask(index, user.seen if user is not None else np.empty(0, dtype=np.int64))
     kept = index.popular[~blocked[index.popular]][:n]
     return Ranked(kept.astype(np.int64), index.popularity[kept].astype(np.float64))
 
 
 def recall_sources(user: UserRecallData, index: ItemIndex, config: RecallConfig, recall_size: int) -> dict[str, Ranked]:
     """Each source's candidates, up to recall_size each, seen items excluded."""
+    blocked = exclusion_mask(index, user.seen)
     return {
         NEIGHBOURS: neighbour_recall(user, index, recall_size, config.recent_items),
-        VECTOR: vector_recall(user, index, recall_size),
-        TERM: term_recall(user, index, recall_size, config.term_genres),
-        POPULARITY: popularity_recall(user, index, recall_size),
+        VECTOR: vector_recall(user, index, recall_size, blocked),
+        TERM: term_recall(user, index, recall_size, config.term_genres, blocked),
+        POPULARITY: popularity_recall(user, index, recall_size, blocked),
     }
 
 
 def merge(sources: Mapping[str, Ranked], recall_size: int, quotas: Mapping[str, int]) -> Candidates:
     """The documented merge rule (module docstring): quota round-robin, then fill without quotas."""
-    # Plain Python lists: this loop visits a few hundred ids per request, and numpy scalars cost ~10x more.
-    lists = {name: sources[name].itemids.tolist() for name in SOURCE_ORDER if name in sources}
-    taken: dict[int, int] = {}  # itemid -> source bits, in insertion (merge) order
-    cursor = dict.fromkeys(lists, 0)
+    names = [name for name in SOURCE_ORDER if name in sources]
+    # Plain Python lists and locals: this loop visits a few hundred ids per request, and numpy scalars and
+    # attribute look-ups cost several times more.
+    lists = [sources[name].itemids.tolist() for name in names]
+    lengths = [len(items) for items in lists]
+    cursor = [0] * len(names)
+    taken: dict[int, None] = {}  # an ordered set: the merge order
 
-    def visit(use_quota: bool) -> None:
-        used = dict.fromkeys(lists, 0)
-        while len(taken) < recall_size:
-            moved = False
-            for name, items in lists.items():
-                if use_quota and used[name] >= quotas.get(name, 0):
-                    continue
-                position, bit = cursor[name], SOURCE_BIT[name]
-                while position < len(items) and len(taken) < recall_size:
-                    item = items[position]
+    def visit(limits: list[int]) -> None:
+        used = [0] * len(names)
+        active = [source for source in range(len(names)) if limits[source] > 0]
+        while active and len(taken) < recall_size:
+            still_active = []  # sources with quota and items left, in round-robin order
+            for source in active:
+                items, position, length = lists[source], cursor[source], lengths[source]
+                while position < length and items[position] in taken:
                     position += 1
-                    if item in taken:
-                        taken[item] |= bit
-                        continue
-                    taken[item] = bit
-                    used[name] += 1
-                    moved = True
-                    break
-                cursor[name] = position
-            if not moved:
-                return
+                if position == length:
+                    cursor[source] = position
+                    continue
+                taken[items[position]] = None
+                cursor[source] = position + 1
+                used[source] += 1
+                if len(taken) >= recall_size:
+                    return
+                if used[source] < limits[source]:
+                    still_active.append(source)
+            active = still_active
 
-    visit(use_quota=True)
-    visit(use_quota=False)
-    # An item taken from one source may sit further down another source's list: flag it there too.
-    for name, items in lists.items():
-        bit = SOURCE_BIT[name]
-        for item in items[cursor[name]:]:
-            if item in taken:
-                taken[item] |= bit
-    itemids = np.fromiter(taken.keys(), dtype=np.int64, count=len(taken))
-    bits = np.fromiter(taken.values(), dtype=np.int64, count=len(taken))
-    return Candidates(itemids, bits)
+    visit([quotas.get(name, 0) for name in names])
+    visit(lengths)  # no quotas: every source may give all it has left
+    itemids = np.fromiter(taken, dtype=np.int64, count=len(taken))
+    # Every source that lists a taken item flags it, wherever in its list (before or after its cursor).
+    size = max([int(itemids.max()) + 1 if len(itemids) else 0]
+               + [int(sources[name].itemids.max()) + 1 for name in names if len(sources[name])])
+    flags = np.zeros(size, dtype=np.int64)
+    for name in names:
+        flags[sources[name].itemids] |= SOURCE_BIT[name]
+    return Candidates(itemids, flags[itemids])
 
 
 def recall(user: UserRecallData | None, index: ItemIndex, config: RecallConfig,
@@ -265,17 +302,17 @@ def fused_order(candidates: Candidates, sources: Mapping[str, Ranked], model_sco
     Ties (equal fused scores) go to the smaller itemid, so the order is total and reproducible.
     """
     fused = np.zeros(len(candidates), dtype=np.float64)
-    by_model = np.lexsort((candidates.itemids, -np.asarray(model_scores, dtype=np.float64)))
+    by_model = np.lexsort((candidates.itemids, -np.asarray(model_scores, dtype=np.float64).reshape(-1)))
     fused[by_model] += 1.0 / (k + np.arange(1, len(candidates) + 1))
     for name in FUSED_SOURCES:
         ranked = sources.get(name)
         if ranked is None or len(ranked) == 0:
             continue
-        # Each candidate's 1-based rank in this source's list (0 where absent), by sorted lookup.
-        order = np.argsort(ranked.itemids, kind="stable")
-        found = np.searchsorted(ranked.itemids, candidates.itemids, sorter=order)
-        found = np.minimum(found, len(ranked) - 1)
-        present = ranked.itemids[order[found]] == candidates.itemids
-        rank = order[found] + 1
+        # Each candidate's 1-based rank in this source's list (0 where absent), by a dense look-up table.
+        size = max(int(ranked.itemids.max()), int(candidates.itemids.max()) if len(candidates) else 0) + 1
+        rank_of = np.zeros(size, dtype=np.int64)
+        rank_of[ranked.itemids[::-1]] = np.arange(len(ranked), 0, -1)  # reversed: a repeated id keeps its first rank
+        rank = rank_of[candidates.itemids]
+        present = rank > 0
         fused[present] += 1.0 / (k + rank[present])
     return np.lexsort((candidates.itemids, -fused)), fused

@@ -20,6 +20,7 @@ from models.retrieval import (
     neighbour_recall,
     popularity_recall,
     recall,
+    term_bands,
     term_recall,
     top_n,
     vector_recall,
@@ -124,3 +125,56 @@ def test_fused_order_is_reciprocal_rank_fusion():
     # model ranks 7, 8, 9 -> 1/2, 1/3, 1/4; neighbours 9, 7 -> 1/2, 1/3; vector: 9 is second -> 1/3
     assert fused.tolist() == pytest.approx([1 / 2 + 1 / 3, 1 / 3, 1 / 4 + 1 / 2 + 1 / 3])
     assert candidates.itemids[order].tolist() == [9, 7, 8]
+
+
+def random_index(rng: np.random.Generator, item_count: int = 60) -> ItemIndex:
+    """A catalogue with many popularity ties and overlapping genres, built like ``load_item_index``."""
+    popularity = rng.integers(0, 6, item_count).astype(float)
+    popularity[0] = 0
+    known = rng.random(item_count) < 0.9
+    known[0] = False
+    genre_items = {}
+    for genre in range(1, 6):
+        items = np.flatnonzero(known & (rng.random(item_count) < 0.4))
+        genre_items[genre] = items[np.lexsort((items, -popularity[items]))]
+    neighbour_ids = rng.integers(-1, item_count, (item_count, 8))
+    neighbour_scores = rng.random((item_count, 8)).round(2)  # rounded: equal sums, so ties, occur
+    popular = np.flatnonzero(known)
+    popular = popular[np.lexsort((popular, -popularity[popular]))]
+    return ItemIndex(item_count, popular, popularity, genre_items, neighbour_ids, neighbour_scores,
+                     rng.normal(size=(item_count, 4)).astype(np.float32), known)
+
+
+def test_sources_equal_their_definitions_on_random_catalogues():
+    """The fast paths (genre lists walked in turn, dense neighbour sums) against the definitions written
+    out over the whole catalogue: the same items, order and scores."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        index = random_index(rng)
+        seen = rng.choice(np.arange(1, index.item_count), rng.integers(0, 30), replace=False)
+        recent = rng.choice(np.arange(1, index.item_count), 6, replace=False)
+        terms = [(int(g), 0, 0) for g in rng.permutation(np.arange(1, 7))[:4]]  # genre 6 has no items
+        u = UserRecallData(1, seen, recent, terms, None)
+        n = int(rng.integers(1, 40))
+        blocked = ~index.known_items
+        blocked[0] = True
+        blocked[seen] = True
+
+        dense = np.full(index.item_count, -np.inf)
+        for genre, band in term_bands(terms, 3, float(index.popularity.max())):
+            for item in index.genre_items.get(genre, []):
+                dense[item] = max(dense[item], band + index.popularity[item])
+        dense[blocked] = -np.inf
+        best = top_n(dense, n)
+        term = term_recall(u, index, n, genres=3)
+        assert term.itemids.tolist() == best.tolist() and term.scores.tolist() == dense[best].tolist()
+
+        sums: dict[int, float] = {}
+        for item, similarity in zip(index.neighbour_ids[recent].ravel(), index.neighbour_scores[recent].ravel(),
+                                    strict=True):
+            if item > 0 and item not in set(seen.tolist()):
+                sums[int(item)] = sums.get(int(item), 0.0) + float(similarity)
+        expected = sorted(sums, key=lambda item: (-sums[item], item))[:n]
+        neighbours = neighbour_recall(u, index, n, recent_items=6)
+        assert neighbours.itemids.tolist() == expected
+        assert neighbours.scores.tolist() == [sums[item] for item in expected]
