@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchfm.layer import FactorizationMachine, FeaturesLinear, MultiLayerPerceptron
 
-from models.layers import ColumnSelect, GroupEmbedding
+from models.layers import ColumnSelect, GroupEmbedding, contiguous_span, select_columns
 from spark_jobs.feature_spec import SPEC, FeatureGroup, FeatureSpec
 
 
@@ -58,6 +58,7 @@ class GroupedFactorizationMachine(nn.Module):
             self.embeddings[group] = GroupEmbedding([cardinalities[sparse[p].name] for p in positions],
                                                     config.embed_dims[group])
             self.register_buffer(f"positions_{group}", torch.tensor(positions, dtype=torch.long), persistent=False)
+        self.group_spans = {group: contiguous_span(positions) for group, positions in groups.items()}
         dense = spec.dense
         self.dense_input = ColumnSelect([spec.index_of(f.name) for f in dense]) if dense else None
 
@@ -76,7 +77,7 @@ class GroupedFactorizationMachine(nn.Module):
         flattened = []
         dense = self.dense_input(x) if self.dense_input is not None else None
         for group, embedding in self.embeddings.items():
-            group_ids = torch.index_select(ids, 1, getattr(self, f"positions_{group}"))
+            group_ids = select_columns(ids, getattr(self, f"positions_{group}"), self.group_spans[group])
             vectors = embedding(group_ids)
             logit = logit + self.fm(vectors)
             flattened.append(vectors.flatten(1))
