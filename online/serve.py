@@ -1,7 +1,7 @@
 """Start the recommendation service under gunicorn (the production WSGI server).
 
     python -m online.serve [--profile embedded|services] [--output DIR] [--host 127.0.0.1] [--port 8000]
-                           [--workers 2]
+                           [--workers 2] [--access-log]
 
 Embedded (the default): reads the batch run and models that ``current`` points to, and the Feast SQLite
 online store (``python -m feature_repo.publish`` first). Services: reads Redis, Elasticsearch, Feast's
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     command = [gunicorn, "--config", "python:online.gunicorn_conf", "--bind",
                f"{settings.serve_host}:{settings.serve_port}", "--workers", str(settings.serve_workers),
-               "--access-logfile", "-", "online.wsgi:app"]
+               *(["--access-logfile", "-"] if settings.serve_access_log else []), "online.wsgi:app"]
     os.execve(gunicorn, command, env)
 
 
