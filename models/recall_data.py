@@ -8,6 +8,7 @@ the same arrays. Nothing here trains or writes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -103,24 +104,48 @@ class FeatureAssembler:
         user_columns = tuple(f.name for f in spec.online_user_features)
         return cls(user_columns, matrix, item_columns, spec)
 
-    def rows(self, userid: int, user_values: np.ndarray, itemids: np.ndarray) -> np.ndarray:
-        """(len(itemids), len(spec)) float32: the user's values repeated, each item's own values."""
-        out = np.empty((len(itemids), len(self.spec.names)), dtype=np.float32)
-        known = itemids < len(self.item_matrix)
-        item_values = np.zeros((len(itemids), len(self.item_columns)), dtype=np.float32)
-        item_values[known] = self.item_matrix[itemids[known]]
+    @cached_property
+    def _layout(self) -> _RowLayout:
         user_position = {name: i for i, name in enumerate(self.user_columns)}
         item_position = {name: i for i, name in enumerate(self.item_columns)}
+        user_out, user_in, item_out, item_in = [], [], [], []
         for column, feature in enumerate(self.spec.features):
-            if feature.name == "userid":
-                out[:, column] = userid
-            elif feature.name == "itemid":
-                out[:, column] = itemids
-            elif feature.entity is Entity.USER:
-                out[:, column] = user_values[user_position[feature.name]]
+            if feature.name in ("userid", "itemid"):
+                continue
+            if feature.entity is Entity.USER:
+                user_out.append(column)
+                user_in.append(user_position[feature.name])
             else:
-                out[:, column] = item_values[:, item_position[feature.name]]
+                item_out.append(column)
+                item_in.append(item_position[feature.name])
+        as_index = partial(np.asarray, dtype=np.int64)
+        return _RowLayout(self.spec.index_of("userid"), self.spec.index_of("itemid"), as_index(user_out),
+                          as_index(user_in), as_index(item_out), as_index(item_in))
+
+    def rows(self, userid: int, user_values: np.ndarray, itemids: np.ndarray) -> np.ndarray:
+        """(len(itemids), len(spec)) float32: the user's values repeated, each item's own values."""
+        layout = self._layout
+        out = np.empty((len(itemids), len(self.spec.names)), dtype=np.float32)
+        known = (itemids >= 0) & (itemids < len(self.item_matrix))
+        item_values = self.item_matrix[np.where(known, itemids, 0)]
+        item_values[~known] = 0.0
+        out[:, layout.userid] = userid
+        out[:, layout.itemid] = itemids
+        out[:, layout.user_out] = np.asarray(user_values, dtype=np.float32)[layout.user_in]
+        out[:, layout.item_out] = item_values[:, layout.item_in]
         return out
+
+
+@dataclass(frozen=True)
+class _RowLayout:
+    """Where each model input column comes from: the user's row or the item's (positions, in spec order)."""
+
+    userid: int
+    itemid: int
+    user_out: np.ndarray
+    user_in: np.ndarray
+    item_out: np.ndarray
+    item_in: np.ndarray
 
 
 def load_user_features(exports: Path, spec: FeatureSpec = SPEC) -> dict[int, np.ndarray]:
