@@ -88,7 +88,7 @@ def verify(client: Elasticsearch, index_name: str, expected_count: int, index: I
     expected = vector_recall(user, index, VERIFY_TOP).itemids.tolist()
     response = client.search(index=index_name, body=layout.knn_query(user.vector, user.seen, VERIFY_TOP,
                                                                      expected_count))
-    found = [int(hit["fields"]["itemid"][0]) for hit in response["hits"]["hits"]]
+    found = layout.hits(response)[0].tolist()
     if found != expected:
         raise VerificationError(f"kNN for user {user.userid} on {index_name} returns {found[:5]}..., "
                                 f"the recall model's top items are {expected[:5]}...")

@@ -132,11 +132,7 @@ class ServiceItemIndex:
 
 
 def _hits(response: dict[str, Any]) -> Ranked:
-    hits = response["hits"]["hits"]
-    itemids = np.fromiter((hit["fields"]["itemid"][0] for hit in hits), dtype=np.int64, count=len(hits))
-    # Sorted queries carry the score in "sort" (with track_scores off, "_score" is null).
-    scores = np.fromiter((hit["_score"] if hit.get("_score") is not None else hit["sort"][0] for hit in hits),
-                         dtype=np.float64, count=len(hits))
+    itemids, scores = es_layout.hits(response)
     return Ranked(itemids, scores)
 
 
