@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import redis
 import requests
@@ -28,6 +29,7 @@ import tritonclient.grpc as triton
 from elastic_transport import TransportError
 from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_errors
+from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
 from tritonclient.utils import InferenceServerException
 
 from feature_repo.names import ITEM_FEATURE_REFS, USER_FEATURE_REFS
@@ -53,6 +55,29 @@ from spark_jobs.feature_spec import SPEC, check_spec_version
 from spark_jobs.settings import Settings
 
 TIMEOUT_SECONDS = 2.0
+
+
+class _OrjsonNdjsonSerializer(NdjsonSerializer):
+    def json_dumps(self, data: Any) -> bytes:
+        return orjson.dumps(data, default=self.default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def json_loads(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+class _OrjsonCompatibilitySerializer(OrjsonSerializer):
+    mimetype = "application/vnd.elasticsearch+json"
+
+
+class _OrjsonCompatibilityNdjsonSerializer(_OrjsonNdjsonSerializer):
+    mimetype = "application/vnd.elasticsearch+x-ndjson"
+
+
+# orjson for every body the client writes or reads (the 8.x client answers in its compatibility types):
+# ~1 ms less per _msearch of the two recall searches (200+ seen ids sent twice, 400 hits read back).
+ORJSON_SERIALIZERS = {serializer.mimetype: serializer for serializer in (
+    OrjsonSerializer(), _OrjsonNdjsonSerializer(), _OrjsonCompatibilitySerializer(),
+    _OrjsonCompatibilityNdjsonSerializer())}
 
 
 class RedisUserRecallStore:
@@ -259,7 +284,8 @@ def load_services_bundle(settings: Settings) -> ServingBundle:
         raise NotReadyError(f"no recall data under the prefix {settings.redis_prefix!r} in redis "
                             f"{settings.redis_address}: run python -m loaders.redis_loader")
     check_spec_version(meta["feature_spec"], f"the recall data in redis (version {version})")
-    search = Elasticsearch(settings.elasticsearch_url, request_timeout=TIMEOUT_SECONDS, max_retries=0)
+    search = Elasticsearch(settings.elasticsearch_url, request_timeout=TIMEOUT_SECONDS, max_retries=0,
+                           serializers=ORJSON_SERIALIZERS)
     alias = settings.elasticsearch_alias
     try:
         if not search.indices.exists_alias(name=alias):
