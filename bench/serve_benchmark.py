@@ -1,9 +1,9 @@
 """Latency and throughput of the recommendation service under gunicorn, measured with hey and wrk.
 
     python bench/serve_benchmark.py [--output output] [--duration 20] [--profile embedded|services]
-                                    [--rate 200] [--warmup 200]
+                                    [--rate 200] [--warmup 200] [--workers 2]
 
-Starts ``python -m online.serve`` (2 workers) on a free 127.0.0.1 port over the batch output, models
+Starts ``python -m online.serve`` (``--workers``, 2 by default) on a free 127.0.0.1 port over the batch output, models
 and Feast store already there (services profile: over the servers and loaded versions that the
 ``RECSYS_*`` settings name, e.g. started by ``python -m online.local_services up``), warms it up, then:
 
@@ -97,16 +97,18 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="offered requests/s (200; services 50)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="requests before measuring (200; services 1500: Elasticsearch's JIT warms slowly)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     args = parser.parse_args()
+    workers = args.workers
     rate = args.rate or (50.0 if args.profile == "services" else 200.0)
     warmup = args.warmup or (1500 if args.profile == "services" else 200)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.NamedTemporaryFile("w", prefix="serve-bench-", suffix=".log", delete=False)
     server = subprocess.Popen([sys.executable, "-m", "online.serve", "--output", str(args.output), "--port", str(port),
-                               "--workers", "2", "--profile", args.profile], cwd=ROOT, stdout=log,
+                               "--workers", str(workers), "--profile", args.profile], cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT)
-    results: dict = {"date": time.strftime("%Y-%m-%d"), "profile": args.profile, "workers": 2,
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "profile": args.profile, "workers": workers,
                      "cpus": os.cpu_count(), "offered_per_s": rate}
     try:
         deadline = time.monotonic() + 120
