@@ -147,18 +147,12 @@ class ServiceItemIndex:
         if failed:
             raise StoreUnavailableError("elasticsearch", str(failed[0])[:300])
         answers = iter(responses)
-        term = _hits(next(answers)) if bands else Ranked.empty()
+        term = Ranked(*es_layout.hits(next(answers))) if bands else Ranked.empty()
         vector = Ranked.empty()
-        if user.vector is not None:
-            found = _hits(next(answers))
-            order = np.lexsort((found.itemids, -found.scores))  # the model's order; ties by itemid
-            vector = Ranked(found.itemids[order], es_layout.inner_product(found.scores[order]))
+        if user.vector is not None:  # already in the model's order (score, then itemid): the search sorts so
+            itemids, scores = es_layout.hits(next(answers))
+            vector = Ranked(itemids, es_layout.inner_product(scores))
         return term, vector
-
-
-def _hits(response: dict[str, Any]) -> Ranked:
-    itemids, scores = es_layout.hits(response)
-    return Ranked(itemids, scores)
 
 
 class FeastServerFeatureClient:
