@@ -17,7 +17,7 @@ candidates for the same data.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -96,9 +96,10 @@ class ServiceItemIndex:
     """Neighbours and popularity from Redis, term and vector candidates from Elasticsearch."""
 
     def __init__(self, client: redis.Redis, prefix: str, version: int, search: Elasticsearch, index: str,
-                 item_count: int) -> None:
+                 item_count: int, background: Executor) -> None:
         self.client, self.prefix, self.version = client, prefix, version
         self.search, self.index, self.item_count = search, index, item_count
+        self.background = background
         try:  # the popularity list is the same for every user and immutable within a version: read once
             self.popularity = redis_layout.decode_ranked(self.client.get(redis_layout.popular_key(prefix, version)))
         except redis.RedisError as error:
@@ -106,8 +107,10 @@ class ServiceItemIndex:
         self.max_popularity = float(self.popularity.scores.max()) if len(self.popularity) else 0.0
 
     def sources(self, user: UserRecallData, config: RecallConfig, recall_size: int) -> dict[str, Ranked]:
+        # Redis answers the neighbour lists while Elasticsearch searches (each waits on its own server).
+        pending_neighbours = self.background.submit(self._neighbours, user, config, recall_size)
         term, vector = self._search(user, config, recall_size)
-        return {NEIGHBOURS: self._neighbours(user, config, recall_size), VECTOR: vector, TERM: term,
+        return {NEIGHBOURS: pending_neighbours.result(), VECTOR: vector, TERM: term,
                 POPULARITY: self.popular(user, recall_size)}
 
     def popular(self, user: UserRecallData | None, n: int) -> Ranked:
@@ -292,7 +295,9 @@ def load_services_bundle(settings: Settings) -> ServingBundle:
         if es_meta.get(key) != meta[key]:
             raise NotReadyError(f"redis version {version} holds {key} {meta[key]}, elasticsearch {index} holds "
                                 f"{es_meta.get(key)}: run both loaders on the same batch and models")
-    items = ServiceItemIndex(client, settings.redis_prefix, version, search, index, int(meta["items"]))
+    # Requests overlap their waits on the servers: the user's features and the neighbour lists meanwhile.
+    background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stores")
+    items = ServiceItemIndex(client, settings.redis_prefix, version, search, index, int(meta["items"]), background)
     session = requests.Session()
     server = FeastServerFeatureClient(settings.feast_server_url, session)
     item_frame = server.item_features(sorted(int(i) for i in items.popularity.itemids))
@@ -318,6 +323,6 @@ def load_services_bundle(settings: Settings) -> ServingBundle:
                   "ranking_model": ranker.version, "exports": meta["exports"], "redis": f"v{version}",
                   "elasticsearch": index, "triton": f"{ranker.model}/{ranker.model_version}"},
         dependencies=dependencies,
-        background=ThreadPoolExecutor(max_workers=4, thread_name_prefix="features"),
+        background=background,
         feature_timeout=2 * TIMEOUT_SECONDS,  # the client's own retries could otherwise wait much longer
     )
