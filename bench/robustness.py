@@ -28,8 +28,8 @@ import pandas as pd
 import psutil
 import requests
 
+from contracts.settings import ServingSettings
 from online import local_services
-from spark_jobs.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "robustness.jsonl"
@@ -79,7 +79,7 @@ class Load:
             worker.join()
 
 
-def start_service(settings: Settings, profile: str, port: int) -> subprocess.Popen:
+def start_service(settings: ServingSettings, profile: str, port: int) -> subprocess.Popen:
     server = subprocess.Popen([sys.executable, "-m", "online.serve", "--profile", profile, "--port", str(port),
                                "--output", str(settings.output_dir)], cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -95,12 +95,12 @@ def start_service(settings: Settings, profile: str, port: int) -> subprocess.Pop
     raise SystemExit("the service did not get ready")
 
 
-def users_of(settings: Settings) -> list[int]:
+def users_of(settings: ServingSettings) -> list[int]:
     frame = pd.read_parquet(settings.current_export_dir / "user_filter", columns=["userid"])
     return frame["userid"].astype(int).tolist()
 
 
-def faults(settings: Settings, port: int, duration: float) -> dict:
+def faults(settings: ServingSettings, port: int, duration: float) -> dict:
     url = f"http://127.0.0.1:{port}"
     server = start_service(settings, "services", port)
     results: dict = {}
@@ -135,7 +135,7 @@ def faults(settings: Settings, port: int, duration: float) -> dict:
     return results
 
 
-def reload(settings: Settings, port: int) -> dict:
+def reload(settings: ServingSettings, port: int) -> dict:
     """Requests run while the ranking model is retrained (a new version) and gunicorn reloads gracefully
     (SIGHUP: new workers load the new versions, the old ones finish their requests)."""
     url = f"http://127.0.0.1:{port}"
@@ -159,7 +159,7 @@ def reload(settings: Settings, port: int) -> dict:
         server.wait(timeout=30)
 
 
-def soak(settings: Settings, port: int, duration: int, rate: float) -> dict:
+def soak(settings: ServingSettings, port: int, duration: int, rate: float) -> dict:
     url = f"http://127.0.0.1:{port}"
     server = start_service(settings, "embedded", port)
     samples = []
@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--port", type=int, default=8097)
     args = parser.parse_args()
-    settings = Settings()
+    settings = ServingSettings()
     if args.what == "faults":
         result = faults(settings, args.port, args.duration or 8.0)
     elif args.what == "reload":

@@ -27,19 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.samples import NEGATIVES, TEST, TRAIN, FeatureMetadata, load_negatives, load_samples
-from models.train import (
-    ON_TEST,
-    ON_VALIDATION,
-    RANKING_TRAINING,
-    RECALL_TRAINING,
-    VARIANTS,
-    DataSplits,
-    Selection,
-    TrainingReport,
-    train_ranking,
-    train_recall,
-)
+from contracts.tables import Export
+from models.data_splits import ON_TEST, ON_VALIDATION, DataSplits, Selection
+from models.fitting import RANKING_TRAINING, RECALL_TRAINING, VARIANTS, TrainingReport, train_ranking, train_recall
+from models.samples import FeatureMetadata, load_negatives, load_samples
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.jsonl"
 
@@ -52,8 +43,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     metadata = FeatureMetadata.read(args.exports)
-    train_set, test_set = load_samples(args.exports / TRAIN), load_samples(args.exports / TEST)
-    negatives = load_negatives(args.exports / NEGATIVES) if "ranking+negatives" in args.models else None
+    train_set = load_samples(args.exports / Export.SAMPLES_TRAIN)
+    test_set = load_samples(args.exports / Export.SAMPLES_TEST)
+    with_negatives = "ranking+negatives" in args.models
+    negatives = load_negatives(args.exports / Export.SAMPLES_TRAIN_NEGATIVES) if with_negatives else None
 
     def run(model: str, select_on: str, seed: int) -> TrainingReport:
         plan = Selection(select_on=select_on)

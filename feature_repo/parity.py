@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,9 +25,11 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
-from feature_repo.publish import FeastTarget, open_store
-from spark_jobs.feature_spec import SPEC, Feature
-from spark_jobs.settings import add_settings_arguments, settings_from_args
+from contracts.feature_spec import SPEC, Feature
+from contracts.settings import FeastSettings
+from contracts.tables import Export
+from feature_repo.names import HISTORY_SERVICE, ITEM_SERVICE, USER_SERVICE
+from feature_repo.publish import open_published_store
 
 log = logging.getLogger(__name__)
 
@@ -47,35 +48,35 @@ def _differences(served: pd.DataFrame, batch: pd.DataFrame, features: Sequence[F
 
 
 def online_parity(store: FeatureStore, exports: Path, sample_users: int, seed: int = 0) -> dict:
-    users = pd.read_parquet(exports / "user_features").set_index("userid")
-    items = pd.read_parquet(exports / "item_features").set_index("itemid")
+    users = pd.read_parquet(exports / Export.USER_FEATURES).set_index("userid")
+    items = pd.read_parquet(exports / Export.ITEM_FEATURES).set_index("itemid")
     chosen = users.sample(n=min(sample_users, len(users)), random_state=seed)
     return {
         "users_checked": len(chosen),
-        "user_cells_different": _differences(online_frame(store, "ml_user", "userid", chosen.index), chosen,
+        "user_cells_different": _differences(online_frame(store, USER_SERVICE, "userid", chosen.index), chosen,
                                              SPEC.online_user_features),
         "items_checked": len(items),
-        "item_cells_different": _differences(online_frame(store, "ml_item", "itemid", items.index), items,
+        "item_cells_different": _differences(online_frame(store, ITEM_SERVICE, "itemid", items.index), items,
                                              SPEC.online_item_features),
     }
 
 
 def empty_past(exports: Path) -> dict[str, float]:
     """The standardised value of a zero counter, per dense feature: (0 - mean) / std."""
-    metadata = json.loads((exports / "feature_metadata.json").read_text())
+    metadata = json.loads((exports / Export.METADATA_FILE).read_text())
     return {f["name"]: np.float32((0.0 - f["mean"]) / f["std"]) for f in metadata["features"] if "mean" in f}
 
 
 def historical_parity(store: FeatureStore, exports: Path) -> dict:
     dense = [f.name for f in SPEC.dense]
     samples = pd.concat([pd.read_parquet(exports / name, columns=["userid", "timestamp", *dense])
-                         for name in ("samples_train", "samples_test")], ignore_index=True)
+                         for name in (Export.SAMPLES_TRAIN, Export.SAMPLES_TEST)], ignore_index=True)
     # Microseconds: the Spark offline store rejects nanosecond timestamps.
     samples["event_timestamp"] = pd.to_datetime(samples["timestamp"] - 1, unit="s", utc=True).astype(
         "datetime64[us, UTC]")
     entity_rows = samples[["userid", "event_timestamp"]].drop_duplicates().reset_index(drop=True)
     joined = store.get_historical_features(entity_df=entity_rows,
-                                           features=store.get_feature_service("ml_user_history")).to_df()
+                                           features=store.get_feature_service(HISTORY_SERVICE)).to_df()
     returned = int(joined[dense[0]].notna().sum())  # the file store drops rows, Spark's returns nulls
     joined["event_timestamp"] = pd.to_datetime(joined["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
     joined = entity_rows.merge(joined[["userid", "event_timestamp", *dense]], on=["userid", "event_timestamp"],
@@ -91,14 +92,12 @@ def historical_parity(store: FeatureStore, exports: Path) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_settings_arguments(parser)
-    parser.add_argument("--online-store", choices=("sqlite", "redis"),
-                        default=os.environ.get("RECSYS_ONLINE_STORE", "sqlite"))
+    FeastSettings.add_arguments(parser)
     parser.add_argument("--sample-users", type=int, default=200)
     args = parser.parse_args(argv)
-    settings = settings_from_args(args)
+    settings = FeastSettings.from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = open_store(FeastTarget(args.online_store, settings.output_dir, settings.redis_address))
+    store = open_published_store(settings)
     exports = settings.current_export_dir
     report = {"online": online_parity(store, exports, args.sample_users),
               "historical": historical_parity(store, exports)}

@@ -14,23 +14,21 @@ repeated to complete it.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
 import os
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import yaml
 from feast import FeatureStore
-from feast.repo_config import load_repo_config
+from feast.repo_config import RepoConfig
 
-from spark_jobs.settings import Settings, add_settings_arguments, settings_from_args
+from contracts.settings import FeastRepoSettings, FeastSettings, OnlineStore
+from contracts.tables import Export
+from feature_repo.definitions import feast_objects
+from feature_repo.names import ITEM_SERVICE, USER_SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -38,98 +36,81 @@ REPO = Path(__file__).resolve().parent
 SQLITE_YAML = REPO / "feature_store.yaml"
 REDIS_YAML = REPO / "feature_store.redis.yaml"
 SPARK_YAML = REPO / "feature_store.spark.yaml"
+# What feature_store.redis.yaml names the Redis connection by; the project fills it in from its settings.
+REDIS_PLACEHOLDER = "${REDIS_CONNECTION}"
 
 
-@dataclass(frozen=True)
-class FeastTarget:
-    """Which feature_store.yaml, and the environment its ``${VAR}``s and the definitions read."""
-
-    online_store: str  # "sqlite" | "redis"
-    output_dir: Path
-    redis: str = "127.0.0.1:6379"
-    offline_store: str = "file"  # "file" (Parquet exports) | "spark" (Delta tables, SQLite online)
-
-    @property
-    def yaml(self) -> Path:
-        """The configuration: RECSYS_FEAST_YAML names another one (a private registry and online store)."""
-        if "RECSYS_FEAST_YAML" in os.environ:
-            return Path(os.environ["RECSYS_FEAST_YAML"])
-        if self.offline_store == "spark":
-            return SPARK_YAML
-        return REDIS_YAML if self.online_store == "redis" else SQLITE_YAML
-
-    def environment(self) -> dict[str, str]:
-        return {"RECSYS_OUTPUT_DIR": str(self.output_dir.resolve()), "REDIS_CONNECTION": self.redis,
-                "RECSYS_FEAST_OFFLINE": self.offline_store, "FEAST_FS_YAML_FILE_PATH": str(self.yaml)}
+def config_file(repo: FeastRepoSettings, online_store: OnlineStore) -> Path:
+    """The feature_store.yaml for the online and offline store chosen, unless the settings name another."""
+    if repo.feast_yaml is not None:
+        return repo.feast_yaml
+    if repo.feast_offline == "spark":
+        return SPARK_YAML
+    return REDIS_YAML if online_store == "redis" else SQLITE_YAML
 
 
-@contextmanager
-def environment(target: FeastTarget) -> Iterator[None]:
-    """The variables Feast's yaml and the definitions read, set only while they are read."""
-    saved = {name: os.environ.get(name) for name in target.environment()}
-    os.environ.update(target.environment())
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def repo_config(repo: FeastRepoSettings, online_store: OnlineStore, redis_connection: str = "",
+                sqlite_path: Path | None = None) -> RepoConfig:
+    """Feast's configuration from the yaml and explicit values: the Redis connection (``host:port[,opts]``)
+    in place of the placeholder, and optionally another SQLite file for the online store."""
+    text = config_file(repo, online_store).read_text().replace(REDIS_PLACEHOLDER, redis_connection)
+    raw = yaml.safe_load(os.path.expandvars(text))  # other ${VAR}s, as Feast's own loader reads them
+    if sqlite_path is not None:
+        raw["online_store"]["path"] = str(sqlite_path)
+    config = RepoConfig(**raw)
+    config.repo_path = REPO  # relative registry and SQLite paths resolve against this folder, as for the CLI
+    return config
 
 
-def open_store(target: FeastTarget, yaml: Path | None = None) -> FeatureStore:
-    with environment(target):
-        return FeatureStore(repo_path=str(REPO), fs_yaml_file=yaml or target.yaml)
+def open_store(repo: FeastRepoSettings, online_store: OnlineStore, redis_connection: str = "") -> FeatureStore:
+    return FeatureStore(repo_path=str(REPO), config=repo_config(repo, online_store, redis_connection))
 
 
-def definitions(target: FeastTarget) -> list:
-    """The Feast objects, imported while the environment names the target's output directory."""
-    with environment(target):
-        name = "feature_repo.definitions"
-        module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
-    return [module.user, module.item, module.user_fv, module.item_fv, module.user_history_fv,
-            module.ml_user, module.ml_item, module.ml_user_history]
+def open_published_store(settings: FeastSettings) -> FeatureStore:
+    """The store ``publish(settings)`` materialises into."""
+    return open_store(settings, settings.online_store, settings.redis_address)
+
+
+def definitions(repo: FeastRepoSettings) -> list:
+    """The Feast objects over the batch output under the settings' output folder."""
+    return feast_objects(repo.output_dir.resolve(), repo.feast_offline).all()
+
+
+def cli_environment(repo: FeastRepoSettings, online_store: OnlineStore, redis_connection: str = "") -> dict[str, str]:
+    """The environment a ``feast`` CLI child process (``feast serve``, ``feast apply``) reads the same
+    configuration from: the yaml, its Redis placeholder and the definitions' output folder."""
+    return {"RECSYS_OUTPUT_DIR": str(repo.output_dir.resolve()), "REDIS_CONNECTION": redis_connection,
+            "RECSYS_FEAST_OFFLINE": repo.feast_offline,
+            "FEAST_FS_YAML_FILE_PATH": str(config_file(repo, online_store))}
 
 
 def materialize_range(exports: Path) -> tuple[datetime, datetime]:
     stamps = [pd.read_parquet(exports / table, columns=["event_timestamp"])["event_timestamp"]
-              for table in ("user_features", "item_features")]
+              for table in (Export.USER_FEATURES, Export.ITEM_FEATURES)]
     first = min(s.min() for s in stamps).to_pydatetime()
     last = max(s.max() for s in stamps).to_pydatetime()
     as_utc = [t if t.tzinfo else t.replace(tzinfo=UTC) for t in (first, last)]
     return as_utc[0] - timedelta(seconds=1), as_utc[1] + timedelta(seconds=1)
 
 
-def _staged_sqlite_yaml(source: Path, staged_db: Path) -> Path:
-    """The SQLite configuration with the online store moved to ``staged_db`` (registry unchanged)."""
-    config = yaml.safe_load(source.read_text())
-    config["online_store"]["path"] = str(staged_db)
-    if not Path(config["registry"]).is_absolute():
-        config["registry"] = str(REPO / config["registry"])
-    path = staged_db.with_suffix(".yaml")
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def publish(target: FeastTarget) -> dict:
-    exports = target.output_dir / "exports" / "current"
+def publish(settings: FeastSettings) -> dict:
+    exports = settings.current_export_dir
     if not exports.exists():
         raise FileNotFoundError(f"{exports} does not exist: run the batch first (python -m spark_jobs.run_batch)")
     start, end = materialize_range(exports)
     (REPO / "data").mkdir(exist_ok=True)
-    store = open_store(target)
-    objects = definitions(target)
+    online_store, connection = settings.online_store, settings.redis_address
+    store = open_store(settings, online_store, connection)
+    objects = definitions(settings)
     store.apply(objects)
     log.info("feast apply: %s", ", ".join(o.name for o in objects))
-    if target.online_store == "sqlite":
-        config = load_repo_config(REPO, target.yaml)
-        serving_db = (REPO / config.online_store.path).resolve()
+    if online_store == "sqlite":
+        serving_db = (REPO / repo_config(settings, online_store).online_store.path).resolve()
         serving_db.parent.mkdir(parents=True, exist_ok=True)
         staged_db = serving_db.with_name(f".{serving_db.stem}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}.db")
-        staged_yaml = _staged_sqlite_yaml(target.yaml, staged_db)
         try:
-            staged = open_store(target, staged_yaml)
+            staged_config = repo_config(settings, online_store, sqlite_path=staged_db)
+            staged = FeatureStore(repo_path=str(REPO), config=staged_config)
             staged.apply(objects)  # the same registry entries; creates the new file's tables
             staged.materialize(start, end)
             loaded = count_online_rows(staged, exports)
@@ -137,21 +118,20 @@ def publish(target: FeastTarget) -> dict:
         except BaseException:
             staged_db.unlink(missing_ok=True)
             raise
-        finally:
-            staged_yaml.unlink(missing_ok=True)
     else:
         store.materialize(start, end)
         loaded = count_online_rows(store, exports)
-    summary = {"online_store": target.online_store, "range": [start.isoformat(), end.isoformat()],
+    summary = {"online_store": online_store, "range": [start.isoformat(), end.isoformat()],
                "exports": str(exports.resolve()), **loaded}
-    log.info("feast materialize %s .. %s into %s: %s", start, end, target.online_store, loaded)
+    log.info("feast materialize %s .. %s into %s: %s", start, end, online_store, loaded)
     return summary
 
 
 def count_online_rows(store: FeatureStore, exports: Path) -> dict[str, int]:
     """How many users and items the online store answers with values (a read-back check)."""
     counts = {}
-    for entity, table, service in (("userid", "user_features", "ml_user"), ("itemid", "item_features", "ml_item")):
+    for entity, table, service in (("userid", Export.USER_FEATURES, USER_SERVICE),
+                                   ("itemid", Export.ITEM_FEATURES, ITEM_SERVICE)):
         keys = pd.read_parquet(exports / table, columns=[entity])[entity].astype(int).tolist()
         response = store.get_online_features(features=store.get_feature_service(service),
                                              entity_rows=[{entity: k} for k in keys]).to_dict()
@@ -164,14 +144,9 @@ def count_online_rows(store: FeatureStore, exports: Path) -> dict[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_settings_arguments(parser)
-    parser.add_argument("--online-store", choices=("sqlite", "redis"),
-                        default=os.environ.get("RECSYS_ONLINE_STORE", "sqlite"))
-    args = parser.parse_args(argv)
-    settings: Settings = settings_from_args(args)
+    settings = FeastSettings.parse(argv, __doc__ or "")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = publish(FeastTarget(args.online_store, settings.output_dir, settings.redis_address))
+    summary = publish(settings)
     for key, value in summary.items():
         print(f"{key}: {value}")
     return summary

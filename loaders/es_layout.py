@@ -5,11 +5,11 @@ positives) and ``vector`` (the recall model's item vector, ``max_inner_product``
 model's own score, flat index: exact at catalogue sizes like MovieLens's). Indices are ``<alias>_v<N>``;
 the service reads the alias.
 
-The two queries reproduce ``models.retrieval``'s term and vector sources exactly (the embedded profile
-computes the same lists from arrays):
+The two queries reproduce the in-memory term and vector searches (``models.recall_sources``) exactly
+(the embedded profile computes the same lists from arrays):
 
 - term: a candidate in any of the user's strongest genres scores ``band(genre) + popularity``, the band
-  of its strongest genre only (``dis_max``), bands from ``models.retrieval.term_bands``; ties by itemid.
+  of its strongest genre only (``dis_max``), bands from ``models.recall_sources.term_bands``; ties by itemid.
 - vector: kNN on the user vector; Elasticsearch's ``max_inner_product`` score is a monotone map of the
   inner product, so the order is the model's (``inner_product`` maps it back).
 Both exclude the user's seen items inside the query, sort by (score desc, itemid asc) and load no stored

@@ -21,19 +21,16 @@ import numpy as np
 from elasticsearch import Elasticsearch, helpers
 from tqdm import tqdm
 
+from contracts.errors import VerificationError
+from contracts.published import Published, open_published
+from contracts.settings import ServicesSettings
 from loaders import es_layout as layout
-from loaders.published import Published, open_published
-from models.recall_data import load_item_index, load_user_recall_data
-from models.retrieval import ItemIndex, UserRecallData, vector_recall
-from spark_jobs.settings import Settings, add_settings_arguments, settings_from_args
+from models.export_readers import load_item_index, load_user_recall_data
+from models.recall_sources import ItemIndex, UserRecallData, vector_recall
 
 log = logging.getLogger(__name__)
 
 VERIFY_TOP = 20
-
-
-class VerificationError(RuntimeError):
-    """The new index does not hold or answer what was indexed."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ class EsLoad:
     seconds: float
 
 
-def connect(settings: Settings) -> Elasticsearch:
+def connect(settings: ServicesSettings) -> Elasticsearch:
     return Elasticsearch(settings.elasticsearch_url, request_timeout=60)
 
 
@@ -94,7 +91,7 @@ def verify(client: Elasticsearch, index_name: str, expected_count: int, index: I
                                 f"the recall model's top items are {expected[:5]}...")
 
 
-def load(settings: Settings, published: Published | None = None) -> EsLoad:
+def load(settings: ServicesSettings, published: Published | None = None) -> EsLoad:
     started = time.perf_counter()
     published = published or open_published(settings)
     index = load_item_index(published.exports, published.recall_model)
@@ -140,8 +137,8 @@ def load(settings: Settings, published: Published | None = None) -> EsLoad:
 
 def main(argv: Sequence[str] | None = None) -> EsLoad:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_settings_arguments(parser)
-    settings = settings_from_args(parser.parse_args(argv))
+    ServicesSettings.add_arguments(parser)
+    settings = ServicesSettings.from_args(parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one line per HTTP call otherwise
     result = load(settings)

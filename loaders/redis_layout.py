@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from models.retrieval import Ranked, UserRecallData
+from models.recall_sources import Ranked, UserRecallData
 
 DEFAULT_PREFIX = "recsys"
 INT = np.dtype("<i8")

@@ -21,20 +21,17 @@ import numpy as np
 import redis
 from tqdm import tqdm
 
+from contracts.errors import VerificationError
+from contracts.published import Published, open_published
+from contracts.settings import ServicesSettings
 from loaders import redis_layout as layout
-from loaders.published import Published, open_published
-from models.recall_data import load_item_index, load_user_recall_data
-from models.retrieval import ItemIndex, UserRecallData
-from spark_jobs.settings import Settings, add_settings_arguments, settings_from_args
+from models.export_readers import load_item_index, load_user_recall_data
+from models.recall_sources import ItemIndex, UserRecallData
 
 log = logging.getLogger(__name__)
 
 PIPELINE_COMMANDS = 2000  # commands per round trip: large enough to amortise, small enough to stream
 VERIFY_USERS = 50
-
-
-class VerificationError(RuntimeError):
-    """What Redis holds after the write differs from what was written."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ class RedisLoad:
     seconds: float
 
 
-def connect(settings: Settings) -> redis.Redis:
+def connect(settings: ServicesSettings) -> redis.Redis:
     return redis.Redis(host=settings.redis_host, port=settings.redis_port, socket_timeout=30)
 
 
@@ -141,7 +138,7 @@ def stored_versions(client: redis.Redis, prefix: str) -> set[int]:
     return found
 
 
-def load(settings: Settings, published: Published | None = None) -> RedisLoad:
+def load(settings: ServicesSettings, published: Published | None = None) -> RedisLoad:
     started = time.perf_counter()
     published = published or open_published(settings)
     users = load_user_recall_data(published.exports, published.recall_model)
@@ -172,8 +169,8 @@ def load(settings: Settings, published: Published | None = None) -> RedisLoad:
 
 def main(argv: Sequence[str] | None = None) -> RedisLoad:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_settings_arguments(parser)
-    settings = settings_from_args(parser.parse_args(argv))
+    ServicesSettings.add_arguments(parser)
+    settings = ServicesSettings.from_args(parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = load(settings)
     print(f"redis: version {result.version} active (previous {result.previous}); {result.users} users, "

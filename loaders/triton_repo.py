@@ -34,9 +34,9 @@ from typing import Literal
 
 import onnx
 
-from loaders.published import open_published
-from spark_jobs.feature_spec import SPEC
-from spark_jobs.settings import Settings, add_settings_arguments, settings_from_args
+from contracts.feature_spec import SPEC
+from contracts.published import open_published
+from contracts.settings import ServicesSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class TritonRepo:
     removed_versions: list[int]
 
 
-def default_repository(settings: Settings, backend: Backend) -> Path:
+def default_repository(settings: ServicesSettings, backend: Backend) -> Path:
     if backend == "python":
         return settings.services_dir / "triton" / "models"
     return settings.output_dir / "triton" / "models"
@@ -110,7 +110,7 @@ def versions_in(model_dir: Path) -> dict[int, str]:
     return found
 
 
-def write(settings: Settings, backend: Backend = "python", repository: Path | None = None) -> TritonRepo:
+def write(settings: ServicesSettings, backend: Backend = "python", repository: Path | None = None) -> TritonRepo:
     published = open_published(settings)
     repository = repository or default_repository(settings, backend)
     model_dir = repository / settings.triton_model
@@ -146,11 +146,11 @@ def write(settings: Settings, backend: Backend = "python", repository: Path | No
 
 def main(argv: Sequence[str] | None = None) -> TritonRepo:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_settings_arguments(parser)
+    ServicesSettings.add_arguments(parser)
     parser.add_argument("--backend", choices=("python", "onnxruntime"), default="python")
     parser.add_argument("--repository", type=Path, default=None, help="model repository folder")
     args = parser.parse_args(argv)
-    settings = settings_from_args(args)
+    settings = ServicesSettings.from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = write(settings, args.backend, args.repository)
     print(f"triton: {result.model} version {result.version} (ranking model {result.ranking_model}) "

@@ -1,61 +1,61 @@
-"""Versioned model folders: weights, ONNX, metadata (with the feature-spec version), AUC history.
+"""Writing a model version: weights, metadata (with the feature-spec version) and the model's own files.
 
     <models>/<name>/<version>/{weights.pt, metadata.json, model.onnx | user_vectors.parquet, ...}
     <models>/<name>/current -> <version>
 
 A version folder is written under a temporary name and renamed when complete, then ``current`` is
-switched; loading checks the spec version the model was trained with against the code's.
+switched; a failure on the way leaves nothing behind and ``current`` where it was. Reading a published
+version is ``contracts.published.open_model``.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING
 
-from spark_jobs.atomic import switch_link
-from spark_jobs.feature_spec import SPEC, FeatureSpec, check_spec_version
+from contracts.atomic import switch_link
+from contracts.feature_spec import SPEC, FeatureSpec
+from contracts.published import ModelFolder
+from contracts.tables import ModelFiles
 
 if TYPE_CHECKING:  # torch is needed to save weights, not to read a published model's files
     from torch import nn
-
-WEIGHTS_FILE = "weights.pt"
-METADATA_FILE = "metadata.json"
-CURRENT = "current"
 
 
 def new_version() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-@dataclass(frozen=True)
-class ModelFolder:
-    path: Path
-
-    @property
-    def weights(self) -> Path:
-        return self.path / WEIGHTS_FILE
-
-    @property
-    def metadata_path(self) -> Path:
-        return self.path / METADATA_FILE
-
-    def metadata(self) -> dict:
-        return json.loads(self.metadata_path.read_text())
-
-
 class StagedModel:
-    """A version folder being written; ``publish`` renames it into place and switches ``current``."""
+    """A version folder being written, as a context manager: ``with StagedModel(root, name) as staged:``
+    write into ``staged.staging`` and ``staged.save(...)``; a clean exit publishes it (``staged.published``),
+    an exception discards it."""
 
     def __init__(self, models_dir: Path, name: str) -> None:
         self.root = models_dir / name
         self.version = new_version()
         self.staging = self.root / f".staging-{self.version}"
-        self.staging.mkdir(parents=True)
         self.folder = ModelFolder(self.staging)
+        self.published: ModelFolder | None = None
+
+    def __enter__(self) -> StagedModel:
+        self.staging.mkdir(parents=True)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if kind is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        final = self.root / self.version
+        self.staging.rename(final)
+        switch_link(self.root / ModelFiles.CURRENT, final)
+        self.published = ModelFolder(final)
 
     def save(self, model: nn.Module, metadata: dict, spec: FeatureSpec = SPEC) -> None:
         import torch
@@ -64,20 +64,13 @@ class StagedModel:
         full = {"spec_version": spec.version, "columns": list(spec.names), "version": self.version, **metadata}
         self.folder.metadata_path.write_text(json.dumps(full, indent=2))
 
-    def publish(self) -> ModelFolder:
-        final = self.root / self.version
-        self.staging.rename(final)
-        switch_link(self.root / CURRENT, final)
-        return ModelFolder(final)
 
-    def discard(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
-
-
-def open_model(path: Path, spec: FeatureSpec = SPEC) -> ModelFolder:
-    """A model folder (or a model's root, meaning its current version), after the spec check."""
-    if (path / CURRENT).exists():
-        path = (path / CURRENT).resolve()
-    folder = ModelFolder(path)
-    check_spec_version(folder.metadata()["spec_version"], f"the model in {path}", spec)
-    return folder
+def publish_model(models_dir: Path, name: str, model: nn.Module, metadata: dict,
+                  write_files: Callable[[Path], dict] | None = None) -> ModelFolder:
+    """Stage ``name``'s new version (the files ``write_files`` writes into the folder, whose returned entries
+    join the metadata; then weights and metadata) and publish it."""
+    with StagedModel(models_dir, name) as staged:
+        extra = write_files(staged.staging) if write_files is not None else {}
+        staged.save(model, {**metadata, **extra})
+    assert staged.published is not None  # a clean exit published it
+    return staged.published

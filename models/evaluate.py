@@ -2,10 +2,11 @@
 
     python -m models.evaluate [--output DIR] [--exports DIR] [--recall-size 200] [--report PATH]
 
-For every user with at least one liked (label 1) item among their held-out last impressions: recall
-(``models.retrieval.recall``) -> feature rows (``FeatureAssembler``) -> the ranking model's ONNX
-scores -> the final order (``models.retrieval.fused_order``) -> top K. Items seen offline are never
-recommended. Reported at K = 10 and 50:
+For every user with at least one liked (label 1) item among their held-out last impressions, the
+service's own request path (``models.request_path.recommend``) over the embedded profile's stores, with
+the user features read from the exports: recall -> feature rows -> the ranking model's ONNX scores -> the
+final order -> top K, or the popularity fallback where the service would give it. Items seen offline are
+never recommended. Reported at K = 10 and 50:
 
 - HitRate@K: share of users with at least one liked hold-out item in their top K;
 - Recall@K: mean over users of (liked hold-out items in the top K) / (liked hold-out items);
@@ -29,19 +30,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
-from models.recall_data import (
-    FeatureAssembler,
-    OnnxRanker,
-    load_item_index,
-    load_user_features,
-    load_user_recall_data,
-    open_models,
+from contracts.errors import NotPublishedError
+from contracts.published import open_models
+from contracts.settings import RecallSettings
+from models.export_readers import liked_holdout, load_user_features
+from models.in_memory_stores import CatalogueArrays, InMemoryFeatureClient, in_memory_bundle
+from models.recall_sources import (
+    SOURCE_ORDER,
+    ItemIndex,
+    RecallConfig,
+    UserRecallData,
+    exclusion_mask,
+    top_n,
+    unseen_popular,
 )
-from models.retrieval import SOURCE_ORDER, ItemIndex, RecallConfig, UserRecallData, fused_order, recall, top_n
-from spark_jobs.settings import add_settings_arguments, settings_from_args
+from models.request_path import recommend
+from models.stores import ServingBundle
 
 log = logging.getLogger(__name__)
 
@@ -109,73 +115,69 @@ def ease_item_weights(seen_by_user: dict[int, np.ndarray], item_count: int, lam:
     return weights
 
 
-def liked_holdout(exports: Path) -> dict[int, set[int]]:
-    holdout = pd.read_parquet(exports / "online_holdout", columns=["userid", "itemid", "label"])
-    liked = holdout[holdout["label"] == 1]
-    return {int(u): set(group["itemid"].astype(int)) for u, group in liked.groupby("userid")}
+def ease_scores(weights: np.ndarray, user: UserRecallData, index: ItemIndex) -> np.ndarray:
+    """EASE's score of every item for the user's history, with what may not be recommended at -inf."""
+    history = user.seen[(user.seen > 0) & (user.seen < index.item_count)]
+    return np.where(exclusion_mask(index, user.seen), -np.inf, weights[history].sum(axis=0))
 
 
-def _exclude_seen(scores: np.ndarray, user: UserRecallData, index: ItemIndex) -> np.ndarray:
-    scores = scores.astype(np.float64, copy=True)
-    scores[0] = -np.inf
-    scores[~index.known_items] = -np.inf
-    scores[user.seen[user.seen < len(scores)]] = -np.inf
-    return scores
+def offline_bundle(exports: Path, models_dir: Path, config: RecallConfig) -> tuple[ServingBundle, CatalogueArrays]:
+    """The embedded service's bundle over the same exports and models, the user features read from the
+    exports (what Feast materialises from them), and the arrays it holds."""
+    recall_model, ranking_model = open_models(models_dir)
+    if ranking_model is None:
+        raise NotPublishedError(f"no ranking model under {models_dir}: run python -m models.train")
+    arrays = CatalogueArrays.load(exports, recall_model)
+    versions = {"exports": str(exports.resolve()), "recall_model": recall_model.version if recall_model else None,
+                "ranking_model": ranking_model.version}
+    features = InMemoryFeatureClient(load_user_features(exports))
+    return in_memory_bundle(arrays, ranking_model, config, features, versions), arrays
 
 
 def evaluate(exports: Path, models_dir: Path, config: RecallConfig, cutoffs: Sequence[int] = CUTOFFS,
              with_ease: bool = True, served_lists: dict[int, list[int]] | None = None) -> dict:
     """The report; ``served_lists``, when given, receives each user's served top max(cutoffs) itemids."""
     started = time.monotonic()
-    recall_model, ranking_model = open_models(models_dir)
-    index = load_item_index(exports, recall_model)
-    users = load_user_recall_data(exports, recall_model)
-    ranker = OnnxRanker(ranking_model) if ranking_model is not None else None
-    assembler = FeatureAssembler.from_item_features(pd.read_parquet(exports / "item_features"))
-    user_features = load_user_features(exports)
+    bundle, arrays = offline_bundle(exports, models_dir, config)
+    index = arrays.index
     targets = liked_holdout(exports)
-    ease = ease_item_weights({u: d.seen for u, d in users.items()}, index.item_count) if with_ease else None
+    ease = ease_item_weights({u: d.seen for u, d in arrays.users.items()}, index.item_count) if with_ease else None
     k_max = max(cutoffs)
 
     table = MetricTable(cutoffs)
     coverage: dict[str, float] = {}
-    evaluated = 0
+    traced = 0
     for userid, relevant in tqdm(sorted(targets.items()), desc="top-K evaluation", mininterval=2.0, disable=None):
-        user = users.get(userid)
-        if user is None:
-            continue
-        evaluated += 1
-        candidates, sources = recall(user, index, config)
-        for name, ranked in sources.items():
-            table.add(f"source: {name}", ranked.itemids, relevant)
-            coverage[name] = coverage.get(name, 0.0) + len(relevant & set(ranked.itemids.tolist())) / len(relevant)
-        coverage["merged"] = coverage.get("merged", 0.0) + len(
-            relevant & set(candidates.itemids.tolist())) / len(relevant)
-        table.add(MERGED, candidates.itemids, relevant)
-        if ranker is not None and len(candidates):
-            scores = ranker.score(assembler.rows(userid, user_features[userid], candidates.itemids))
-            table.add(RANKER_ONLY, candidates.itemids[np.lexsort((candidates.itemids, -scores))], relevant)
-            order, _ = fused_order(candidates, sources, scores)
-            table.add(SERVED, candidates.itemids[order], relevant)
-            if served_lists is not None:
-                served_lists[userid] = candidates.itemids[order][:k_max].tolist()
-        table.add(POPULARITY, sources["popularity"].itemids, relevant)
-        if ease is not None:
-            history = user.seen[(user.seen > 0) & (user.seen < index.item_count)]
-            scores = _exclude_seen(ease[history].sum(axis=0), user, index)
-            table.add(EASE, top_n(scores, k_max), relevant)
+        # The service's request path: the served list, and what it was built from.
+        served = recommend(bundle, userid, k_max, config.recall_size)
+        table.add(SERVED, np.asarray([item.itemid for item in served.items]), relevant)
+        if served_lists is not None:
+            served_lists[userid] = [item.itemid for item in served.items]
+        user = arrays.users.get(userid)
+        seen = user.seen if user is not None else np.empty(0, dtype=np.int64)
+        table.add(POPULARITY, unseen_popular(bundle.items.popularity, seen, config.recall_size).itemids, relevant)
+        if served.trace is not None:
+            traced += 1
+            trace = served.trace
+            for name, ranked in trace.sources.items():
+                table.add(f"source: {name}", ranked.itemids, relevant)
+                coverage[name] = coverage.get(name, 0.0) + len(relevant & set(ranked.itemids.tolist())) / len(relevant)
+            candidates = trace.candidates
+            coverage["merged"] = coverage.get("merged", 0.0) + len(
+                relevant & set(candidates.itemids.tolist())) / len(relevant)
+            table.add(MERGED, candidates.itemids, relevant)
+            table.add(RANKER_ONLY, candidates.itemids[np.lexsort((candidates.itemids, -trace.model_scores))], relevant)
+        if ease is not None and user is not None:
+            table.add(EASE, top_n(ease_scores(ease, user, index), k_max), relevant)
     report = {
-        "users_evaluated": evaluated,
+        "users_evaluated": len(targets),
+        "users_served_a_fallback": len(targets) - traced,
         "recall_size": config.recall_size,
         "quotas": config.quota_counts(config.recall_size),
         "cutoffs": list(cutoffs),
         "lists": table.means(),
-        "recall_coverage": {name: round(total / max(evaluated, 1), 4) for name, total in coverage.items()},
-        "versions": {
-            "exports": str(exports.resolve()),
-            "recall_model": recall_model.metadata()["version"] if recall_model else None,
-            "ranking_model": ranking_model.metadata()["version"] if ranking_model else None,
-        },
+        "recall_coverage": {name: round(total / max(traced, 1), 4) for name, total in coverage.items()},
+        "versions": bundle.versions,
         "seconds": round(time.monotonic() - started, 1),
     }
     best_source = max((n for n in report["lists"] if n.startswith("source: ")),
@@ -208,12 +210,12 @@ def markdown(report: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_settings_arguments(parser)
+    RecallSettings.add_arguments(parser)
     parser.add_argument("--exports", type=Path, default=None, help="batch exports (default <output>/exports/current)")
     parser.add_argument("--no-ease", dest="ease", action="store_false", help="skip the EASE baseline")
     parser.add_argument("--report", type=Path, default=None, help="JSON report path (default <output>/evaluation.json)")
     args = parser.parse_args(argv)
-    settings = settings_from_args(args)
+    settings = RecallSettings.from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     exports = args.exports or settings.current_export_dir
     report = evaluate(exports, settings.models_dir, RecallConfig(recall_size=settings.recall_size), with_ease=args.ease)

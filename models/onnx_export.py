@@ -15,19 +15,22 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from models.ranking import Probability
-from spark_jobs.feature_spec import SPEC, FeatureSpec
+from contracts.errors import PublishCheckError
+from contracts.feature_spec import SPEC, FeatureSpec
+from contracts.published import open_model
+from contracts.tables import Export, ModelFiles
+from models.ranking_model import Probability, load_ranking
+from models.samples import load_samples
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "probability"
-ONNX_FILE = "model.onnx"
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
 
 log = logging.getLogger(__name__)
 
 
-class ParityError(AssertionError):
+class ParityError(PublishCheckError):
     pass
 
 
@@ -66,10 +69,6 @@ def check_parity(model: nn.Module, path: Path, features: torch.Tensor, tolerance
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from models.artifacts import open_model
-    from models.samples import TEST, load_samples
-    from models.train import load_ranking
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="ranking model folder or its root")
     parser.add_argument("--exports", type=Path, required=True, help="the batch's exports (samples_test)")
@@ -77,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     folder = open_model(args.model)
     model = load_ranking(folder)
-    difference = check_parity(model, folder.path / ONNX_FILE, load_samples(args.exports / TEST).features)
+    test_rows = load_samples(args.exports / Export.SAMPLES_TEST).features
+    difference = check_parity(model, folder.path / ModelFiles.ONNX, test_rows)
     print(f"parity ok: max |torch - onnxruntime| = {difference:.2e}")
 
 

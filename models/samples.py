@@ -11,12 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from spark_jobs.feature_spec import SPEC, FeatureSpec, check_spec_version
-
-METADATA_FILE = "feature_metadata.json"
-TRAIN = "samples_train"
-TEST = "samples_test"
-NEGATIVES = "samples_train_negatives"
+from contracts.feature_spec import SPEC, FeatureSpec, check_spec_version
+from contracts.tables import Export
 
 
 @dataclass(frozen=True)
@@ -28,7 +24,7 @@ class FeatureMetadata:
 
     @classmethod
     def read(cls, exports_dir: Path, spec: FeatureSpec = SPEC) -> FeatureMetadata:
-        raw = json.loads((exports_dir / METADATA_FILE).read_text())
+        raw = json.loads((exports_dir / Export.METADATA_FILE).read_text())
         check_spec_version(raw["spec_version"], f"the batch output in {exports_dir}", spec)
         cardinalities = {f["name"]: int(f["cardinality"]) for f in raw["features"] if f["cardinality"]}
         return cls(raw["spec_version"], tuple(raw["columns"]), cardinalities, raw["run_id"])

@@ -1,9 +1,9 @@
-"""In-process stores: the batch's exports and the recall model in memory, Feast's SQLite online store
-in-process, the ranking model under onnxruntime. Nothing to start."""
+"""The embedded profile: the batch's exports and the recall model in memory (``models/in_memory_stores.py``),
+Feast's SQLite online store in-process, the ranking model under onnxruntime. Nothing to start."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
 
 import numpy as np
 from feast import FeatureStore
@@ -11,31 +11,17 @@ from feast.infra.online_stores.helpers import get_online_store_from_config
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
+from contracts.errors import NotPublishedError, StoreUnavailableError
+from contracts.feature_spec import SPEC
+from contracts.published import open_published
+from contracts.settings import ServingSettings
 from feature_repo.names import USER_VIEW
-from models.retrieval import ItemIndex, Ranked, RecallConfig, UserRecallData, popularity_recall, recall_sources
-from online.stores import StoreUnavailableError
-from spark_jobs.feature_spec import SPEC
+from feature_repo.publish import open_store
+from models.in_memory_stores import CatalogueArrays, in_memory_bundle
+from models.recall_sources import RecallConfig
+from models.stores import ServingBundle
 
-
-@dataclass(frozen=True)
-class InMemoryUserRecallStore:
-    users: dict[int, UserRecallData]
-
-    def get(self, userid: int) -> UserRecallData | None:
-        return self.users.get(userid)
-
-
-@dataclass(frozen=True)
-class InMemoryItemIndex:
-    """Recall over the catalogue's arrays in memory (``models.retrieval``, as the offline evaluation)."""
-
-    index: ItemIndex
-
-    def sources(self, user: UserRecallData, config: RecallConfig, recall_size: int) -> dict[str, Ranked]:
-        return recall_sources(user, self.index, config, recall_size)
-
-    def popular(self, user: UserRecallData | None, n: int) -> Ranked:
-        return popularity_recall(user, self.index, n)
+log = logging.getLogger(__name__)
 
 
 class FeastFeatureClient:
@@ -65,3 +51,18 @@ class FeastFeatureClient:
                 return None
             row.append(getattr(value, kind))
         return np.asarray(row, dtype=np.float32)
+
+
+def load_embedded_bundle(settings: ServingSettings) -> ServingBundle:
+    """The batch run and models ``current`` points to (spec-checked: what the loaders publish too), with the
+    user features from Feast's SQLite online store."""
+    published = open_published(settings)
+    try:
+        arrays = CatalogueArrays.load(published.exports, published.recall_model)
+        features = FeastFeatureClient(open_store(settings, "sqlite", settings.redis_address))
+    except FileNotFoundError as error:  # an export gone, or Feast's registry not written yet
+        raise NotPublishedError(f"{error} (run the batch, then python -m feature_repo.publish)") from error
+    bundle = in_memory_bundle(arrays, published.ranking_model, RecallConfig(recall_size=settings.recall_size),
+                              features, published.versions)
+    log.info("serving bundle loaded: %s", bundle.versions)
+    return bundle

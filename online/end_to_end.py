@@ -38,26 +38,33 @@ from typing import Any
 
 import requests
 
-from spark_jobs.feature_spec import SPEC
-from spark_jobs.settings import Settings, add_settings_arguments, settings_from_args
+from contracts.errors import CommandError
+from contracts.feature_spec import SPEC
+from contracts.settings import (
+    BatchSettings,
+    EndToEndSettings,
+    FeastSettings,
+    LakeSettings,
+    LocalServicesSettings,
+    ServicesSettings,
+    ServingSettings,
+    TrainingSettings,
+)
+from contracts.tables import Export, ModelFiles
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "end_to_end.json"
-# The settings that change what the batch writes (besides the dataset and the feature spec).
-BATCH_SETTINGS = ("negatives_per_impression", "neighbours_per_item", "cooccurrence_history", "recent_items",
-                  "on_bad_lines")
 
 
-class StageFailedError(RuntimeError):
+class StageFailedError(CommandError):
     """A stage's command failed; its output is above, and earlier outputs are untouched."""
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, force: bool, train_args: list[str]) -> None:
+    def __init__(self, settings: EndToEndSettings, force: bool) -> None:
         self.settings = settings
         self.force = force
-        self.train_args = train_args
         self.state_path = settings.output_dir / STATE_FILE
         self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         self.started_services: list[str] = []  # stopped again at the end; ones already running are left
@@ -78,22 +85,19 @@ class Pipeline:
         print(f"\n[{self.stage_number}/{5 if self.settings.profile == 'services' else 4}] {stage}: {what}",
               flush=True)
 
-    def _run(self, stage: str, module: str, *args: str) -> None:
-        command = [sys.executable, "-m", module, *self._settings_flags(), *args]
+    def _run(self, stage: str, module: str, reads: type[LakeSettings], *args: str) -> None:
+        """``python -m module`` with this run's values of the settings it ``reads``, as flags."""
+        command = [sys.executable, "-m", module, *self.settings.narrowed(reads).as_flags(), *args]
         started = time.monotonic()
         if subprocess.run(command).returncode != 0:
             raise StageFailedError(f"{stage} failed ({' '.join(command)}); the previous outputs are untouched")
         print(f"    {stage} done in {time.monotonic() - started:.0f} s", flush=True)
 
-    def _settings_flags(self) -> list[str]:
-        flags = ["--data", str(self.settings.data_dir), "--output", str(self.settings.output_dir)]
-        return flags
-
     # --- stages ---------------------------------------------------------------------------------------
 
     def batch_fingerprint(self) -> str:
         digest = hashlib.sha256(SPEC.version.encode())
-        for name in BATCH_SETTINGS:
+        for name in BatchSettings.CONTENT_FIELDS:
             digest.update(f"{name}={getattr(self.settings, name)}".encode())
         data = self.settings.data_dir
         if not data.is_dir():
@@ -104,7 +108,7 @@ class Pipeline:
         return digest.hexdigest()
 
     def current_run(self) -> str | None:
-        manifest = self.settings.current_export_dir / "manifest.json"
+        manifest = self.settings.current_export_dir / Export.MANIFEST_FILE
         if not manifest.exists():
             return None
         content = json.loads(manifest.read_text())
@@ -118,16 +122,16 @@ class Pipeline:
             self._banner("batch", f"current (run {recorded['run_id']} from {self.settings.data_dir}): skipped")
         else:
             self._banner("batch", f"{self.settings.data_dir} -> {self.settings.output_dir}")
-            self._run("batch", "spark_jobs.run_batch")
+            self._run("batch", "spark_jobs.run_batch", BatchSettings)
             self._record("batch", {"fingerprint": fingerprint, "run_id": self.current_run()})
-        manifest = json.loads((self.settings.current_export_dir / "manifest.json").read_text())
+        manifest = json.loads((self.settings.current_export_dir / Export.MANIFEST_FILE).read_text())
         self.summary["tables"] = {"delta": sorted(manifest["delta_versions"]), "exports": manifest["exports"],
                                   "run_id": manifest["run_id"]}
 
     def models(self) -> dict[str, dict]:
         found = {}
-        for name in ("recall", "ranking"):
-            path = self.settings.models_dir / name / "current" / "metadata.json"
+        for name in (ModelFiles.RECALL, ModelFiles.RANKING):
+            path = self.settings.models_dir / name / ModelFiles.CURRENT / ModelFiles.METADATA
             if path.exists():
                 found[name] = json.loads(path.read_text())
         return found
@@ -141,7 +145,7 @@ class Pipeline:
             self._banner("train", f"both models trained on run {run_id}: skipped")
         else:
             self._banner("train", f"recall and ranking models on run {run_id}")
-            self._run("train", "models.train", *self.train_args)
+            self._run("train", "models.train", TrainingSettings)
             models = self.models()
         self.summary["models"] = {name: {"version": m.get("version"), "test_auc": m.get("test_auc"),
                                          "data_run_id": m.get("data_run_id")} for name, m in models.items()}
@@ -157,21 +161,15 @@ class Pipeline:
         self._banner("feast", f"apply + materialise run {key['run_id']} into {store}")
         if store == "redis":
             self._start_services()
-        self._run("feast", "feature_repo.publish", "--online-store", store, *self._service_flags())
+        self._run("feast", "feature_repo.publish", FeastSettings, "--online-store", store)
         self._record(f"feast_{store}", key)
-
-    def _service_flags(self) -> list[str]:
-        s = self.settings
-        return ["--redis-host", s.redis_host, "--redis-port", str(s.redis_port), "--elasticsearch-url",
-                s.elasticsearch_url, "--feast-server-url", s.feast_server_url, "--triton-url", s.triton_url,
-                "--services-dir", str(s.services_dir), "--services-cache", str(s.services_cache)]
 
     def _start_services(self, names: str = "redis,elasticsearch") -> None:
         from online import local_services
 
         wanted = [n for n in names.split(",") if local_services.running_pid(self.settings, n) is None]
         if wanted:
-            self._run("services", "online.local_services", "up", "--only", ",".join(wanted), *self._service_flags())
+            self._run("services", "online.local_services", LocalServicesSettings, "up", "--only", ",".join(wanted))
             self.started_services += wanted
 
     def services(self) -> None:
@@ -184,8 +182,8 @@ class Pipeline:
             if not self.force and all(loaded.get(loader, {}).get(k) == v for k, v in wanted.items()):
                 print(f"    {loader} already holds run {wanted['data_run']}: skipped", flush=True)
             else:
-                self._run(f"{loader} loader", f"loaders.{loader}_loader", *self._service_flags())
-        self._run("triton repository", "loaders.triton_repo", *self._service_flags())
+                self._run(f"{loader} loader", f"loaders.{loader}_loader", ServicesSettings)
+        self._run("triton repository", "loaders.triton_repo", ServicesSettings)
         self._start_services("feast,triton")
 
     def _loaded_versions(self) -> dict[str, dict]:
@@ -208,12 +206,10 @@ class Pipeline:
         return found
 
     def serve(self) -> subprocess.Popen:
-        s = self.settings
-        url = f"http://{s.serve_host}:{s.serve_port}"
-        self._banner("serve", f"{s.profile} profile under gunicorn on {url}")
-        server = subprocess.Popen([sys.executable, "-m", "online.serve", "--profile", s.profile, "--host",
-                                   s.serve_host, "--port", str(s.serve_port), "--workers", str(s.serve_workers),
-                                   *self._settings_flags(), *self._service_flags()])
+        url = self.settings.url
+        self._banner("serve", f"{self.settings.profile} profile under gunicorn on {url}")
+        server = subprocess.Popen([sys.executable, "-m", "online.serve",
+                                   *self.settings.narrowed(ServingSettings).as_flags()])
         deadline = time.monotonic() + 180
         while True:
             try:
@@ -231,7 +227,7 @@ class Pipeline:
     def sample(self) -> dict:
         import pandas as pd
 
-        users = pd.read_parquet(self.settings.current_export_dir / "user_filter", columns=["userid"])["userid"]
+        users = pd.read_parquet(self.settings.current_export_dir / Export.USER_FILTER, columns=["userid"])["userid"]
         userid = int(users.iloc[0])
         url = f"{self.summary['url']}/users/{userid}/recommendations?k=10"
         body = requests.get(url, timeout=30).json()
@@ -251,20 +247,20 @@ class Pipeline:
             except subprocess.TimeoutExpired:
                 server.kill()
         if self.started_services:
-            subprocess.run([sys.executable, "-m", "online.local_services", "down", "--only",
-                            ",".join(self.started_services), *self._service_flags()])
+            subprocess.run([sys.executable, "-m", "online.local_services",
+                            *self.settings.narrowed(LocalServicesSettings).as_flags(), "down", "--only",
+                            ",".join(self.started_services)])
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_settings_arguments(parser)
+    EndToEndSettings.add_arguments(parser)
     parser.add_argument("--exit", action="store_true", help="stop after printing the sample recommendations")
     parser.add_argument("--force", action="store_true", help="run every stage even where its outputs are current")
-    parser.add_argument("--max-epochs", default=None, help="passed to python -m models.train")
     args = parser.parse_args(argv)
-    settings = settings_from_args(args)
+    settings = EndToEndSettings.from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pipeline = Pipeline(settings, args.force, ["--max-epochs", args.max_epochs] if args.max_epochs else [])
+    pipeline = Pipeline(settings, args.force)
     server = None
     try:
         pipeline.batch()

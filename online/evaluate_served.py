@@ -3,7 +3,7 @@
     python -m online.evaluate_served --url http://127.0.0.1:8000 [--output DIR] [--label embedded]
                                      [--report PATH] [--chart PATH] [--no-ease]
 
-For every user with at least one liked hold-out item (label 1 in ``online_holdout``) and recall data,
+For every user with at least one liked hold-out item (label 1 in ``online_holdout``),
 ``GET /users/<id>/recommendations?k=<max K>`` is asked over HTTP (a few concurrent connections), and
 HitRate, Recall and NDCG at 10 and 50 are computed on the lists it returns. Beside them: the offline
 top-K evaluation of the same batch and models (``models.evaluate``: popularity, EASE, each recall
@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from contracts.errors import PublishCheckError
+from contracts.settings import ServingSettings
 from models.evaluate import (
     CUTOFFS,
     EASE,
@@ -36,12 +38,10 @@ from models.evaluate import (
     SERVED,
     MetricTable,
     evaluate,
-    liked_holdout,
     markdown,
 )
-from models.recall_data import load_user_recall_data, open_models
-from models.retrieval import RecallConfig
-from spark_jobs.settings import Settings, add_settings_arguments, settings_from_args
+from models.export_readers import liked_holdout
+from models.recall_sources import RecallConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ HTTP_SERVED = "served over HTTP"
 CONNECTIONS = 4
 
 
-class ServedMismatchError(RuntimeError):
+class ServedMismatchError(PublishCheckError):
     """The service served a list the offline evaluation would not."""
 
 
@@ -99,15 +99,13 @@ def chart(report: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def evaluate_served(settings: Settings, url: str, label: str, with_ease: bool = True) -> dict:
+def evaluate_served(settings: ServingSettings, url: str, label: str, with_ease: bool = True) -> dict:
     started = time.monotonic()
     config = RecallConfig(recall_size=settings.recall_size)
     k = max(CUTOFFS)
     exports = settings.current_export_dir
     targets = liked_holdout(exports)
-    recall_model, _ = open_models(settings.models_dir)
-    known = load_user_recall_data(exports, recall_model)
-    userids = sorted(u for u in targets if u in known)  # the users the offline evaluation scores
+    userids = sorted(targets)  # the users the offline evaluation scores
     served, versions = fetch_lists(url, userids, k)
     table = MetricTable(CUTOFFS)
     for userid in userids:
@@ -125,16 +123,16 @@ def evaluate_served(settings: Settings, url: str, label: str, with_ease: bool = 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_settings_arguments(parser)
+    ServingSettings.add_arguments(parser)
     parser.add_argument("--url", default=None, help="the running service (default http://<host>:<port>)")
     parser.add_argument("--label", default=None, help="profile name for the report (default: the service's)")
     parser.add_argument("--report", type=Path, default=None)
     parser.add_argument("--chart", type=Path, default=None)
     parser.add_argument("--no-ease", dest="ease", action="store_false")
     args = parser.parse_args(argv)
-    settings = settings_from_args(args)
+    settings = ServingSettings.from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    url = args.url or f"http://{settings.serve_host}:{settings.serve_port}"
+    url = args.url or settings.url
     label = args.label or requests.get(f"{url}/ready", timeout=10).json().get("profile", "embedded")
     report = evaluate_served(settings, url, label, args.ease)
     report_path = args.report or settings.output_dir / f"served_evaluation_{label}.json"

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from spark_jobs.settings import Settings, add_settings_arguments, settings_from_args
+from contracts.errors import CommandError
+from contracts.settings import LocalServicesSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,10 @@ ES_URL = ("https://repo1.maven.org/maven2/org/elasticsearch/distribution/integ-t
 # Maven Central serves no checksum file for this artifact; this is the SHA-256 of the file it served.
 ES_SHA256 = "c4b08b70523700efde9f3e4c9287229f085c2c0db1efca5c6a7d65abbdb9f2e1"
 ES_USER = "recsys-es"
-TRITON_VENV = Path(os.environ.get("RECSYS_TRITON_VENV", REPO_ROOT / ".venv-triton"))
 SERVICE_NAMES = ("redis", "elasticsearch", "feast", "triton")
 
 
-class ServiceError(RuntimeError):
+class ServiceError(CommandError):
     """A server could not be installed or started; the message says which and where its log is."""
 
 
@@ -85,7 +85,7 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 
 # --- Redis --------------------------------------------------------------------------------------------
 
-def redis_service(settings: Settings) -> Service:
+def redis_service(settings: LocalServicesSettings) -> Service:
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServiceError("redis-server is not installed: run .ci/setup (Debian's redis-server package)")
@@ -167,7 +167,7 @@ def _unprivileged_user(name: str) -> str | None:
     return name
 
 
-def elasticsearch_service(settings: Settings) -> Service:
+def elasticsearch_service(settings: LocalServicesSettings) -> Service:
     home = install_elasticsearch(settings.services_cache).resolve()
     host, port = _host_port(settings.elasticsearch_url, 9200)
     state = (settings.services_dir / f"elasticsearch-{port}").resolve()
@@ -194,10 +194,9 @@ def elasticsearch_service(settings: Settings) -> Service:
 
 # --- Feast feature server -----------------------------------------------------------------------------
 
-def feast_service(settings: Settings) -> Service:
-    from feature_repo.publish import REPO, FeastTarget
+def feast_service(settings: LocalServicesSettings) -> Service:
+    from feature_repo.publish import REPO, cli_environment
 
-    target = FeastTarget("redis", settings.output_dir, settings.redis_address)
     host, port = _host_port(settings.feast_server_url, 6566)
     feast = Path(sys.executable).parent / "feast"
     url = settings.feast_server_url.rstrip("/")
@@ -206,16 +205,17 @@ def feast_service(settings: Settings) -> Service:
                                     # Its registry refresh blocks requests for seconds: read it once per start
                                     # (a new apply restarts the server).
                                     "--registry_ttl_sec", "86400"],
-                   lambda: _http_ok(f"{url}/health"), target.environment(), cwd=REPO)
+                   lambda: _http_ok(f"{url}/health"), cli_environment(settings, "redis", settings.redis_address),
+                   cwd=REPO)
 
 
 # --- Triton -------------------------------------------------------------------------------------------
 
-def _triton_paths() -> tuple[Path, Path, Path, str]:
+def _triton_paths(venv: Path) -> tuple[Path, Path, Path, str]:
     """(tritonserver binary, its package folder, the environment's libpython folder, its Python version)."""
-    python = TRITON_VENV / "bin" / "python"
+    python = venv / "bin" / "python"
     if not python.exists():
-        raise ServiceError(f"{TRITON_VENV} does not exist: run .ci/setup (it installs online/triton_requirements.txt)")
+        raise ServiceError(f"{venv} does not exist: run .ci/setup (it installs online/triton_requirements.txt)")
     script = ("import pytriton, sys, sysconfig; print(pytriton.__path__[0]); "
               "print(sysconfig.get_config_var('LIBDIR')); print(f'{sys.version_info[0]}.{sys.version_info[1]}')")
     probe = subprocess.run([str(python), "-c", script], capture_output=True, text=True, check=True)
@@ -224,9 +224,9 @@ def _triton_paths() -> tuple[Path, Path, Path, str]:
     return server_root / "bin" / "tritonserver", server_root, Path(libdir), version
 
 
-def triton_backends(cache: Path) -> Path:
+def triton_backends(cache: Path, venv: Path) -> Path:
     """A backends folder whose python backend holds the stub for this Python (else the server hangs)."""
-    _, server_root, _, version = _triton_paths()
+    _, server_root, _, version = _triton_paths(venv)
     backends = cache / "triton-backends"
     python_backend = backends / "python"
     if not (python_backend / "triton_python_backend_stub").exists():
@@ -239,8 +239,8 @@ def triton_backends(cache: Path) -> Path:
     return backends
 
 
-def triton_service(settings: Settings) -> Service:
-    binary, server_root, libdir, _ = _triton_paths()
+def triton_service(settings: LocalServicesSettings) -> Service:
+    binary, server_root, libdir, _ = _triton_paths(settings.triton_venv)
     repository = settings.services_dir / "triton" / "models"
     if not repository.exists():
         raise ServiceError(f"{repository} does not exist: run python -m loaders.triton_repo first")
@@ -249,30 +249,30 @@ def triton_service(settings: Settings) -> Service:
     # The stub finds its Python packages through python3 on PATH (PYTHONPATH is ignored), libpython in
     # LIBDIR, and the libraries the wheel vendors in nvidia_pytriton.libs (else the model never loads).
     vendored = server_root.parent.parent / "nvidia_pytriton.libs"
-    env = {"PATH": f"{TRITON_VENV / 'bin'}:{os.environ.get('PATH', '')}",
+    env = {"PATH": f"{settings.triton_venv.resolve() / 'bin'}:{os.environ.get('PATH', '')}",
            "LD_LIBRARY_PATH": f"{libdir}:{vendored}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
     command = [str(binary), f"--model-repository={repository.resolve()}",
-               f"--backend-directory={triton_backends(settings.services_cache).resolve()}",
+               f"--backend-directory={triton_backends(settings.services_cache, settings.triton_venv).resolve()}",
                f"--http-address={host}", f"--http-port={http_port}", f"--grpc-address={host}",
                f"--grpc-port={grpc_port}", "--allow-metrics=false", "--log-verbose=0",
                "--model-control-mode=poll", "--repository-poll-secs=5"]
     return Service("triton", grpc_port, command, lambda: _http_ok(f"http://{host}:{http_port}/v2/health/ready"), env)
 
 
-BUILDERS: dict[str, Callable[[Settings], Service]] = {
+BUILDERS: dict[str, Callable[[LocalServicesSettings], Service]] = {
     "redis": redis_service, "elasticsearch": elasticsearch_service, "feast": feast_service, "triton": triton_service,
 }
 
 
 # --- processes ----------------------------------------------------------------------------------------
 
-def service_port(settings: Settings, name: str) -> int:
+def service_port(settings: LocalServicesSettings, name: str) -> int:
     return {"redis": settings.redis_port, "elasticsearch": _host_port(settings.elasticsearch_url, 9200)[1],
             "feast": _host_port(settings.feast_server_url, 6566)[1],
             "triton": _host_port(settings.triton_url, 8001)[1]}[name]
 
 
-def _pid_file(settings: Settings, name: str) -> Path:
+def _pid_file(settings: LocalServicesSettings, name: str) -> Path:
     return settings.services_dir / "run" / f"{name}-{service_port(settings, name)}.pid"
 
 
@@ -286,7 +286,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def running_pid(settings: Settings, name: str) -> int | None:
+def running_pid(settings: LocalServicesSettings, name: str) -> int | None:
     path = _pid_file(settings, name)
     if not path.exists():
         return None
@@ -294,7 +294,7 @@ def running_pid(settings: Settings, name: str) -> int | None:
     return pid if _alive(pid) else None
 
 
-def start(service: Service, settings: Settings) -> subprocess.Popen:
+def start(service: Service, settings: LocalServicesSettings) -> subprocess.Popen:
     """Start one server in its own session and wait until it is ready (raise with its log's tail if not)."""
     logs = settings.services_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -351,7 +351,7 @@ def stop_process(process: subprocess.Popen | int, timeout: float = 30.0) -> None
         process.wait()
 
 
-def up(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> None:
+def up(settings: LocalServicesSettings, names: Sequence[str] = SERVICE_NAMES) -> None:
     for name in names:
         pid = running_pid(settings, name)
         if pid is not None:
@@ -360,7 +360,7 @@ def up(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> None:
         start(BUILDERS[name](settings), settings)
 
 
-def down(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> None:
+def down(settings: LocalServicesSettings, names: Sequence[str] = SERVICE_NAMES) -> None:
     for name in reversed(names):
         pid = running_pid(settings, name)
         if pid is not None:
@@ -373,9 +373,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("install", "up", "down", "status"))
     parser.add_argument("--only", default=",".join(SERVICE_NAMES), help="comma-separated subset of the services")
-    add_settings_arguments(parser)
+    LocalServicesSettings.add_arguments(parser)
     args = parser.parse_args(argv)
-    settings = settings_from_args(args)
+    settings = LocalServicesSettings.from_args(args)
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - set(SERVICE_NAMES))
     if unknown:
@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.action == "install":
         print(f"elasticsearch: {install_elasticsearch(settings.services_cache)}")
-        print(f"triton backends: {triton_backends(settings.services_cache)}")
+        print(f"triton backends: {triton_backends(settings.services_cache, settings.triton_venv)}")
         return
     if args.action == "up":
         up(settings, names)

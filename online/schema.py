@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.errors import PlatformError
+
 MAX_RECALL_SIZE = 2000
 MAX_USERID = 2**31 - 1
 
 
-class RequestError(ValueError):
+class RequestError(PlatformError, ValueError):
     """A client error; the message says which field and why."""
 
 

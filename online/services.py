@@ -9,15 +9,15 @@ consistent set and a reload moves all of them together. Every call has a short t
 client's errors to ``StoreUnavailableError`` naming the store; clients reconnect on the next request, so
 a server that comes back is used again without a restart.
 
-The recall rule is ``models.retrieval``'s: neighbour lists from Redis go through ``rank_neighbours``,
-the popularity list is filtered as ``popularity_recall`` does, and the Elasticsearch queries
-(``loaders/es_layout.py``) reproduce the term and vector sources, so both profiles return the same
-candidates for the same data.
+The stores supply data; the recall rules are the request path's (``models/request_path.py``): the neighbour
+lists Redis returns are summed and the popularity list filtered there as for the embedded profile, and the
+Elasticsearch queries (``loaders/es_layout.py``) reproduce the in-memory term and vector searches, so both
+profiles return the same candidates for the same data.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,27 +32,17 @@ from elasticsearch import exceptions as es_errors
 from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
 from tritonclient.utils import InferenceServerException
 
+from contracts.errors import NotPublishedError, StoreUnavailableError
+from contracts.feature_spec import SPEC, check_spec_version
+from contracts.settings import ServingSettings
 from feature_repo.names import ITEM_FEATURE_REFS, USER_FEATURE_REFS
-from feature_repo.publish import FeastTarget, open_store
+from feature_repo.publish import open_store
 from loaders import es_layout, redis_layout
 from loaders.triton_repo import VERSION_PARAMETER
-from models.recall_data import FeatureAssembler
-from models.retrieval import (
-    NEIGHBOURS,
-    POPULARITY,
-    TERM,
-    VECTOR,
-    Ranked,
-    RecallConfig,
-    UserRecallData,
-    rank_neighbours,
-    term_bands,
-)
-from online.bundle import NotReadyError, ServingBundle
+from models.feature_rows import FeatureAssembler
+from models.recall_sources import Ranked, RecallConfig, UserRecallData
+from models.stores import CatalogueSearch, FeatureClient, ServingBundle
 from online.embedded import FeastFeatureClient
-from online.stores import FeatureClient, StoreUnavailableError
-from spark_jobs.feature_spec import SPEC, check_spec_version
-from spark_jobs.settings import Settings
 
 TIMEOUT_SECONDS = 2.0
 
@@ -93,66 +83,50 @@ class RedisUserRecallStore:
 
 
 class ServiceItemIndex:
-    """Neighbours and popularity from Redis, term and vector candidates from Elasticsearch."""
+    """Neighbour lists and popularity from Redis, the term and vector searches in Elasticsearch."""
 
     def __init__(self, client: redis.Redis, prefix: str, version: int, search: Elasticsearch, index: str,
-                 item_count: int, background: Executor) -> None:
+                 item_count: int) -> None:
         self.client, self.prefix, self.version = client, prefix, version
-        self.search, self.index, self.item_count = search, index, item_count
-        self.background = background
+        self.search_client, self.index, self.item_count = search, index, item_count
         try:  # the popularity list is the same for every user and immutable within a version: read once
             self.popularity = redis_layout.decode_ranked(self.client.get(redis_layout.popular_key(prefix, version)))
         except redis.RedisError as error:
             raise StoreUnavailableError("redis", str(error)) from error
         self.max_popularity = float(self.popularity.scores.max()) if len(self.popularity) else 0.0
 
-    def sources(self, user: UserRecallData, config: RecallConfig, recall_size: int) -> dict[str, Ranked]:
-        # Redis answers the neighbour lists while Elasticsearch searches (each waits on its own server).
-        pending_neighbours = self.background.submit(self._neighbours, user, config, recall_size)
-        term, vector = self._search(user, config, recall_size)
-        return {NEIGHBOURS: pending_neighbours.result(), VECTOR: vector, TERM: term,
-                POPULARITY: self.popular(user, recall_size)}
-
-    def popular(self, user: UserRecallData | None, n: int) -> Ranked:
-        if user is None:
-            return Ranked(self.popularity.itemids[:n], self.popularity.scores[:n])
-        kept = ~np.isin(self.popularity.itemids, user.seen)
-        return Ranked(self.popularity.itemids[kept][:n], self.popularity.scores[kept][:n])
-
-    def _neighbours(self, user: UserRecallData, config: RecallConfig, n: int) -> Ranked:
-        recent = user.recent[:config.recent_items]
-        recent = recent[recent > 0]
-        if len(recent) == 0:
-            return Ranked.empty()
-        keys = [redis_layout.neighbours_key(self.prefix, self.version, int(item)) for item in recent]
+    def neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(itemids) == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        keys = [redis_layout.neighbours_key(self.prefix, self.version, int(item)) for item in itemids]
         try:
             blobs = self.client.mget(keys)
         except redis.RedisError as error:
             raise StoreUnavailableError("redis", str(error)) from error
-        lists = [redis_layout.decode_ranked(blob) for blob in blobs]
-        return rank_neighbours(np.concatenate([r.itemids for r in lists]),
-                               np.concatenate([r.scores for r in lists]), user.seen, n)
+        lists = [redis_layout.decode_ranked(blob) for blob in blobs]  # a missing key decodes as empty
+        return np.concatenate([r.itemids for r in lists]), np.concatenate([r.scores for r in lists])
 
-    def _search(self, user: UserRecallData, config: RecallConfig, n: int) -> tuple[Ranked, Ranked]:
-        bands = term_bands(user.terms, config.term_genres, self.max_popularity)
+    def search(self, query: CatalogueSearch) -> tuple[Ranked, Ranked]:
+        """Both searches in one ``_msearch`` round trip."""
         searches: list[dict[str, Any]] = []
-        if bands:
-            searches += [{"index": self.index}, es_layout.term_query(bands, user.seen, n)]
-        if user.vector is not None:
-            searches += [{"index": self.index}, es_layout.knn_query(user.vector, user.seen, n, self.item_count)]
+        if query.bands:
+            searches += [{"index": self.index}, es_layout.term_query(query.bands, query.seen, query.size)]
+        if query.vector is not None:
+            searches += [{"index": self.index},
+                         es_layout.knn_query(query.vector, query.seen, query.size, self.item_count)]
         if not searches:
             return Ranked.empty(), Ranked.empty()
         try:
-            responses = self.search.msearch(searches=searches)["responses"]
+            responses = self.search_client.msearch(searches=searches)["responses"]
         except (es_errors.ApiError, TransportError) as error:
             raise StoreUnavailableError("elasticsearch", str(error)) from error
         failed = [r["error"] for r in responses if "error" in r]
         if failed:
             raise StoreUnavailableError("elasticsearch", str(failed[0])[:300])
         answers = iter(responses)
-        term = Ranked(*es_layout.hits(next(answers))) if bands else Ranked.empty()
+        term = Ranked(*es_layout.hits(next(answers))) if query.bands else Ranked.empty()
         vector = Ranked.empty()
-        if user.vector is not None:  # already in the model's order (score, then itemid): the search sorts so
+        if query.vector is not None:  # already in the model's order (score, then itemid): the search sorts so
             itemids, scores = es_layout.hits(next(answers))
             vector = Ranked(itemids, es_layout.inner_product(scores))
         return term, vector
@@ -247,7 +221,7 @@ def _triton_check(ranker: TritonRanker) -> None:
         raise StoreUnavailableError("triton", f"model {ranker.model} version {ranker.model_version} not ready")
 
 
-def _pinned_triton(settings: Settings) -> TritonRanker:
+def _pinned_triton(settings: ServingSettings) -> TritonRanker:
     """The newest ready Triton version of the model, with the ranking model version its config names."""
     probe = TritonRanker(settings.triton_url, settings.triton_model, 0, "")
     try:
@@ -260,14 +234,14 @@ def _pinned_triton(settings: Settings) -> TritonRanker:
     except InferenceServerException as error:
         raise StoreUnavailableError("triton", str(error)) from error
     if not ready:
-        raise NotReadyError(f"triton has no ready version of {settings.triton_model}: "
+        raise NotPublishedError(f"triton has no ready version of {settings.triton_model}: "
                             "run python -m loaders.triton_repo")
     version = max(ready)
     return TritonRanker(settings.triton_url, settings.triton_model, version,
                         parameters[f"{VERSION_PARAMETER}{version}"])
 
 
-def load_services_bundle(settings: Settings) -> ServingBundle:
+def load_services_bundle(settings: ServingSettings) -> ServingBundle:
     """Pin the published versions in each service and check they belong together."""
     client = redis.Redis(host=settings.redis_host, port=settings.redis_port, socket_timeout=TIMEOUT_SECONDS,
                          socket_connect_timeout=TIMEOUT_SECONDS)
@@ -278,7 +252,7 @@ def load_services_bundle(settings: Settings) -> ServingBundle:
     except redis.RedisError as error:
         raise StoreUnavailableError("redis", str(error)) from error
     if version is None or not meta:
-        raise NotReadyError(f"no recall data under the prefix {settings.redis_prefix!r} in redis "
+        raise NotPublishedError(f"no recall data under the prefix {settings.redis_prefix!r} in redis "
                             f"{settings.redis_address}: run python -m loaders.redis_loader")
     check_spec_version(meta["feature_spec"], f"the recall data in redis (version {version})")
     search = Elasticsearch(settings.elasticsearch_url, request_timeout=TIMEOUT_SECONDS, max_retries=0,
@@ -286,18 +260,18 @@ def load_services_bundle(settings: Settings) -> ServingBundle:
     alias = settings.elasticsearch_alias
     try:
         if not search.indices.exists_alias(name=alias):
-            raise NotReadyError(f"no index behind alias {alias}: run python -m loaders.es_loader")
+            raise NotPublishedError(f"no index behind alias {alias}: run python -m loaders.es_loader")
         index = next(iter(search.indices.get_alias(name=alias).body))
         es_meta = search.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
     except (es_errors.ApiError, TransportError) as error:
         raise StoreUnavailableError("elasticsearch", str(error)) from error
     for key in ("data_run", "recall_model", "feature_spec"):
         if es_meta.get(key) != meta[key]:
-            raise NotReadyError(f"redis version {version} holds {key} {meta[key]}, elasticsearch {index} holds "
+            raise NotPublishedError(f"redis version {version} holds {key} {meta[key]}, elasticsearch {index} holds "
                                 f"{es_meta.get(key)}: run both loaders on the same batch and models")
     # Requests overlap their waits on the servers: the user's features and the neighbour lists meanwhile.
     background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stores")
-    items = ServiceItemIndex(client, settings.redis_prefix, version, search, index, int(meta["items"]), background)
+    items = ServiceItemIndex(client, settings.redis_prefix, version, search, index, int(meta["items"]))
     session = requests.Session()
     server = FeastServerFeatureClient(settings.feast_server_url, session)
     item_frame = server.item_features(sorted(int(i) for i in items.popularity.itemids))
@@ -306,7 +280,7 @@ def load_services_bundle(settings: Settings) -> ServingBundle:
         # Bounded socket waits: a stopped or saving Redis must become a 503, not a request that hangs.
         timeouts = f"socket_timeout={TIMEOUT_SECONDS},socket_connect_timeout={TIMEOUT_SECONDS}"
         connection = f"{settings.redis_address},{timeouts}"
-        features = FeastFeatureClient(open_store(FeastTarget("redis", settings.output_dir, connection)))
+        features = FeastFeatureClient(open_store(settings, "redis", connection))
     ranker = _pinned_triton(settings)
     dependencies = {"redis": lambda: _redis_check(client), "elasticsearch": lambda: _es_check(search),
                     "triton": lambda: _triton_check(ranker)}

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.lake import Table, Written, read_table, write_table
+from contracts.settings import BatchSettings
+from contracts.tables import Table
+from spark_jobs.lake import Written, read_table, write_table
 from spark_jobs.runtime import job_main
-from spark_jobs.settings import Settings
 from spark_jobs.split import Split
 
 
@@ -69,7 +70,7 @@ def item_neighbours(user_items: DataFrame, neighbours_per_item: int) -> DataFram
     )
 
 
-def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
     neighbours = latest_per_user(offline, settings.cooccurrence_history).transform(
         lambda pairs: item_neighbours(pairs, settings.neighbours_per_item)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from contracts.errors import InputDataError
+
 log = logging.getLogger(__name__)
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -43,7 +45,7 @@ ARCHIVES: dict[str, Archive] = {
 }
 
 
-class ChecksumError(ValueError):
+class ChecksumError(InputDataError):
     pass
 
 

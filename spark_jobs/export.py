@@ -26,38 +26,15 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.atomic import switch_link
-from spark_jobs.lake import PARALLEL_WRITES, Table, Written, read_table
+from contracts.atomic import switch_link
+from contracts.errors import PublishCheckError
+from contracts.settings import BatchSettings
+from contracts.tables import Export, Table
+from spark_jobs.lake import PARALLEL_WRITES, Written, read_table
 from spark_jobs.runtime import job_main
-from spark_jobs.settings import Settings
 from spark_jobs.split import Split
 
 log = logging.getLogger(__name__)
-
-METADATA_FILE = "feature_metadata.json"
-MANIFEST_FILE = "manifest.json"
-
-
-class Export:
-    """Names of the Parquet datasets under ``exports/current/``."""
-
-    SAMPLES_TRAIN = "samples_train"
-    SAMPLES_TEST = "samples_test"
-    SAMPLES_TRAIN_NEGATIVES = "samples_train_negatives"
-    USER_FEATURES = Table.USER_FEATURES
-    USER_FEATURE_HISTORY = Table.USER_FEATURE_HISTORY
-    ITEM_FEATURES = Table.ITEM_FEATURES
-    USER_TERMS = Table.USER_TERMS
-    ITEM_TERMS = Table.ITEM_TERMS
-    USER_FILTER = Table.USER_FILTER
-    ONLINE_HOLDOUT = Table.ONLINE_HOLDOUT
-    ITEMS = Table.ITEMS
-    ITEM_POPULARITY = Table.ITEM_POPULARITY
-    ITEM_NEIGHBOURS = Table.ITEM_NEIGHBOURS
-    # Exported as they are in Delta.
-    AS_IS: tuple[str, ...] = (USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, USER_TERMS, ITEM_TERMS,
-                              USER_FILTER, ONLINE_HOLDOUT, ITEMS, ITEM_POPULARITY, ITEM_NEIGHBOURS)
-
 
 def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:
     samples = tables[Table.SAMPLES]
@@ -69,7 +46,7 @@ def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:
     }
 
 
-class ShrinkingRunError(RuntimeError):
+class ShrinkingRunError(PublishCheckError):
     """A run much smaller than the export serving now: likely a truncated or wrong input."""
 
 
@@ -78,9 +55,9 @@ GUARDED_COUNTS: tuple[str, ...] = ("ratings", "samples")
 SHRINK_LIMIT = 0.5
 
 
-def guard_against_shrinking(settings: Settings, counts: dict[str, int], run_dir: Path) -> None:
+def guard_against_shrinking(settings: BatchSettings, counts: dict[str, int], run_dir: Path) -> None:
     """Refuse to replace ``current`` by a run with fewer than half its ratings or samples."""
-    manifest_path = settings.current_export_dir / MANIFEST_FILE
+    manifest_path = settings.current_export_dir / Export.MANIFEST_FILE
     if settings.allow_shrink or not manifest_path.exists():
         return
     serving = json.loads(manifest_path.read_text()).get("counts", {})
@@ -98,12 +75,12 @@ def guard_against_shrinking(settings: Settings, counts: dict[str, int], run_dir:
         )
 
 
-def switch_current(settings: Settings, run_dir: Path) -> None:
+def switch_current(settings: BatchSettings, run_dir: Path) -> None:
     """Point exports/current at run_dir with one rename, which is atomic on POSIX file systems."""
     switch_link(settings.current_export_dir, run_dir)
 
 
-def prune_runs(settings: Settings) -> list[Path]:
+def prune_runs(settings: BatchSettings) -> list[Path]:
     runs = sorted((settings.exports_dir / "runs").iterdir())
     current = settings.current_export_dir.resolve()
     removed = [run for run in runs[: -settings.keep_export_runs] if run.resolve() != current]
@@ -112,7 +89,7 @@ def prune_runs(settings: Settings) -> list[Path]:
     return removed
 
 
-def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     def latest(table: str) -> tuple[dict, DataFrame]:
         last = DeltaTable.forPath(spark, str(settings.table_path(table))).history(1).first()
         version = {"version": int(last["version"]), "run_id": last["userMetadata"]}
@@ -146,7 +123,7 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
         written = [future.result() for future in futures]
 
     metadata = json.loads(tables[Table.FEATURE_METADATA].first()["metadata"])
-    (run_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    (run_dir / Export.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     rows = {w.table: w.rows for w in written}
     counts = {"ratings": metadata["counts"]["ratings"],
               "samples": rows[Export.SAMPLES_TRAIN] + rows[Export.SAMPLES_TEST]}
@@ -158,7 +135,7 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
         "counts": counts,
         "spec_version": metadata["spec_version"],
     }
-    (run_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    (run_dir / Export.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     guard_against_shrinking(settings, counts, run_dir)
     switch_current(settings, run_dir)
     log.info("exports/current -> %s", run_dir)

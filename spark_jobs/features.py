@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.feature_spec import (
+from contracts.feature_spec import (
     GENRE_IDS,
     PIT_HISTORY,
     SPEC,
@@ -33,9 +33,10 @@ from spark_jobs.feature_spec import (
     genre_flag_name,
     genre_impressions_name,
 )
-from spark_jobs.lake import Table, Written, read_table, write_table, write_tables
+from contracts.settings import BatchSettings
+from contracts.tables import Table
+from spark_jobs.lake import Written, read_table, write_table, write_tables
 from spark_jobs.runtime import job_main
-from spark_jobs.settings import Settings
 from spark_jobs.split import Split, user_timeline
 
 log = logging.getLogger(__name__)
@@ -320,7 +321,7 @@ def feature_metadata(
     }
 
 
-def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     spec = SPEC
     dataset = read_table(spark, settings, Table.DATASET).first().asDict()
     users = read_table(spark, settings, Table.USERS)

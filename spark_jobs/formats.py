@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from contracts.errors import InputDataError
+
 
 class UsersLayout(StrEnum):
     ML_1M = "ml-1m"  # UserID::Gender::Age::Occupation::Zip-code, age and occupation as codes
@@ -74,7 +76,7 @@ ML_100K_OCCUPATIONS: tuple[str, ...] = (
 ML_100K_ITEM_FIXED_FIELDS = 5
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(InputDataError):
     pass
 
 

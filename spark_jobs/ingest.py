@@ -24,7 +24,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from spark_jobs.feature_spec import AGE_BUCKETS, GENDERS, GENRE_ALIASES, GENRES, OCCUPATION_COUNT
+from contracts.errors import InputDataError
+from contracts.feature_spec import AGE_BUCKETS, GENDERS, GENRE_ALIASES, GENRES, OCCUPATION_COUNT
+from contracts.settings import BatchSettings
+from contracts.tables import Table
 from spark_jobs.formats import (
     ML_100K_ITEM_FIXED_FIELDS,
     ML_100K_OCCUPATIONS,
@@ -33,9 +36,8 @@ from spark_jobs.formats import (
     UsersLayout,
     detect_format,
 )
-from spark_jobs.lake import Table, Written, write_tables
+from spark_jobs.lake import Written, write_tables
 from spark_jobs.runtime import job_main
-from spark_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ PROBLEM = StructType(
 _ROW_INDEX_BITS = 33
 
 
-class DataValidationError(ValueError):
+class DataValidationError(InputDataError):
     """A bad input value, named by file, line and field."""
 
 
@@ -524,7 +526,7 @@ def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanD
                      tuple(f.rows for f in files))
 
 
-def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     clean = load_clean(spark, settings.data_dir, settings.on_bad_lines)
     dataset = spark.createDataFrame(
         [(clean.fmt.name, str(settings.data_dir), clean.fmt.has_demographics, clean.skipped_lines)],

@@ -17,37 +17,9 @@ from datetime import UTC, datetime
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_jobs.settings import Settings
+from contracts.settings import LakeSettings
 
 log = logging.getLogger(__name__)
-
-
-class Table:
-    """Names of the Delta tables the batch writes (one folder each under ``<output>/delta``)."""
-
-    DATASET = "dataset"  # one row: which release was read, from where, with demographics or not
-    RATINGS = "ratings"  # clean ratings
-    USERS = "users"  # clean users with categorical indices
-    ITEMS = "items"  # clean movie catalogue with genre ids
-    IMPRESSIONS = "impressions"  # labelled, split impressions
-    ONLINE_HOLDOUT = "online_holdout"
-    SAMPLES = "samples"  # train/test rows: the 59 features + label + timestamp + split
-    USER_FEATURES = "user_features"  # online user features (Feast source)
-    USER_FEATURE_HISTORY = "user_feature_history"  # the dense user features as of each second (PIT source)
-    ITEM_FEATURES = "item_features"  # online item features (Feast source)
-    FEATURE_METADATA = "feature_metadata"  # one row: the metadata JSON of the run's features
-    USER_TERMS = "user_terms"
-    ITEM_TERMS = "item_terms"
-    USER_FILTER = "user_filter"  # per user: every item seen offline, and the latest ones newest first
-    NEGATIVE_SAMPLES = "negative_samples"  # sampled unrated items for train impressions, label 0
-    ITEM_POPULARITY = "item_popularity"  # per item: offline positives and impressions
-    ITEM_NEIGHBOURS = "item_neighbours"  # per item: top co-occurring items with their cosine
-
-    ALL: tuple[str, ...] = (
-        DATASET, RATINGS, USERS, ITEMS, IMPRESSIONS, ONLINE_HOLDOUT, SAMPLES, NEGATIVE_SAMPLES,
-        USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, FEATURE_METADATA, USER_TERMS, ITEM_TERMS, USER_FILTER,
-        ITEM_POPULARITY, ITEM_NEIGHBOURS,
-    )
 
 
 def new_run_id() -> str:
@@ -62,7 +34,7 @@ class Written:
     rows: int
 
 
-def write_table(df: DataFrame, settings: Settings, table: str, run_id: str) -> Written:
+def write_table(df: DataFrame, settings: LakeSettings, table: str, run_id: str) -> Written:
     path = str(settings.table_path(table))
     (
         df.write.format("delta")
@@ -84,7 +56,7 @@ def write_table(df: DataFrame, settings: Settings, table: str, run_id: str) -> W
 PARALLEL_WRITES = 4
 
 
-def write_tables(tables: Sequence[tuple[str, DataFrame]], settings: Settings, run_id: str) -> list[Written]:
+def write_tables(tables: Sequence[tuple[str, DataFrame]], settings: LakeSettings, run_id: str) -> list[Written]:
     """Write independent tables at once (as concurrent Spark jobs); results in the given order.
 
     Each table's overwrite is still its own atomic Delta commit; the first failure is raised after
@@ -97,7 +69,7 @@ def write_tables(tables: Sequence[tuple[str, DataFrame]], settings: Settings, ru
         return [future.result() for future in futures]
 
 
-def read_table(spark: SparkSession, settings: Settings, table: str, version: int | None = None) -> DataFrame:
+def read_table(spark: SparkSession, settings: LakeSettings, table: str, version: int | None = None) -> DataFrame:
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)

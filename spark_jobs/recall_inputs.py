@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.feature_spec import GENRE_IDS, genre_clicks_name, genre_impressions_name
+from contracts.feature_spec import GENRE_IDS, genre_clicks_name, genre_impressions_name
+from contracts.settings import BatchSettings
+from contracts.tables import Table
 from spark_jobs.features import GENRE_FLAGS, add_genre_flags, online_genre_counters
-from spark_jobs.lake import Table, Written, read_table, write_tables
+from spark_jobs.lake import Written, read_table, write_tables
 from spark_jobs.runtime import job_main
-from spark_jobs.settings import Settings
 from spark_jobs.split import Split
 
 
@@ -80,7 +81,7 @@ def item_popularity(items: DataFrame, offline_impressions: DataFrame) -> DataFra
     )
 
 
-def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     items = read_table(spark, settings, Table.ITEMS)
     offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
     flagged = offline.join(items.transform(add_genre_flags).select("itemid", *GENRE_FLAGS), "itemid")

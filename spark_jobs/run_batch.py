@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pyspark.sql import SparkSession
 
+from contracts.settings import BatchSettings
 from spark_jobs import cooccurrence, export, features, ingest, recall_inputs, split
 from spark_jobs.lake import Written
 from spark_jobs.runtime import JobRun, job_main
-from spark_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ STAGES: tuple[tuple[tuple[str, JobRun], ...], ...] = (
 STEP_COUNT = sum(len(stage) for stage in STAGES)
 
 
-def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     written: list[Written] = []
     number = 0
     for stage in STAGES:
@@ -58,7 +58,7 @@ def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
     return written
 
 
-def run_step(number: int, name: str, step: JobRun, spark: SparkSession, settings: Settings,
+def run_step(number: int, name: str, step: JobRun, spark: SparkSession, settings: BatchSettings,
              run_id: str) -> list[Written]:
     log.info("step %d/%d: %s", number, STEP_COUNT, name)
     started = time.monotonic()

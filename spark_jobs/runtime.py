@@ -9,11 +9,11 @@ from collections.abc import Callable, Sequence
 
 from pyspark.sql import SparkSession
 
+from contracts.settings import BatchSettings
 from spark_jobs.lake import Written, new_run_id
 from spark_jobs.session import spark_session
-from spark_jobs.settings import Settings, add_settings_arguments, settings_from_args
 
-JobRun = Callable[[SparkSession, Settings, str], list[Written]]
+JobRun = Callable[[SparkSession, BatchSettings, str], list[Written]]
 
 
 def configure_logging() -> None:
@@ -28,10 +28,10 @@ def job_main(name: str, run: JobRun, argv: Sequence[str] | None, description: st
         prog=f"spark_jobs/{name}.py", description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_settings_arguments(parser)
+    BatchSettings.add_arguments(parser)
     parser.add_argument("--run-id", default=None, help="tag for the Delta versions written (default: new)")
     args = parser.parse_args(argv)
-    settings = settings_from_args(args)
+    settings = BatchSettings.from_args(args)
     configure_logging()
     run_id = args.run_id or new_run_id()
     log = logging.getLogger(f"spark_jobs.{name}")

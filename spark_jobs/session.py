@@ -9,7 +9,7 @@ from importlib.metadata import version
 
 from pyspark.sql import SparkSession
 
-from spark_jobs.settings import Settings
+from contracts.settings import SparkSettings
 
 SCALA_BINARY_VERSION = "2.13"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
@@ -27,7 +27,7 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def spark_session(settings: Settings, app_name: str) -> SparkSession:
+def spark_session(settings: SparkSettings, app_name: str) -> SparkSession:
     builder = (
         SparkSession.builder.appName(app_name)
         .config("spark.sql.extensions", DELTA_EXTENSION)

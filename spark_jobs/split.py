@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.feature_spec import HOLDOUT_SIZE, MIN_IMPRESSIONS_FOR_SPLIT, POSITIVE_RATING_ABOVE, TRAIN_PERCENT
-from spark_jobs.lake import Table, Written, read_table, write_table
+from contracts.feature_spec import HOLDOUT_SIZE, MIN_IMPRESSIONS_FOR_SPLIT, POSITIVE_RATING_ABOVE, TRAIN_PERCENT
+from contracts.settings import BatchSettings
+from contracts.tables import Table
+from spark_jobs.lake import Written, read_table, write_table
 from spark_jobs.runtime import job_main
-from spark_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def online_holdout(impressions: DataFrame) -> DataFrame:
     )
 
 
-def run(spark: SparkSession, settings: Settings, run_id: str) -> list[Written]:
+def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     ratings = read_table(spark, settings, Table.RATINGS)
     log.info("split: %d ratings in from %s", ratings.count(), settings.table_path(Table.RATINGS))
     impressions = ratings.transform(add_label).transform(add_split)

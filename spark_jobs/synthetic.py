@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from spark_jobs.feature_spec import AGE_BUCKETS, GENRES, OCCUPATION_COUNT
+from contracts.feature_spec import AGE_BUCKETS, GENRES, OCCUPATION_COUNT
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+from contracts.settings import BatchSettings, SparkSettings
 from spark_jobs.session import spark_session
-from spark_jobs.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ML_100K = (REPO_ROOT.parent / "shared" / "data" / "ml-100k").resolve()
@@ -17,7 +17,7 @@ ML_100K = (REPO_ROOT.parent / "shared" / "data" / "ml-100k").resolve()
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
-    settings = Settings(
+    settings = SparkSettings(
         output_dir=tmp_path_factory.mktemp("spark-output"),
         spark_master="local[2]",
         shuffle_partitions=2,
@@ -29,8 +29,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", output_dir=tmp_path / "output", shuffle_partitions=2)
+def settings(tmp_path: Path) -> BatchSettings:
+    return BatchSettings(data_dir=tmp_path / "data", output_dir=tmp_path / "output", shuffle_partitions=2)
 
 
 def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
@@ -40,26 +40,26 @@ def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_batch(spark, tmp_path_factory) -> Settings:
+def tiny_batch(spark, tmp_path_factory) -> BatchSettings:
     """One batch run on a small generated ML-1M-format dataset, shared by the stages that read its output."""
     from spark_jobs import run_batch
     from spark_jobs.synthetic import generate, write_ml1m
 
     root = tmp_path_factory.mktemp("tiny-batch")
     write_ml1m(generate(2_500, n_users=30, n_items=90, seed=8), root / "data")
-    settings = Settings(data_dir=root / "data", output_dir=root / "output", shuffle_partitions=2)
+    settings = BatchSettings(data_dir=root / "data", output_dir=root / "output", shuffle_partitions=2)
     run_batch.run(spark, settings, "tiny")
     return settings
 
 
 @pytest.fixture(scope="session")
-def ml100k_batch(spark, tmp_path_factory) -> Settings:
+def ml100k_batch(spark, tmp_path_factory) -> BatchSettings:
     """The batch on the pristine ML-100K release (skipped where ../shared/data/ml-100k is absent)."""
     from spark_jobs import run_batch
 
     if not ML_100K.is_dir():
         pytest.skip("needs ../shared/data/ml-100k")
-    settings = Settings(data_dir=ML_100K, output_dir=tmp_path_factory.mktemp("ml-100k") / "out",
+    settings = BatchSettings(data_dir=ML_100K, output_dir=tmp_path_factory.mktemp("ml-100k") / "out",
                         shuffle_partitions=4)
     run_batch.run(spark, settings, "ml-100k")
     return settings

@@ -7,15 +7,16 @@ import pandas as pd
 import pytest
 from delta.tables import DeltaTable
 
+from contracts.feature_spec import HOLDOUT_SIZE, SPEC
+from contracts.published import open_model
+from contracts.settings import BatchSettings
+from contracts.tables import Export, Table
 from models import evaluate
 from models import train as train_models
-from models.artifacts import open_model
 from spark_jobs import run_batch
-from spark_jobs.export import METADATA_FILE, Export, ShrinkingRunError
-from spark_jobs.feature_spec import HOLDOUT_SIZE, SPEC
+from spark_jobs.export import ShrinkingRunError
 from spark_jobs.ingest import DataValidationError
-from spark_jobs.lake import Table, read_table
-from spark_jobs.settings import Settings
+from spark_jobs.lake import read_table
 from spark_jobs.synthetic import generate, write_ml1m
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def check_batch_output(spark, settings, run_id):
     assert samples.columns == [*SPEC.names, "label", "timestamp", "split"]
     current = settings.current_export_dir
     assert current.resolve() == (settings.exports_dir / "runs" / run_id).resolve()
-    metadata = json.loads((current / METADATA_FILE).read_text())
+    metadata = json.loads((current / Export.METADATA_FILE).read_text())
     assert metadata["spec_version"] == SPEC.version
     assert metadata["columns"] == list(SPEC.names)
     train = pd.read_parquet(current / Export.SAMPLES_TRAIN)
@@ -53,8 +54,8 @@ def check_batch_output(spark, settings, run_id):
 
 
 def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_dataset, tmp_path):
-    settings = Settings(data_dir=tiny_dataset, output_dir=tmp_path / "out", shuffle_partitions=2,
-                        keep_export_runs=1)
+    settings = BatchSettings(data_dir=tiny_dataset, output_dir=tmp_path / "out", shuffle_partitions=2,
+                             keep_export_runs=1)
     run_batch.run(spark, settings, "run-1")
     metadata, train = check_batch_output(spark, settings, "run-1")
     ratings = read_table(spark, settings, Table.RATINGS, version=0)

@@ -21,8 +21,9 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from conftest import REPO_ROOT
 from processes import free_port, stop, wait_for
 
-from spark_jobs.lake import Table, read_table
-from spark_jobs.settings import Settings
+from contracts.settings import BatchSettings
+from contracts.tables import Table
+from spark_jobs.lake import read_table
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def standalone_cluster(tmp_path_factory) -> Iterator[str]:
         stop(processes)
 
 
-def comparable(spark, settings: Settings, table: str):
+def comparable(spark, settings: BatchSettings, table: str):
     df = read_table(spark, settings, table)
     return df.drop(*(c for c in RUN_DEPENDENT if c in df.columns))
 
@@ -76,7 +77,7 @@ def without_float_noise(metadata: dict) -> dict:
 
 def test_batch_on_standalone_cluster_equals_local_run(spark, standalone_cluster, tiny_batch, tmp_path):
     local_settings = tiny_batch  # the shared local[*] run of the same data
-    cluster_settings = Settings(data_dir=tiny_batch.data_dir, output_dir=tmp_path / "cluster")
+    cluster_settings = BatchSettings(data_dir=tiny_batch.data_dir, output_dir=tmp_path / "cluster")
 
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1"}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from spark_jobs.settings import Settings
+from contracts.settings import EndToEndSettings
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 
@@ -29,7 +29,7 @@ def test_compose_names_the_servers_the_jobs_and_the_app():
 
 
 def test_every_recsys_variable_in_compose_is_a_setting():
-    fields = {f"RECSYS_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"RECSYS_{name.upper()}" for name in EndToEndSettings.model_fields}
     for name, service in compose()["services"].items():
         for variable in service.get("environment", {}):
             if variable.startswith("RECSYS_"):

@@ -31,10 +31,10 @@ def test_one_command_from_raw_files_to_recommendations_then_skips_what_is_curren
     yaml.write_text(publish.SQLITE_YAML.read_text()
                     .replace("registry: data/registry.db", f"registry: {tmp_path / 'registry.db'}")
                     .replace("path: data/online_store.db", f"path: {tmp_path / 'online_store.db'}"))
-    env = {**os.environ, "RECSYS_FEAST_YAML": str(yaml), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     port = free_port()
     command = [sys.executable, "-m", "online.end_to_end", "--data", str(data), "--output", str(output),
-               "--port", str(port), "--max-epochs", "2"]
+               "--feast-yaml", str(yaml), "--port", str(port), "--max-epochs", "2"]
 
     first = subprocess.run([*command, "--exit"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                            timeout=1200)

@@ -4,13 +4,14 @@ import json
 
 import pytest
 
-from spark_jobs.export import MANIFEST_FILE, ShrinkingRunError, guard_against_shrinking, switch_current
+from contracts.tables import Export
+from spark_jobs.export import ShrinkingRunError, guard_against_shrinking, switch_current
 
 
 def serving(settings, counts):
     run_dir = settings.exports_dir / "runs" / "good"
     run_dir.mkdir(parents=True)
-    (run_dir / MANIFEST_FILE).write_text(json.dumps({"counts": counts}))
+    (run_dir / Export.MANIFEST_FILE).write_text(json.dumps({"counts": counts}))
     switch_current(settings, run_dir)
 
 

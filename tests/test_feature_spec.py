@@ -1,6 +1,6 @@
 from dataclasses import replace
 
-from spark_jobs.feature_spec import SPEC, FeatureGroup, FeatureSpec
+from contracts.feature_spec import SPEC, FeatureGroup, FeatureSpec
 
 
 def test_spec_has_59_features_in_group_order():

@@ -2,7 +2,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from spark_jobs.feature_spec import SPEC
+from contracts.feature_spec import SPEC
 from spark_jobs.features import (
     COUNTERS,
     add_genre_flags,

@@ -7,25 +7,19 @@ import pandas as pd
 import pytest
 import torch
 
-from models.artifacts import open_model
+from contracts.errors import SpecMismatchError
+from contracts.feature_spec import SPEC
+from contracts.published import open_model
+from models.data_splits import DataSplits, Selection
+from models.fitting import VARIANTS, train_ranking, train_recall, training_metadata
 from models.layers import ColumnSelect, GroupEmbedding
+from models.matrix_factorization import MatrixFactorization
 from models.onnx_export import ParityError, check_parity, export_onnx, onnx_scores
-from models.ranking import GroupedFactorizationMachine, RankingConfig
-from models.recall import MatrixFactorization
+from models.publishing import publish_ranking, publish_recall
+from models.ranking_model import GroupedFactorizationMachine, RankingConfig, load_ranking
 from models.samples import FeatureMetadata, Samples, load_samples
-from models.train import (
-    VARIANTS,
-    DataSplits,
-    Selection,
-    load_ranking,
-    publish_ranking,
-    publish_recall,
-    train_ranking,
-    train_recall,
-)
-from models.training import TrainingConfig, auc
+from models.training_loop import TrainingConfig, auc
 from models.validation import ValidationRule, validation_mask
-from spark_jobs.feature_spec import SPEC, SpecMismatchError
 
 CARDINALITIES = {f.name: f.cardinality or 30 for f in SPEC.sparse}
 
@@ -154,7 +148,7 @@ def test_artifacts_round_trip_and_spec_guard(tmp_path):
     train_set, test_set = random_samples(1500, seed=8), random_samples(500, seed=9)
     config = TrainingConfig(max_epochs=1, batch_size=256)
     model, report = train_ranking(metadata(), DataSplits.carve(train_set, test_set), RankingConfig(), config)
-    folder = publish_ranking(tmp_path, model, metadata(), report, config, test_set.features)
+    folder = publish_ranking(tmp_path, model, training_metadata(metadata(), report, config), test_set.features)
     opened = open_model(tmp_path / "ranking")
     assert opened.path == folder.path
     saved = opened.metadata()
@@ -238,7 +232,7 @@ def test_refit_trains_the_chosen_epoch_count_on_train_and_validation():
 
 
 def test_bpr_recall_learns_planted_co_preferences():
-    from models.retrieval_training import BprConfig, Interactions, recall_at_k, train_bpr
+    from models.bpr_training import BprConfig, Interactions, recall_at_k, train_bpr
 
     # two groups of users, each picking from its own half of the catalogue
     rng = np.random.default_rng(21)

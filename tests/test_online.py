@@ -22,15 +22,19 @@ import torch
 from conftest import REPO_ROOT
 from processes import free_port, stop, wait_for
 
+from contracts.errors import StoreUnavailableError
+from contracts.published import open_model
+from contracts.settings import FeastSettings, ServingSettings
 from feature_repo import publish
 from models import train as train_models
-from models.artifacts import open_model
-from models.recall_data import FeatureAssembler, load_user_features
-from models.retrieval import fused_order, recall
+from models.export_readers import load_user_features
+from models.feature_rows import FeatureAssembler
+from models.fusion import fused_order
+from models.ranking_model import load_ranking
+from models.request_path import recall
 from online import evaluate_served
 from online.app import create_app
 from online.bundle import BundleHolder, load_bundle
-from online.stores import StoreUnavailableError
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +47,9 @@ def served(tiny_batch, tmp_path_factory):
     yaml.write_text(publish.SQLITE_YAML.read_text()
                     .replace("registry: data/registry.db", f"registry: {folder / 'registry.db'}")
                     .replace("path: data/online_store.db", f"path: {folder / 'online_store.db'}"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RECSYS_FEAST_YAML", str(yaml))
-        train_models.main(["--output", str(tiny_batch.output_dir), "--max-epochs", "2", "--no-delta"])
-        publish.publish(publish.FeastTarget("sqlite", tiny_batch.output_dir))
-        yield tiny_batch, yaml
+    train_models.main(["--output", str(tiny_batch.output_dir), "--max-epochs", "2", "--no-delta"])
+    publish.publish(FeastSettings(output_dir=tiny_batch.output_dir, feast_yaml=yaml))
+    return ServingSettings(output_dir=tiny_batch.output_dir, feast_yaml=yaml), yaml
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +141,7 @@ def test_offline_equals_online(client, served):
     bundle = load_bundle(settings)
     batch_users = load_user_features(exports)
     assembler = FeatureAssembler.from_item_features(pd.read_parquet(exports / "item_features"))
-    ranking = train_models.load_ranking(open_model(settings.models_dir / "ranking"))
+    ranking = load_ranking(open_model(settings.models_dir / "ranking"))
     for userid in list(batch_users)[:8]:
         served_values = bundle.features.user_features(userid)
         np.testing.assert_array_equal(served_values, batch_users[userid])  # Feast = the batch's row
@@ -150,7 +152,7 @@ def test_offline_equals_online(client, served):
             expected = torch.sigmoid(ranking(torch.from_numpy(rows))).numpy()
         np.testing.assert_allclose([i["score"] for i in body["item_list"]], expected, atol=1e-5)
         # the offline evaluation's ordering of the same user
-        candidates, sources = recall(bundle.users.get(userid), bundle.items.index, bundle.recall)
+        candidates, sources = recall(bundle.users.get(userid), bundle.items, bundle.recall, bundle.recall.recall_size)
         scores = bundle.ranker.score(assembler.rows(userid, batch_users[userid], candidates.itemids))
         order, _ = fused_order(candidates, sources, scores)
         assert itemids.tolist() == candidates.itemids[order][:50].tolist()
@@ -190,11 +192,11 @@ def test_reload_under_requests_never_mixes_versions(served):
 def test_the_app_under_gunicorn_over_http(served, tmp_path):
     settings, yaml = served
     port = free_port()
-    env = {**os.environ, "RECSYS_FEAST_YAML": str(yaml), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "gunicorn.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "online.serve", "--output", str(settings.output_dir), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "online.serve", "--output", str(settings.output_dir), "--feast-yaml", str(yaml),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,7 +1,7 @@
 from chispa import assert_df_equality
 
+from contracts.feature_spec import GENRE_IDS
 from spark_jobs.cooccurrence import item_neighbours, latest_per_user
-from spark_jobs.feature_spec import GENRE_IDS
 from spark_jobs.recall_inputs import item_popularity, item_terms, user_filter, user_terms
 
 

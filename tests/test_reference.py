@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from spark_jobs.feature_spec import (
+from contracts.feature_spec import (
     GENRE_IDS,
     HOLDOUT_SIZE,
     MIN_IMPRESSIONS_FOR_SPLIT,

@@ -5,26 +5,28 @@ import math
 import numpy as np
 import pytest
 
+from models.candidate_merge import SOURCE_BIT, Candidates, merge
 from models.evaluate import ease_item_weights, metrics_at
-from models.retrieval import (
+from models.fusion import fused_order
+from models.in_memory_stores import InMemoryFeatureClient, InMemoryItemIndex, InMemoryUserRecallStore
+from models.recall_sources import (
     NEIGHBOURS,
     POPULARITY,
-    SOURCE_BIT,
     TERM,
     VECTOR,
     ItemIndex,
     Ranked,
     RecallConfig,
     UserRecallData,
-    merge,
     neighbour_recall,
     popularity_recall,
-    recall,
     term_bands,
     term_recall,
     top_n,
     vector_recall,
 )
+from models.request_path import POPULARITY_FALLBACK, recall, recommend
+from models.stores import ServingBundle
 
 
 def test_metrics_on_a_hand_computed_case():
@@ -65,10 +67,10 @@ def user(seen=(1, 3), recent=(3, 1), terms=((2, 3, 2), (1, 2, 1)), vector=(1.0, 
 
 def test_sources_exclude_seen_items_and_score_as_documented():
     index, u = index_of_six_items(), user()
-    neighbours = neighbour_recall(u, index, n=10, recent_items=2)
+    neighbours = neighbour_recall(u, index, n=10, seeds=2)
     assert neighbours.itemids.tolist() == [4, 2, 6]  # 4: 0.5 + 0.6 = 1.1, 2: 0.9, 6: 0.1
     assert neighbours.scores.tolist() == pytest.approx([1.1, 0.9, 0.1])
-    assert neighbour_recall(u, index, n=10, recent_items=1).itemids.tolist() == [4, 6]  # only item 3 lends
+    assert neighbour_recall(u, index, n=10, seeds=1).itemids.tolist() == [4, 6]  # only item 3 lends
     vector = vector_recall(u, index, n=3)  # user (1, 0): an item's score is its first coordinate
     assert vector.itemids.tolist() == [6, 4, 2] and vector.scores.tolist() == [3.0, 2.0, 0.0]  # 2 and 5 tie: 2
     assert vector_recall(user(vector=None), index, n=3).itemids.tolist() == []
@@ -98,14 +100,22 @@ def test_merge_quotas_round_robin_then_fill_and_keep_sources():
     assert sorted(merge(sources, recall_size=100, quotas={}).itemids) == [10, 11, 12, 13, 20, 21, 30, 40]
 
 
-def test_recall_of_an_unknown_user_is_popularity():
-    candidates, sources = recall(None, index_of_six_items(), RecallConfig(recall_size=4))
-    assert candidates.itemids.tolist() == [1, 2, 3, 4] and list(sources) == [POPULARITY]
-    assert all(bits == SOURCE_BIT[POPULARITY] for bits in candidates.sources)
+def test_the_one_fallback_rule_is_the_popularity_list():
+    """An unknown user, and a known one without online features, get the popularity list (seen items excluded
+    where the user is known), marked as the fallback, through the request path itself."""
+    bundle = ServingBundle(users=InMemoryUserRecallStore({9: user(seen=(1, 3))}),
+                           items=InMemoryItemIndex(index_of_six_items()), features=InMemoryFeatureClient({}),
+                           assembler=None, ranker=None, recall=RecallConfig(recall_size=4))
+    unknown = recommend(bundle, 5, k=4, recall_size=4)
+    assert [item.itemid for item in unknown.items] == [1, 2, 3, 4] and unknown.fallback == POPULARITY_FALLBACK
+    assert all(item.sources == (POPULARITY,) for item in unknown.items) and unknown.trace is None
+    without_features = recommend(bundle, 9, k=4, recall_size=4)
+    assert [item.itemid for item in without_features.items] == [2, 4, 5, 6]
+    assert without_features.fallback == POPULARITY_FALLBACK
 
 
 def test_recall_never_returns_seen_items():
-    candidates, _ = recall(user(seen=(1, 2, 3)), index_of_six_items(), RecallConfig(recall_size=6))
+    candidates, _ = recall(user(seen=(1, 2, 3)), InMemoryItemIndex(index_of_six_items()), RecallConfig(), 6)
     assert sorted(candidates.itemids.tolist()) == [4, 5, 6]
 
 
@@ -117,8 +127,6 @@ def test_ease_learns_co_occurrence():
 
 
 def test_fused_order_is_reciprocal_rank_fusion():
-    from models.retrieval import Candidates, fused_order
-
     candidates = Candidates(np.array([7, 8, 9]), np.zeros(3, dtype=np.int64))
     sources = {NEIGHBOURS: Ranked(np.array([9, 7]), np.zeros(2)), VECTOR: Ranked(np.array([5, 9]), np.zeros(2))}
     order, fused = fused_order(candidates, sources, model_scores=np.array([0.9, 0.5, 0.1]), k=1)
@@ -175,6 +183,6 @@ def test_sources_equal_their_definitions_on_random_catalogues():
             if item > 0 and item not in set(seen.tolist()):
                 sums[int(item)] = sums.get(int(item), 0.0) + float(similarity)
         expected = sorted(sums, key=lambda item: (-sums[item], item))[:n]
-        neighbours = neighbour_recall(u, index, n, recent_items=6)
+        neighbours = neighbour_recall(u, index, n, seeds=6)
         assert neighbours.itemids.tolist() == expected
         assert neighbours.scores.tolist() == [sums[item] for item in expected]

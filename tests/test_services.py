@@ -20,24 +20,26 @@ from conftest import REPO_ROOT
 from elasticsearch import Elasticsearch
 from processes import free_port, stop, wait_for
 
+from contracts.published import open_model, open_models
+from contracts.settings import FeastSettings, ServingSettings
 from feature_repo import publish
 from loaders import es_loader, redis_layout, redis_loader, triton_repo
 from models import train as train_models
-from models.artifacts import open_model
-from models.recall_data import load_user_recall_data, open_models
+from models.export_readers import load_user_recall_data
+from models.ranking_model import load_ranking
+from models.request_path import recommend
 from online import local_services
 from online.app import create_app
-from online.bundle import BundleHolder, load_embedded_bundle
-from online.recommender import recommend
+from online.bundle import BundleHolder
+from online.embedded import load_embedded_bundle
 from online.services import load_services_bundle
-from spark_jobs.settings import Settings
 
 pytestmark = pytest.mark.slow
 
 
 @dataclasses.dataclass
 class Stack:
-    settings: Settings
+    settings: ServingSettings
     processes: dict[str, subprocess.Popen]
 
     def stop(self, name: str) -> None:
@@ -51,35 +53,35 @@ class Stack:
 def stack(tiny_batch, tmp_path_factory) -> Iterator[Stack]:
     """The tiny batch, trained models, and the four servers on free ports, loaded by the loaders."""
     folder = tmp_path_factory.mktemp("services")
-    settings = Settings(**{**tiny_batch.model_dump(), "services_dir": folder,
-                           "services_cache": REPO_ROOT / ".services" / "cache",
-                           "redis_port": free_port(), "elasticsearch_url": f"http://127.0.0.1:{free_port()}",
-                           "feast_server_url": f"http://127.0.0.1:{free_port()}",
-                           "triton_url": f"127.0.0.1:{free_port()}", "profile": "services"})
     yaml = folder / "feature_store.yaml"  # a private registry; the online store is this Redis
     yaml.write_text(publish.REDIS_YAML.read_text().replace("registry: data/registry.db",
                                                            f"registry: {folder / 'registry.db'}"))
+    settings = ServingSettings(output_dir=tiny_batch.output_dir, services_dir=folder,
+                               services_cache=REPO_ROOT / ".services" / "cache",
+                               triton_venv=REPO_ROOT / ".venv-triton", feast_yaml=yaml,
+                               redis_port=free_port(), elasticsearch_url=f"http://127.0.0.1:{free_port()}",
+                               feast_server_url=f"http://127.0.0.1:{free_port()}",
+                               triton_url=f"127.0.0.1:{free_port()}", profile="services")
     running = Stack(settings, {})
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RECSYS_FEAST_YAML", str(yaml))
-        try:
-            if None in open_models(settings.models_dir):
-                train_models.main(["--output", str(settings.output_dir), "--max-epochs", "2", "--no-delta"])
-            running.start("redis")
-            running.start("elasticsearch")
-            publish.publish(publish.FeastTarget("redis", settings.output_dir, settings.redis_address))
-            redis_loader.load(settings)
-            es_loader.load(settings)
-            triton_repo.write(settings, "python")
-            running.start("triton")
-            running.start("feast")
-            yield running
-        finally:
-            for process in running.processes.values():
-                local_services.stop_process(process)
+    try:
+        if None in open_models(settings.models_dir):
+            train_models.main(["--output", str(settings.output_dir), "--max-epochs", "2", "--no-delta"])
+        running.start("redis")
+        running.start("elasticsearch")
+        publish.publish(FeastSettings(**settings.narrowed(FeastSettings).model_dump(exclude={"online_store"}),
+                                      online_store="redis"))
+        redis_loader.load(settings)
+        es_loader.load(settings)
+        triton_repo.write(settings, "python")
+        running.start("triton")
+        running.start("feast")
+        yield running
+    finally:
+        for process in running.processes.values():
+            local_services.stop_process(process)
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+def redis_client(settings: ServingSettings) -> redis.Redis:
     return redis.Redis(host=settings.redis_host, port=settings.redis_port)
 
 
@@ -160,7 +162,7 @@ def test_es_loader_moves_the_alias_and_a_failure_midway_keeps_it(stack, monkeypa
 def test_triton_scores_equal_pytorch(stack):
     settings = stack.settings
     bundle = load_services_bundle(settings)
-    ranking = train_models.load_ranking(open_model(settings.models_dir / "ranking"))
+    ranking = load_ranking(open_model(settings.models_dir / "ranking"))
     user = bundle.users.get(5)
     values = bundle.features.user_features(5)
     rows = bundle.assembler.rows(5, values, np.arange(1, 60))
@@ -223,9 +225,9 @@ def test_the_services_profile_under_gunicorn_over_http(stack, tmp_path):
     log = (tmp_path / "gunicorn.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "online.serve", "--profile", "services", "--output", str(settings.output_dir),
-         "--port", str(port), "--redis-port", str(settings.redis_port), "--elasticsearch-url",
-         settings.elasticsearch_url, "--feast-server-url", settings.feast_server_url, "--triton-url",
-         settings.triton_url],
+         "--feast-yaml", str(settings.feast_yaml), "--port", str(port), "--redis-port", str(settings.redis_port),
+         "--elasticsearch-url", settings.elasticsearch_url, "--feast-server-url", settings.feast_server_url,
+         "--triton-url", settings.triton_url],
         cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

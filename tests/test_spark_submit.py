@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-from spark_jobs.lake import Table, read_table
+from contracts.settings import BatchSettings
+from contracts.tables import Table
+from spark_jobs.lake import read_table
 from spark_jobs.session import delta_maven_coordinate
-from spark_jobs.settings import Settings
 from spark_jobs.synthetic import generate, write_ml1m
 
 CONF = REPO_ROOT / "spark_jobs" / "delta.conf"
@@ -39,5 +40,5 @@ def test_ingest_runs_under_spark_submit(spark, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "ingest finished" in result.stdout
-    settings = Settings(output_dir=output)
+    settings = BatchSettings(output_dir=output)
     assert read_table(spark, settings, Table.RATINGS).count() == len(synthetic.ratings)

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.recall import MatrixFactorization
-from models.training import TrainingResult, seed_everything
+from models.matrix_factorization import MatrixFactorization
+from models.training_loop import TrainingResult, seed_everything
 
 log = logging.getLogger(__name__)
 

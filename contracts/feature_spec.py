@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from functools import cached_property
 
+from contracts.errors import SpecMismatchError
+
 # The 18 MovieLens-1M genres; genre id k is position k (1-based). Id 0 means "unknown / other":
 # ML-100K's "unknown", the CSV family's "IMAX" and "(no genres listed)".
 GENRES: tuple[str, ...] = (
@@ -210,10 +212,6 @@ class FeatureSpec:
 
 
 SPEC = FeatureSpec(_features())
-
-
-class SpecMismatchError(RuntimeError):
-    """Data or a model was produced under another feature-spec version than the code's."""
 
 
 def check_spec_version(found: str, what: str, spec: FeatureSpec = SPEC) -> None:

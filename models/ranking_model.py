@@ -8,15 +8,16 @@ logit = linear(all sparse fields)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from torchfm.layer import FactorizationMachine, FeaturesLinear, MultiLayerPerceptron
 
+from contracts.feature_spec import SPEC, FeatureGroup, FeatureSpec
+from contracts.published import ModelFolder
 from models.layers import ColumnSelect, GroupEmbedding, contiguous_span, select_columns
-from spark_jobs.feature_spec import SPEC, FeatureGroup, FeatureSpec
 
 
 @dataclass(frozen=True)
@@ -99,4 +100,11 @@ class Probability(nn.Module):
         return torch.sigmoid(self.model(x))
 
 
-__all__: Sequence[str] = ("GroupedFactorizationMachine", "Probability", "RankingConfig")
+def load_ranking(folder: ModelFolder) -> GroupedFactorizationMachine:
+    """A published ranking model version (``models/publishing.py`` wrote it) with its weights, in eval mode."""
+    metadata = folder.metadata()
+    config = RankingConfig(**{**metadata["config"], "dense_hidden": tuple(metadata["config"]["dense_hidden"]),
+                              "deep_hidden": tuple(metadata["config"]["deep_hidden"])})
+    model = GroupedFactorizationMachine(metadata["cardinalities"], config)
+    model.load_state_dict(torch.load(folder.weights, weights_only=True))
+    return model.eval()

@@ -1,0 +1,284 @@
+"""Typed settings, one class per reader: defaults < environment variables < CLI flags.
+
+Environment variables are the field names upper-cased with the prefix ``RECSYS_`` (for example
+``RECSYS_OUTPUT_DIR``); the dataset directory also answers to ``MOVIELENS_DIR``. Each field names its
+flag; a command builds its parser from the class it reads, so ``--help`` lists exactly the flags it uses:
+
+    LakeSettings                 where the outputs live: every command
+    ├── SparkSettings            a Spark session
+    │   ├── BatchSettings        python -m spark_jobs.run_batch (and each job)
+    │   └── TrainingSettings     python -m models.train
+    ├── RecallSettings           the request's defaults: the service and both evaluations
+    ├── RedisSettings            where Redis is
+    │   ├── ServicesSettings     the services profile's servers: the loaders
+    │   └── FeastSettings        python -m feature_repo.publish / parity (with FeastRepoSettings)
+    ├── FeastRepoSettings        which Feast configuration: the service, local_services
+    LocalServicesSettings        python -m online.local_services (services, Feast repo)
+    ServingSettings              python -m online.serve (recall, local services)
+    EndToEndSettings             python -m online.end_to_end (everything above)
+
+A settings object is a value: commands pass it on (``narrowed`` to what the callee reads, ``as_flags`` to
+a child command); nothing is handed over through the process environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from types import UnionType
+from typing import Any, ClassVar, Literal, Self, TypeVar, Union, get_args, get_origin
+
+from pydantic import AliasChoices, Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound="LakeSettings")
+
+OnBadLines = Literal["error", "skip"]
+Profile = Literal["embedded", "services"]
+FeastAccess = Literal["online_store", "server"]
+OnlineStore = Literal["sqlite", "redis"]
+OfflineStore = Literal["file", "spark"]
+RecallObjective = Literal["bpr", "pointwise"]
+RankingVariant = Literal["fm", "fm_dense", "deepfm"]
+SelectOn = Literal["validation", "test"]
+TrainOnly = Literal["recall", "ranking"]
+
+
+def setting(default: Any, flag: str, description: str, **constraints: Any) -> Any:
+    """A settings field with its CLI flag. A bool that defaults to True takes a ``--no-...`` flag."""
+    return Field(default=default, description=description, json_schema_extra={"flag": flag}, **constraints)
+
+
+def _flag(field: FieldInfo) -> str:
+    extra = field.json_schema_extra
+    assert isinstance(extra, dict), "every settings field is declared with setting()"
+    return str(extra["flag"])
+
+
+def _choices(field: FieldInfo) -> tuple[str, ...] | None:
+    """The values a Literal field (or an optional one) allows, for argparse's ``choices``."""
+    annotation = field.annotation
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next((a for a in get_args(annotation) if a is not type(None)), None)
+    if get_origin(annotation) is Literal:
+        return tuple(str(value) for value in get_args(annotation))
+    return None
+
+
+class LakeSettings(BaseSettings):
+    """Where the outputs live: the Delta tables, the exports of published runs and the models."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="forbid", frozen=True)
+
+    output_dir: Path = setting(Path("output"), "--output", "root of the Delta tables, exports and models")
+
+    @property
+    def delta_dir(self) -> Path:
+        return self.output_dir / "delta"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.output_dir / "exports"
+
+    @property
+    def current_export_dir(self) -> Path:
+        """The last good batch's exports: a link switched atomically at the end of each run."""
+        return self.exports_dir / "current"
+
+    @property
+    def models_dir(self) -> Path:
+        """Trained models, one versioned folder per training run under <model>/, with a current link."""
+        return self.output_dir / "models"
+
+    def table_path(self, table: str) -> Path:
+        return self.delta_dir / table
+
+    # --- the command line -------------------------------------------------------------------------------
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per field; a flag left out keeps the environment's or the default value."""
+        for name, field in cls.model_fields.items():
+            flag = _flag(field)
+            if field.annotation is bool:
+                parser.add_argument(flag, dest=name, action="store_const", const=not field.default, default=None,
+                                    help=field.description)
+            else:
+                parser.add_argument(flag, dest=name, default=None, choices=_choices(field), help=field.description)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        overrides = {name: getattr(args, name) for name in cls.model_fields if getattr(args, name, None) is not None}
+        return cls(**overrides)
+
+    @classmethod
+    def parse(cls, argv: Sequence[str] | None = None, description: str = "") -> Self:
+        parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        cls.add_arguments(parser)
+        return cls.from_args(parser.parse_args(argv))
+
+    def narrowed(self, to: type[S]) -> S:
+        """These values as the settings of another stage (its fields these settings lack: env or default)."""
+        mine = type(self).model_fields
+        return to(**{name: getattr(self, name) for name in to.model_fields if name in mine})
+
+    def as_flags(self) -> list[str]:
+        """Every value as the flags that give it, for a child command that reads these settings."""
+        flags: list[str] = []
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if field.annotation is bool:
+                if value != field.default:
+                    flags.append(_flag(field))
+            elif value is not None:
+                flags += [_flag(field), str(value)]
+        return flags
+
+
+class SparkSettings(LakeSettings):
+    """A Spark session started from Python (under spark-submit its own flags decide instead)."""
+
+    spark_master: str = setting("local[*]", "--master", "Spark master when not launched by spark-submit")
+    spark_driver_memory: str = setting("4g", "--driver-memory", "driver heap when launched from Python")
+    shuffle_partitions: int = setting(8, "--shuffle-partitions", "spark.sql.shuffle.partitions", ge=1)
+    delta_snapshot_partitions: int = setting(
+        2, "--delta-snapshot-partitions", "partitions Delta replays its log into (raise it on a cluster)", ge=1)
+
+
+class BatchSettings(SparkSettings):
+    """The Spark batch: what it reads and the choices that change what it writes."""
+
+    data_dir: Path = Field(
+        default=Path("../shared/data/ml-100k"),
+        validation_alias=AliasChoices("data_dir", "MOVIELENS_DIR", "RECSYS_DATA_DIR"),
+        description="MovieLens dataset directory (ML-100K, ML-1M, ML-10M or CSV layout)",
+        json_schema_extra={"flag": "--data"},
+    )
+    on_bad_lines: OnBadLines = setting("error", "--on-bad-lines",
+                                       "stop on the first bad input line, or skip and count them")
+    keep_export_runs: int = setting(3, "--keep-export-runs", "export versions kept on disk", ge=1)
+    allow_shrink: bool = setting(
+        False, "--allow-shrink", "publish a run whose ratings or samples are fewer than half of the current export's")
+    negatives_per_impression: int = setting(
+        4, "--negatives-per-impression", "unrated items sampled per train impression for the ranker (label 0)", ge=0)
+    neighbours_per_item: int = setting(50, "--neighbours-per-item", "co-occurrence neighbours kept per item", ge=1)
+    cooccurrence_history: int = setting(
+        200, "--cooccurrence-history", "latest offline items per user that count towards co-occurrence", ge=2)
+    recent_items: int = setting(50, "--recent-items", "latest offline items stored per user (user_filter)", ge=1)
+
+    # The settings that change what the batch writes (besides the dataset and the feature spec).
+    CONTENT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "negatives_per_impression", "neighbours_per_item", "cooccurrence_history", "recent_items", "on_bad_lines")
+
+
+class TrainingSettings(SparkSettings):
+    """The trainers: which models, how they are selected, and where the vectors go."""
+
+    exports: Path | None = setting(None, "--exports", "batch exports to train on (default <output>/exports/current)")
+    train_only: TrainOnly | None = setting(None, "--only", "train one of the two models (default both)")
+    recall_objective: RecallObjective = setting(
+        "bpr", "--objective", "recall: BPR on the offline history, selected on validation Recall@200 (default), or "
+        "the reference design's pointwise MF on rated rows (its AUC is comparable)")
+    ranking_negatives: bool = setting(
+        True, "--no-negatives", "train the ranker on rated rows only, without the batch's sampled negatives")
+    ranking_variant: RankingVariant = setting("fm_dense", "--variant", "ranking model variant")
+    max_epochs: int | None = setting(None, "--max-epochs", "at most this many epochs (default each model's own)",
+                                     ge=1)
+    select_on: SelectOn = setting(
+        "validation", "--select-on", "what picks the epoch: the validation slice of train (default) or, as the "
+        "reference design does, the test rows")
+    refit: bool = setting(False, "--refit",
+                          "retrain on train + validation for the chosen epoch count before testing")
+    validation_percent: int = setting(10, "--validation-percent",
+                                      "share of each user's train impressions (the last ones) for validation")
+    seed: int | None = setting(None, "--seed", "training seed (default 2024)")
+    vectors_to_delta: bool = setting(True, "--no-delta",
+                                     "skip writing the vectors as Delta tables (saves starting Spark)")
+
+    @property
+    def training_exports(self) -> Path:
+        return self.exports or self.current_export_dir
+
+
+class RecallSettings(LakeSettings):
+    """The request's defaults: read by the service and by the offline and served-list evaluations."""
+
+    recall_size: int = setting(200, "--recall-size", "candidates recalled per request (default)", ge=1, le=2000)
+    default_k: int = setting(50, "--k", "recommendations returned per request (default)", ge=1)
+
+
+class RedisSettings(LakeSettings):
+    redis_host: str = setting("127.0.0.1", "--redis-host", "Redis host (recall data; Feast's online store)")
+    redis_port: int = setting(6379, "--redis-port", "Redis port", ge=1, le=65535)
+
+    @property
+    def redis_address(self) -> str:
+        return f"{self.redis_host}:{self.redis_port}"
+
+
+class ServicesSettings(RedisSettings):
+    """The services profile's servers: where they are, and where the local ones keep their files."""
+
+    redis_prefix: str = setting("recsys", "--redis-prefix", "key prefix of the loaded recall data in Redis")
+    elasticsearch_url: str = setting("http://127.0.0.1:9200", "--elasticsearch-url", "Elasticsearch base URL")
+    elasticsearch_alias: str = setting("items", "--elasticsearch-alias", "the alias the item index is served under")
+    feast_server_url: str = setting("http://127.0.0.1:6566", "--feast-server-url", "Feast feature server base URL")
+    triton_url: str = setting("127.0.0.1:8001", "--triton-url", "Triton gRPC host:port")
+    triton_model: str = setting("ml_rec", "--triton-model", "the ranking model's name in Triton")
+    services_dir: Path = setting(Path(".services"), "--services-dir",
+                                 "local services (no Docker): their data, logs, Triton's models")
+    services_cache: Path = setting(Path(".services/cache"), "--services-cache",
+                                   "downloaded and unpacked servers, shared by every services_dir")
+    triton_venv: Path = setting(Path(".venv-triton"), "--triton-venv",
+                                "the local Triton server's own Python environment (.ci/setup makes it)")
+
+
+class FeastRepoSettings(LakeSettings):
+    """Which Feast configuration a command opens; the definitions read the exports under output_dir."""
+
+    feast_yaml: Path | None = setting(
+        None, "--feast-yaml", "another feature_store.yaml (a private registry and online store); default the "
+        "repo's own for the online and offline store chosen")
+    feast_offline: OfflineStore = setting(
+        "file", "--offline-store", "Feast's offline store: the Parquet exports (file) or the Delta tables (spark)")
+
+
+class FeastSettings(FeastRepoSettings, RedisSettings):
+    """python -m feature_repo.publish / parity: the online store to materialise into and read back."""
+
+    online_store: OnlineStore = setting("sqlite", "--online-store", "Feast's online store")
+
+
+class LocalServicesSettings(ServicesSettings, FeastRepoSettings):
+    """python -m online.local_services: the servers to start, and the Feast repo the feature server reads."""
+
+
+class ServingSettings(RecallSettings, LocalServicesSettings):
+    """The recommendation service: where it binds, which profile, and what each profile reads."""
+
+    profile: Profile = setting(
+        "embedded", "--profile",
+        "where the service reads: in-process stores, or Redis, Elasticsearch, Feast's server, Triton")
+    feast_access: FeastAccess = setting(
+        "online_store", "--feast-access",
+        "services profile: read user features from Feast's Redis online store in-process, or from Feast's feature "
+        "server over HTTP")
+    serve_host: str = setting("127.0.0.1", "--host", "address the recommendation service binds")
+    serve_port: int = setting(8000, "--port", "port of the recommendation service", ge=1, le=65535)
+    serve_workers: int = setting(2, "--workers", "gunicorn worker processes", ge=1)
+    serve_access_log: bool = setting(
+        False, "--access-log",
+        "gunicorn's access log, a line per request on stdout (off by default, as in gunicorn: /metrics counts "
+        "requests by route and status, and the line costs ~4%% of a request's CPU)")
+    metrics_dir: Path | None = setting(
+        None, "--metrics-dir", "folder of the workers' Prometheus files (default: a new temporary one per server run)")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.serve_host}:{self.serve_port}"
+
+
+class EndToEndSettings(BatchSettings, TrainingSettings, ServingSettings):
+    """python -m online.end_to_end: every stage's settings, each passed on to the stage that reads it."""

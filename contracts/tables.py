@@ -1,0 +1,77 @@
+"""The declared tables and artifacts between stages: the names every writer and reader uses.
+
+Delta tables live under ``<output>/delta/<table>``; the Parquet exports of a published run under
+``<output>/exports/current/<export>`` with ``feature_metadata.json`` and ``manifest.json``; model
+versions under ``<output>/models/<model>/<version>/``.
+"""
+
+from __future__ import annotations
+
+
+class Table:
+    """Names of the Delta tables the batch writes (one folder each under ``<output>/delta``)."""
+
+    DATASET = "dataset"  # one row: which release was read, from where, with demographics or not
+    RATINGS = "ratings"  # clean ratings
+    USERS = "users"  # clean users with categorical indices
+    ITEMS = "items"  # clean movie catalogue with genre ids
+    IMPRESSIONS = "impressions"  # labelled, split impressions
+    ONLINE_HOLDOUT = "online_holdout"
+    SAMPLES = "samples"  # train/test rows: the 59 features + label + timestamp + split
+    USER_FEATURES = "user_features"  # online user features (Feast source)
+    USER_FEATURE_HISTORY = "user_feature_history"  # the dense user features as of each second (PIT source)
+    ITEM_FEATURES = "item_features"  # online item features (Feast source)
+    FEATURE_METADATA = "feature_metadata"  # one row: the metadata JSON of the run's features
+    USER_TERMS = "user_terms"
+    ITEM_TERMS = "item_terms"
+    USER_FILTER = "user_filter"  # per user: every item seen offline, and the latest ones newest first
+    NEGATIVE_SAMPLES = "negative_samples"  # sampled unrated items for train impressions, label 0
+    ITEM_POPULARITY = "item_popularity"  # per item: offline positives and impressions
+    ITEM_NEIGHBOURS = "item_neighbours"  # per item: top co-occurring items with their cosine
+    # Written by the trainer (python -m models.train), not the batch.
+    USER_VECTORS = "user_vectors"
+    ITEM_VECTORS = "item_vectors"
+
+    # The batch's tables.
+    ALL: tuple[str, ...] = (
+        DATASET, RATINGS, USERS, ITEMS, IMPRESSIONS, ONLINE_HOLDOUT, SAMPLES, NEGATIVE_SAMPLES,
+        USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, FEATURE_METADATA, USER_TERMS, ITEM_TERMS, USER_FILTER,
+        ITEM_POPULARITY, ITEM_NEIGHBOURS,
+    )
+
+
+class Export:
+    """Names of the Parquet datasets of a published run (``exports/current/``)."""
+
+    SAMPLES_TRAIN = "samples_train"
+    SAMPLES_TEST = "samples_test"
+    SAMPLES_TRAIN_NEGATIVES = "samples_train_negatives"
+    USER_FEATURES = Table.USER_FEATURES
+    USER_FEATURE_HISTORY = Table.USER_FEATURE_HISTORY
+    ITEM_FEATURES = Table.ITEM_FEATURES
+    USER_TERMS = Table.USER_TERMS
+    ITEM_TERMS = Table.ITEM_TERMS
+    USER_FILTER = Table.USER_FILTER
+    ONLINE_HOLDOUT = Table.ONLINE_HOLDOUT
+    ITEMS = Table.ITEMS
+    ITEM_POPULARITY = Table.ITEM_POPULARITY
+    ITEM_NEIGHBOURS = Table.ITEM_NEIGHBOURS
+    # Exported as they are in Delta.
+    AS_IS: tuple[str, ...] = (USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, USER_TERMS, ITEM_TERMS,
+                              USER_FILTER, ONLINE_HOLDOUT, ITEMS, ITEM_POPULARITY, ITEM_NEIGHBOURS)
+
+    METADATA_FILE = "feature_metadata.json"  # the run's feature metadata (spec version, order, mean/std)
+    MANIFEST_FILE = "manifest.json"  # run id, spec version, the Delta version each export came from, counts
+
+
+class ModelFiles:
+    """Names inside a model version folder and of the models."""
+
+    RECALL = "recall"
+    RANKING = "ranking"
+    CURRENT = "current"  # the link to the version serving now
+    WEIGHTS = "weights.pt"
+    METADATA = "metadata.json"
+    ONNX = "model.onnx"  # the ranking model
+    USER_VECTORS = f"{Table.USER_VECTORS}.parquet"  # the recall model's, biases folded in
+    ITEM_VECTORS = f"{Table.ITEM_VECTORS}.parquet"

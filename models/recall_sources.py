@@ -1,0 +1,228 @@
+"""Candidate recall: each source's candidates for a user, as pure functions over arrays.
+
+Sources, each returning (itemids, scores) best first, the user's seen items already excluded:
+
+- ``neighbours``: item-to-item co-occurrence. Each of the user's most recent items (newest first)
+  lends its top neighbours (``item_neighbours``, from the Spark batch); a candidate's score is the sum
+  of its similarities to the user's recent items.
+- ``vector``: the recall model's user vector against every item vector (inner product = the model's
+  own score).
+- ``term``: the user's strongest genres (``user_terms``), each contributing its most popular items.
+- ``popularity``: most positives offline; also the whole list for a user without recall data.
+
+The in-memory item index (``models/in_memory_stores.py``) answers the term and vector searches with these
+functions; the services profile's Elasticsearch queries reproduce them (``loaders/es_layout.py``). The
+neighbour sums and the popularity filter are applied by the request path (``models/request_path.py``) to
+whatever store supplied the lists, so every profile ranks them with the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+NEIGHBOURS, VECTOR, TERM, POPULARITY = "neighbours", "vector", "term", "popularity"
+SOURCE_ORDER: tuple[str, ...] = (NEIGHBOURS, VECTOR, TERM, POPULARITY)
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    recall_size: int = 200
+    # Share of recall_size per source; the rest of the list is filled without quotas.
+    quotas: Mapping[str, float] = field(
+        default_factory=lambda: {NEIGHBOURS: 0.45, VECTOR: 0.35, TERM: 0.1, POPULARITY: 0.1}
+    )
+    neighbour_seeds: int = 20  # how many of the user's latest items lend their neighbour lists
+    term_genres: int = 3  # the user's strongest genres used by term recall
+
+    def quota_counts(self, recall_size: int) -> dict[str, int]:
+        return {name: round(self.quotas.get(name, 0.0) * recall_size) for name in SOURCE_ORDER}
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Candidates of one source (or of the merge), best first."""
+
+    itemids: np.ndarray  # int64
+    scores: np.ndarray  # float64, same order
+
+    @classmethod
+    def empty(cls) -> Ranked:
+        return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.itemids)
+
+
+@dataclass(frozen=True)
+class ItemIndex:
+    """Everything about the catalogue that recall reads, held as arrays indexed by itemid."""
+
+    item_count: int  # itemids are 1..item_count-1; 0 is "unknown"
+    popular: np.ndarray  # itemids, most positives first
+    popularity: np.ndarray  # (item_count,) positives per itemid, for ordering within a genre
+    genre_items: Mapping[int, np.ndarray]  # genre id -> its itemids, most popular first
+    neighbour_ids: np.ndarray  # (item_count, N) int64, -1 padded; row = itemid
+    neighbour_scores: np.ndarray  # (item_count, N) float64
+    item_vectors: np.ndarray | None  # (item_count, d) float32, row = itemid (row 0 unused)
+    known_items: np.ndarray  # (item_count,) bool: in the catalogue
+
+    @cached_property
+    def max_popularity(self) -> float:
+        return float(self.popularity.max()) if len(self.popularity) else 0.0
+
+    @cached_property
+    def popularity_list(self) -> Ranked:
+        """The catalogue by offline positives, best first, with them as scores."""
+        return Ranked(self.popular.astype(np.int64), self.popularity[self.popular].astype(np.float64))
+
+    def neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbour lists of ``itemids`` (a row each, -1 padded); an id outside the catalogue has none."""
+        itemids = itemids[(itemids > 0) & (itemids < self.item_count)]
+        return self.neighbour_ids[itemids], self.neighbour_scores[itemids]
+
+
+@dataclass(frozen=True)
+class UserRecallData:
+    userid: int
+    seen: np.ndarray  # itemids seen offline (never recommended)
+    recent: np.ndarray  # latest offline itemids, newest first
+    terms: Sequence[tuple[int, int, int]]  # (genre id, impressions, clicks), strongest first
+    vector: np.ndarray | None  # the recall model's user vector
+
+
+def exclusion_mask(index: ItemIndex, seen: np.ndarray) -> np.ndarray:
+    """True where an item may not be recommended: id 0, ids outside the catalogue, the user's seen items.
+
+    Built once per request and shared by the sources that score the whole catalogue."""
+    blocked = ~index.known_items
+    blocked[0] = True
+    blocked[seen[(seen >= 0) & (seen < index.item_count)]] = True
+    return blocked
+
+
+def top_n(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the n largest finite scores, best first; ties broken by the smaller position (itemid)."""
+    finite = np.isfinite(scores)
+    if n <= 0 or not finite.any():
+        return np.empty(0, dtype=np.int64)
+    if np.count_nonzero(finite) > n:
+        # The n-th largest finite score, then every position reaching it (ties at the threshold included).
+        values = np.where(finite, scores, -np.inf)
+        threshold = -np.partition(-values, n - 1)[n - 1]
+        kept = np.flatnonzero(values >= threshold)
+    else:
+        kept = np.flatnonzero(finite)
+    # Stable: equal scores keep their ascending position, so the smaller itemid comes first.
+    order = np.argsort(-scores[kept], kind="stable")
+    return kept[order][:n]
+
+
+def _ranked_from_dense(scores: np.ndarray, blocked: np.ndarray, n: int) -> Ranked:
+    scores = np.where(blocked, -np.inf, scores)
+    best = top_n(scores, n)
+    return Ranked(best.astype(np.int64), scores[best].astype(np.float64))
+
+
+def neighbour_seeds(user: UserRecallData, count: int) -> np.ndarray:
+    """The user's latest ``count`` items (newest first) that lend their neighbour lists."""
+    recent = user.recent[:count]
+    return recent[recent > 0]
+
+
+def neighbour_recall(user: UserRecallData, index: ItemIndex, n: int, seeds: int) -> Ranked:
+    return rank_neighbours(*index.neighbour_lists(neighbour_seeds(user, seeds)), user.seen, n)
+
+
+def rank_neighbours(neighbour_ids: np.ndarray, neighbour_scores: np.ndarray, seen: np.ndarray, n: int) -> Ranked:
+    """The neighbour source from the neighbour lists of the user's recent items (one row each, newest first,
+    -1 padded): a candidate's score is the sum of its similarities, seen items dropped.
+
+    Every store of neighbour lists (arrays in memory, Redis) calls this, so the sums are added in the same
+    order and the list is the same to the last bit.
+    """
+    ids = np.asarray(neighbour_ids, dtype=np.int64).ravel()
+    similarity = np.asarray(neighbour_scores, dtype=np.float64).ravel()
+    kept = ids > 0
+    if not kept.any():
+        return Ranked.empty()
+    # Dense over the ids present: a bin per itemid, the similarities added in list order (bincount).
+    size = int(ids.max()) + 1
+    seen = np.asarray(seen, dtype=np.int64)
+    blocked = np.zeros(size, dtype=bool)
+    blocked[seen[(seen > 0) & (seen < size)]] = True
+    kept &= ~blocked[np.maximum(ids, 0)]
+    ids = ids[kept]
+    if len(ids) == 0:
+        return Ranked.empty()
+    sums = np.bincount(ids, weights=similarity[kept], minlength=size)
+    present = np.zeros(size, dtype=bool)
+    present[ids] = True
+    best = top_n(np.where(present, sums, -np.inf), n)
+    return Ranked(best.astype(np.int64), sums[best])
+
+
+def vector_search(index: ItemIndex, vector: np.ndarray | None, blocked: np.ndarray, n: int) -> Ranked:
+    """The items with the largest inner product with ``vector``, blocked ones excluded; ties by itemid."""
+    if vector is None or index.item_vectors is None:
+        return Ranked.empty()
+    scores = index.item_vectors @ vector.astype(index.item_vectors.dtype)
+    return _ranked_from_dense(scores.astype(np.float64), blocked, n)
+
+
+def vector_recall(user: UserRecallData, index: ItemIndex, n: int) -> Ranked:
+    return vector_search(index, user.vector, exclusion_mask(index, user.seen), n)
+
+
+def term_bands(terms: Sequence[tuple[int, int, int]], genres: int, max_popularity: float) -> list[tuple[int, float]]:
+    """(genre, band) for the user's strongest genres: a stronger genre's band lies above any weaker genre's
+    band plus any item's popularity, so its items come first."""
+    strongest = list(terms)[:genres]
+    return [(int(genre), float(len(strongest) - rank) * (1.0 + max_popularity))
+            for rank, (genre, _, _) in enumerate(strongest)]
+
+
+def term_search(index: ItemIndex, bands: Sequence[tuple[int, float]], blocked: np.ndarray, n: int) -> Ranked:
+    """The items of the banded genres, each scored band + popularity at its best band, blocked ones excluded.
+
+    Since the bands do not overlap, that order is each genre's list (most popular first, ties by itemid:
+    ``ItemIndex.genre_items``) after the stronger genres' lists, repeats dropped.
+    """
+    taken = blocked.copy()
+    itemids, scores = [], []
+    wanted = n
+    for genre, band in bands:
+        items = index.genre_items.get(genre)
+        if items is None or wanted <= 0:
+            continue
+        fresh = items[~taken[items]][:wanted]
+        taken[fresh] = True
+        itemids.append(fresh)
+        scores.append(band + index.popularity[fresh])
+        wanted -= len(fresh)
+    if not itemids:
+        return Ranked.empty()
+    return Ranked(np.concatenate(itemids).astype(np.int64), np.concatenate(scores).astype(np.float64))
+
+
+def term_recall(user: UserRecallData, index: ItemIndex, n: int, genres: int) -> Ranked:
+    """The user's strongest genres in turn, each giving its most popular unseen items (``term_search``)."""
+    bands = term_bands(user.terms, genres, index.max_popularity)
+    return term_search(index, bands, exclusion_mask(index, user.seen), n)
+
+
+def unseen_popular(popular: Ranked, seen: np.ndarray, n: int) -> Ranked:
+    """The first ``n`` items of a popularity list that the user has not seen.
+
+    At most ``len(seen)`` of them are seen, so only the list's first ``n + len(seen)`` are looked at."""
+    head = popular.itemids[: n + len(seen)]
+    kept = ~np.isin(head, seen)
+    return Ranked(head[kept][:n], popular.scores[: len(head)][kept][:n])
+
+
+def popularity_recall(user: UserRecallData | None, index: ItemIndex, n: int) -> Ranked:
+    seen = user.seen if user is not None else np.empty(0, dtype=np.int64)
+    return unseen_popular(index.popularity_list, seen, n)
