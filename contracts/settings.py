@@ -265,6 +265,9 @@ class ServingSettings(RecallSettings, LocalServicesSettings):
         "online_store", "--feast-access",
         "services profile: read user features from Feast's Redis online store in-process, or from Feast's feature "
         "server over HTTP")
+    breaker_seconds: float = setting(
+        5.0, "--breaker-seconds", "services profile: how long a server that failed or timed out is skipped (its "
+        "part of the list degraded) before one request tries it again", gt=0)
     serve_host: str = setting("127.0.0.1", "--host", "address the recommendation service binds")
     serve_port: int = setting(8000, "--port", "port of the recommendation service", ge=1, le=65535)
     serve_workers: int = setting(2, "--workers", "gunicorn worker processes", ge=1)

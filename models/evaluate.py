@@ -37,6 +37,7 @@ from contracts.published import open_models
 from contracts.settings import RecallSettings
 from models.export_readers import liked_holdout, load_user_features
 from models.in_memory_stores import CatalogueArrays, InMemoryFeatureClient, in_memory_bundle
+from models.outages import SERVERS, with_outage
 from models.recall_sources import (
     SOURCE_ORDER,
     ItemIndex,
@@ -135,10 +136,13 @@ def offline_bundle(exports: Path, models_dir: Path, config: RecallConfig) -> tup
 
 
 def evaluate(exports: Path, models_dir: Path, config: RecallConfig, cutoffs: Sequence[int] = CUTOFFS,
-             with_ease: bool = True, served_lists: dict[int, list[int]] | None = None) -> dict:
-    """The report; ``served_lists``, when given, receives each user's served top max(cutoffs) itemids."""
+             with_ease: bool = True, served_lists: dict[int, list[int]] | None = None,
+             down: Sequence[str] = ()) -> dict:
+    """The report; ``served_lists``, when given, receives each user's served top max(cutoffs) itemids.
+    ``down``: servers whose stores do not answer (``models.outages``), so the served list is the degraded one."""
     started = time.monotonic()
     bundle, arrays = offline_bundle(exports, models_dir, config)
+    bundle = with_outage(bundle, down)
     index = arrays.index
     targets = liked_holdout(exports)
     ease = ease_item_weights({u: d.seen for u, d in arrays.users.items()}, index.item_count) if with_ease else None
@@ -166,10 +170,13 @@ def evaluate(exports: Path, models_dir: Path, config: RecallConfig, cutoffs: Seq
             coverage["merged"] = coverage.get("merged", 0.0) + len(
                 relevant & set(candidates.itemids.tolist())) / len(relevant)
             table.add(MERGED, candidates.itemids, relevant)
-            table.add(RANKER_ONLY, candidates.itemids[np.lexsort((candidates.itemids, -trace.model_scores))], relevant)
+            if trace.model_scores is not None:
+                order = np.lexsort((candidates.itemids, -trace.model_scores))
+                table.add(RANKER_ONLY, candidates.itemids[order], relevant)
         if ease is not None and user is not None:
             table.add(EASE, top_n(ease_scores(ease, user, index), k_max), relevant)
     report = {
+        "down": sorted(down),
         "users_evaluated": len(targets),
         "users_served_a_fallback": len(targets) - traced,
         "recall_size": config.recall_size,
@@ -214,11 +221,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--exports", type=Path, default=None, help="batch exports (default <output>/exports/current)")
     parser.add_argument("--no-ease", dest="ease", action="store_false", help="skip the EASE baseline")
     parser.add_argument("--report", type=Path, default=None, help="JSON report path (default <output>/evaluation.json)")
+    parser.add_argument("--down", default="", help="comma-separated servers to replay as down: the degraded "
+                                                   f"lists the services profile serves ({', '.join(SERVERS)})")
     args = parser.parse_args(argv)
     settings = RecallSettings.from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     exports = args.exports or settings.current_export_dir
-    report = evaluate(exports, settings.models_dir, RecallConfig(recall_size=settings.recall_size), with_ease=args.ease)
+    down = [name for name in args.down.split(",") if name]
+    report = evaluate(exports, settings.models_dir, RecallConfig(recall_size=settings.recall_size), with_ease=args.ease,
+                      down=down)
     path = args.report or settings.output_dir / "evaluation.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))

@@ -11,6 +11,11 @@ the two lists are the same by construction.
 
 One fallback rule: a user without recall data, without online features or without a single candidate gets
 the popularity list, seen items excluded where the user is known, marked ``fallback: "popularity"``.
+
+A store that does not answer (``StoreUnavailableError``) degrades the list instead of failing the request:
+without the user's recall data, the popularity list; without a recall source, the others; without the
+features, the candidates in recall order (``fallback: "recall_order"``); without the ranker, the backup
+ranker (the same model in-process) or recall order. The response names every such store in ``degraded``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 
 from contracts.errors import StoreUnavailableError
 from models.candidate_merge import SOURCE_NAMES, Candidates, merge
-from models.fusion import fused_order
+from models.fusion import FUSION_K, fused_order
 from models.recall_sources import (
     NEIGHBOURS,
     POPULARITY,
@@ -42,7 +47,8 @@ from models.recall_sources import (
 )
 from models.stores import CatalogueSearch, FeatureClient, InlineExecutor, ItemIndexStore, ServingBundle
 
-POPULARITY_FALLBACK = "popularity"
+POPULARITY_FALLBACK = "popularity"  # the popularity list
+RECALL_ORDER_FALLBACK = "recall_order"  # the recalled candidates, unranked
 
 # ``timed("recall")`` is a context manager that measures the block (the service's Prometheus stages).
 Timer = Callable[[str], AbstractContextManager[None]]
@@ -50,28 +56,30 @@ Timer = Callable[[str], AbstractContextManager[None]]
 
 class RecommendedItem(NamedTuple):  # a tuple: 50 per response, built ~5x faster than a frozen dataclass
     itemid: int
-    score: float  # the ranking model's probability (or the item's offline positives in the fallback)
+    score: float | None  # the ranking model's probability (the offline positives in the popularity list;
+    # None where no model ranked the list)
     rank_score: float  # what orders the list: the fused rank score (or the score in the fallback)
     sources: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class RecallTrace:
-    """What a ranked list was built from: each source's list, the merged candidates and the model's scores
-    (the offline evaluation scores each stage from it; the service ignores it)."""
+    """What a list was built from: each source's list, the merged candidates and the model's scores (None
+    where no model ranked them). The offline evaluation scores each stage from it; the service ignores it."""
 
     sources: Mapping[str, Ranked]
     candidates: Candidates
-    model_scores: np.ndarray  # per candidate, in merge order
+    model_scores: np.ndarray | None  # per candidate, in merge order
 
 
 @dataclass(frozen=True)
 class Recommendation:
     userid: int
     items: tuple[RecommendedItem, ...]
-    fallback: str | None
+    fallback: str | None  # None: recalled and ranked; else which fallback list it is
     versions: dict[str, str]
-    trace: RecallTrace | None = None  # None for the fallback
+    trace: RecallTrace | None = None  # None for the popularity list
+    degraded: tuple[str, ...] = ()  # the stores that did not answer, sorted: the list was made without them
 
 
 @contextmanager
@@ -80,34 +88,65 @@ def untimed(stage: str) -> Iterator[None]:
 
 
 def recall(user: UserRecallData, items: ItemIndexStore, config: RecallConfig, recall_size: int,
-           background: Executor | None = None) -> tuple[Candidates, dict[str, Ranked]]:
-    """Each source's candidates (up to ``recall_size``, seen items excluded) and their merge."""
+           background: Executor | None = None,
+           degraded: set[str] | None = None) -> tuple[Candidates, dict[str, Ranked]]:
+    """Each source's candidates (up to ``recall_size``, seen items excluded) and their merge.
+
+    With a ``degraded`` set, a store that does not answer adds its name there and its sources are empty
+    (the popularity list, held in memory, always answers); without one, its error propagates."""
     seeds = neighbour_seeds(user, config.neighbour_seeds)
     # With remote stores the neighbour lists are read (and summed) while the catalogue is searched.
     pending_neighbours = (background or InlineExecutor()).submit(
         lambda: rank_neighbours(*items.neighbour_lists(seeds), user.seen, recall_size))
     bands = term_bands(user.terms, config.term_genres, items.max_popularity)
-    term, vector = items.search(CatalogueSearch(bands, user.vector, user.seen, recall_size))
-    sources = {NEIGHBOURS: pending_neighbours.result(), VECTOR: vector, TERM: term,
+    try:
+        term, vector = items.search(CatalogueSearch(bands, user.vector, user.seen, recall_size))
+    except StoreUnavailableError as error:
+        if degraded is None:
+            raise
+        degraded.add(error.store)
+        term, vector = Ranked.empty(), Ranked.empty()
+    try:
+        neighbours = pending_neighbours.result()
+    except StoreUnavailableError as error:
+        if degraded is None:
+            raise
+        degraded.add(error.store)
+        neighbours = Ranked.empty()
+    sources = {NEIGHBOURS: neighbours, VECTOR: vector, TERM: term,
                POPULARITY: unseen_popular(items.popularity, user.seen, recall_size)}
     return merge(sources, recall_size, config.quota_counts(recall_size)), sources
 
 
 def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int, timed: Timer = untimed) -> Recommendation:
+    """The user's top k. A store that does not answer makes the list worse, never absent: the response names
+    it in ``degraded`` (the rules per store: README "Degraded responses")."""
+    degraded: set[str] = set()
     with timed("user_data"):
-        user = bundle.users.get(userid)
+        try:
+            user = bundle.users.get(userid)
+        except StoreUnavailableError as error:  # nothing is known of the user: the popularity list in memory
+            return popularity_fallback(bundle, userid, None, k, {error.store})
     if user is None:
         return popularity_fallback(bundle, userid, None, k)
     # The user's features do not depend on recall: with remote stores they are fetched meanwhile.
     pending_features = bundle.background.submit(_user_features, bundle.features, userid, timed)
     with timed("recall"):
-        candidates, sources = recall(user, bundle.items, bundle.recall, recall_size, bundle.background)
-    values = _features_within(pending_features, bundle.feature_timeout)
+        candidates, sources = recall(user, bundle.items, bundle.recall, recall_size, bundle.background, degraded)
+    try:
+        values = _features_within(pending_features, bundle.feature_timeout)
+    except StoreUnavailableError as error:
+        degraded.add(error.store)
+        values = None
+        if len(candidates):
+            return recall_order(bundle, userid, candidates, sources, k, degraded)
     if values is None or len(candidates) == 0:
-        return popularity_fallback(bundle, userid, user, k)
+        return popularity_fallback(bundle, userid, user, k, degraded)
     with timed("ranking"):
         rows = bundle.assembler.rows(userid, values, candidates.itemids)
-        scores = np.asarray(bundle.ranker.score(rows), dtype=np.float64).reshape(-1)
+        scores = _scores(bundle, rows, degraded)
+        if scores is None:
+            return recall_order(bundle, userid, candidates, sources, k, degraded)
         order, fused = fused_order(candidates, sources, scores)
     top = order[:k]
     # Python scalars in one conversion per column: numpy scalars, one at a time, cost ~10x more.
@@ -117,16 +156,46 @@ def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int, time
             candidates.itemids[top].tolist(), scores[top].tolist(), fused[top].tolist(),
             candidates.sources[top].tolist(), strict=True)
     )
-    return Recommendation(userid, items, None, bundle.versions, RecallTrace(sources, candidates, scores))
+    return Recommendation(userid, items, None, bundle.versions, RecallTrace(sources, candidates, scores),
+                          tuple(sorted(degraded)))
 
 
-def popularity_fallback(bundle: ServingBundle, userid: int, user: UserRecallData | None, k: int) -> Recommendation:
+def _scores(bundle: ServingBundle, rows: np.ndarray, degraded: set[str]) -> np.ndarray | None:
+    """The ranker's probabilities; when it does not answer, the backup ranker's (the same model in-process),
+    or None when there is none."""
+    for ranker in (bundle.ranker, bundle.backup_ranker):
+        if ranker is None:
+            continue
+        try:
+            return np.asarray(ranker.score(rows), dtype=np.float64).reshape(-1)
+        except StoreUnavailableError as error:
+            degraded.add(error.store)
+    return None
+
+
+def recall_order(bundle: ServingBundle, userid: int, candidates: Candidates, sources: Mapping[str, Ranked],
+                 k: int, degraded: set[str]) -> Recommendation:
+    """The candidates in merge order, unranked (no model score); rank_score 1 / (FUSION_K + position)."""
+    top = min(k, len(candidates))
+    rank_scores = 1.0 / (FUSION_K + np.arange(1, top + 1))
+    items = tuple(
+        RecommendedItem(itemid, None, rank_score, SOURCE_NAMES[mask])
+        for itemid, rank_score, mask in zip(candidates.itemids[:top].tolist(), rank_scores.tolist(),
+                                            candidates.sources[:top].tolist(), strict=True)
+    )
+    return Recommendation(userid, items, RECALL_ORDER_FALLBACK, bundle.versions,
+                          RecallTrace(sources, candidates, None), tuple(sorted(degraded)))
+
+
+def popularity_fallback(bundle: ServingBundle, userid: int, user: UserRecallData | None, k: int,
+                        degraded: set[str] | None = None) -> Recommendation:
     """The batch's popularity list, seen items excluded where the user is known."""
     seen = user.seen if user is not None else np.empty(0, dtype=np.int64)
     ranked = unseen_popular(bundle.items.popularity, seen, k)
     items = tuple(RecommendedItem(itemid, score, score, (POPULARITY_FALLBACK,))
                   for itemid, score in zip(ranked.itemids.tolist(), ranked.scores.tolist(), strict=True))
-    return Recommendation(userid, items, POPULARITY_FALLBACK, bundle.versions)
+    return Recommendation(userid, items, POPULARITY_FALLBACK, bundle.versions,
+                          degraded=tuple(sorted(degraded or ())))
 
 
 def _user_features(features: FeatureClient, userid: int, timed: Timer) -> np.ndarray | None:

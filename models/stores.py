@@ -109,6 +109,9 @@ class ServingBundle:
     # when they are network calls.
     background: Executor = field(default_factory=InlineExecutor)
     feature_timeout: float | None = None  # seconds a request waits for the features (None: no limit)
+    # Scores when ``ranker`` does not answer: the same model in-process (the services profile's Triton has
+    # the published ONNX file beside it); None: the candidates are served in recall order instead.
+    backup_ranker: Ranker | None = None
 
     def unavailable(self) -> dict[str, str]:
         """The dependencies that do not answer now, with why."""

@@ -56,6 +56,7 @@ def response_body(result: Recommendation, request_id: str, seconds: float) -> di
         "item_list": [{"itemid": item.itemid, "score": item.score, "rank_score": item.rank_score,
                        "sources": list(item.sources)} for item in result.items],
         "fallback": result.fallback,
+        "degraded": list(result.degraded),
         "versions": result.versions,
         "took_ms": round(seconds * 1000.0, 3),
     }
@@ -78,6 +79,8 @@ def answer(body: Any) -> Response:
     result = recommend(bundle, parsed.userid, parsed.k, parsed.recall_size, context.metrics.timed)
     if result.fallback:
         context.metrics.fallbacks.labels(result.fallback).inc()
+    for store in result.degraded:
+        context.metrics.degraded.labels(store).inc()
     with context.metrics.timed("serialisation"):
         return jsonify(response_body(result, uuid.uuid4().hex, time.perf_counter() - started))
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the service: requests by endpoint and status, latency per stage.
+"""Prometheus metrics of the service: requests by endpoint and status, latency per stage, fallbacks by kind
+and degraded responses by the store that did not answer.
 
 Under gunicorn each worker is a process: ``online.serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` so every
 worker writes its values there and ``/metrics`` (answered by any worker) adds them all up.
@@ -23,6 +24,8 @@ class ServiceMetrics:
                                        buckets=STAGE_BUCKETS, registry=self.registry)
         self.fallbacks = Counter("recsys_fallbacks", "responses served by a fallback", ["kind"],
                                  registry=self.registry)
+        self.degraded = Counter("recsys_degraded_responses", "responses made without a store that did not answer",
+                                ["cause"], registry=self.registry)
 
         self._stages: dict[str, Histogram] = {}
 

@@ -17,6 +17,7 @@ profiles return the same candidates for the same data.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,17 +35,24 @@ from tritonclient.utils import InferenceServerException
 
 from contracts.errors import NotPublishedError, StoreUnavailableError
 from contracts.feature_spec import SPEC, check_spec_version
+from contracts.published import open_model
 from contracts.settings import ServingSettings
+from contracts.tables import ModelFiles
 from feature_repo.names import ITEM_FEATURE_REFS, USER_FEATURE_REFS
 from feature_repo.publish import open_store
 from loaders import es_layout, redis_layout
 from loaders.triton_repo import VERSION_PARAMETER
 from models.feature_rows import FeatureAssembler
+from models.onnx_ranker import OnnxRanker
 from models.recall_sources import Ranked, RecallConfig, UserRecallData
 from models.stores import CatalogueSearch, FeatureClient, ServingBundle
+from online.circuit_breaker import CircuitBreaker
 from online.embedded import FeastFeatureClient
 
+log = logging.getLogger(__name__)
+
 TIMEOUT_SECONDS = 2.0
+DEPENDENCIES = ("redis", "elasticsearch", "feast", "triton")
 
 
 class _OrjsonNdjsonSerializer(NdjsonSerializer):
@@ -71,10 +79,13 @@ ORJSON_SERIALIZERS = {serializer.mimetype: serializer for serializer in (
 
 
 class RedisUserRecallStore:
-    def __init__(self, client: redis.Redis, prefix: str, version: int) -> None:
-        self.client, self.prefix, self.version = client, prefix, version
+    def __init__(self, client: redis.Redis, prefix: str, version: int, breaker: CircuitBreaker) -> None:
+        self.client, self.prefix, self.version, self.breaker = client, prefix, version, breaker
 
     def get(self, userid: int) -> UserRecallData | None:
+        return self.breaker.call(self._read, userid)
+
+    def _read(self, userid: int) -> UserRecallData | None:
         try:
             record = self.client.hgetall(redis_layout.user_key(self.prefix, self.version, userid))
         except redis.RedisError as error:
@@ -86,9 +97,10 @@ class ServiceItemIndex:
     """Neighbour lists and popularity from Redis, the term and vector searches in Elasticsearch."""
 
     def __init__(self, client: redis.Redis, prefix: str, version: int, search: Elasticsearch, index: str,
-                 item_count: int) -> None:
+                 item_count: int, redis_breaker: CircuitBreaker, search_breaker: CircuitBreaker) -> None:
         self.client, self.prefix, self.version = client, prefix, version
         self.search_client, self.index, self.item_count = search, index, item_count
+        self.redis_breaker, self.search_breaker = redis_breaker, search_breaker
         try:  # the popularity list is the same for every user and immutable within a version: read once
             self.popularity = redis_layout.decode_ranked(self.client.get(redis_layout.popular_key(prefix, version)))
         except redis.RedisError as error:
@@ -96,6 +108,12 @@ class ServiceItemIndex:
         self.max_popularity = float(self.popularity.scores.max()) if len(self.popularity) else 0.0
 
     def neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.redis_breaker.call(self._neighbour_lists, itemids)
+
+    def search(self, query: CatalogueSearch) -> tuple[Ranked, Ranked]:
+        return self.search_breaker.call(self._search, query)
+
+    def _neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(itemids) == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
         keys = [redis_layout.neighbours_key(self.prefix, self.version, int(item)) for item in itemids]
@@ -106,7 +124,7 @@ class ServiceItemIndex:
         lists = [redis_layout.decode_ranked(blob) for blob in blobs]  # a missing key decodes as empty
         return np.concatenate([r.itemids for r in lists]), np.concatenate([r.scores for r in lists])
 
-    def search(self, query: CatalogueSearch) -> tuple[Ranked, Ranked]:
+    def _search(self, query: CatalogueSearch) -> tuple[Ranked, Ranked]:
         """Both searches in one ``_msearch`` round trip."""
         searches: list[dict[str, Any]] = []
         if query.bands:
@@ -170,17 +188,32 @@ class FeastServerFeatureClient:
         return frame
 
 
+class GuardedFeatureClient:
+    """A feature client behind its server's circuit breaker."""
+
+    def __init__(self, client: FeatureClient, breaker: CircuitBreaker) -> None:
+        self.client, self.breaker = client, breaker
+
+    def user_features(self, userid: int) -> np.ndarray | None:
+        return self.breaker.call(self.client.user_features, userid)
+
+
 class TritonRanker:
     """The ranking model ``ml_rec`` in Triton over gRPC, pinned to one model version."""
 
-    def __init__(self, url: str, model: str, model_version: int, version: str) -> None:
+    def __init__(self, url: str, model: str, model_version: int, version: str,
+                 breaker: CircuitBreaker | None = None) -> None:
         # A short reconnect backoff: a restarted server is used again within a second, not minutes.
         self.client = triton.InferenceServerClient(url, channel_args=[("grpc.max_reconnect_backoff_ms", 1000),
                                                                       ("grpc.initial_reconnect_backoff_ms", 100)])
         self.model, self.model_version, self.version = model, str(model_version), version
         self.output = [triton.InferRequestedOutput("ml_output")]
+        self.breaker = breaker
 
     def score(self, rows: np.ndarray) -> np.ndarray:
+        return self.breaker.call(self._infer, rows) if self.breaker is not None else self._infer(rows)
+
+    def _infer(self, rows: np.ndarray) -> np.ndarray:
         request = triton.InferInput("ml_input", list(rows.shape), "FP32")
         request.set_data_from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
         try:
@@ -221,7 +254,7 @@ def _triton_check(ranker: TritonRanker) -> None:
         raise StoreUnavailableError("triton", f"model {ranker.model} version {ranker.model_version} not ready")
 
 
-def _pinned_triton(settings: ServingSettings) -> TritonRanker:
+def _pinned_triton(settings: ServingSettings, breaker: CircuitBreaker) -> TritonRanker:
     """The newest ready Triton version of the model, with the ranking model version its config names."""
     probe = TritonRanker(settings.triton_url, settings.triton_model, 0, "")
     try:
@@ -238,7 +271,16 @@ def _pinned_triton(settings: ServingSettings) -> TritonRanker:
                             "run python -m loaders.triton_repo")
     version = max(ready)
     return TritonRanker(settings.triton_url, settings.triton_model, version,
-                        parameters[f"{VERSION_PARAMETER}{version}"])
+                        parameters[f"{VERSION_PARAMETER}{version}"], breaker)
+
+
+def _backup_ranker(settings: ServingSettings, version: str) -> OnnxRanker | None:
+    """The model Triton serves, under onnxruntime in-process, where its published folder is readable here."""
+    folder = settings.models_dir / ModelFiles.RANKING / version
+    if not (folder / ModelFiles.METADATA).exists():
+        log.warning("no %s here: with Triton down the candidates are served in recall order", folder)
+        return None
+    return OnnxRanker(open_model(folder))
 
 
 def load_services_bundle(settings: ServingSettings) -> ServingBundle:
@@ -271,7 +313,9 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
                                 f"{es_meta.get(key)}: run both loaders on the same batch and models")
     # Requests overlap their waits on the servers: the user's features and the neighbour lists meanwhile.
     background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stores")
-    items = ServiceItemIndex(client, settings.redis_prefix, version, search, index, int(meta["items"]))
+    breakers = {name: CircuitBreaker(name, settings.breaker_seconds) for name in DEPENDENCIES}
+    items = ServiceItemIndex(client, settings.redis_prefix, version, search, index, int(meta["items"]),
+                             breakers["redis"], breakers["elasticsearch"])
     session = requests.Session()
     server = FeastServerFeatureClient(settings.feast_server_url, session)
     item_frame = server.item_features(sorted(int(i) for i in items.popularity.itemids))
@@ -281,15 +325,15 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
         timeouts = f"socket_timeout={TIMEOUT_SECONDS},socket_connect_timeout={TIMEOUT_SECONDS}"
         connection = f"{settings.redis_address},{timeouts}"
         features = FeastFeatureClient(open_store(settings, "redis", connection))
-    ranker = _pinned_triton(settings)
+    ranker = _pinned_triton(settings, breakers["triton"])
     dependencies = {"redis": lambda: _redis_check(client), "elasticsearch": lambda: _es_check(search),
                     "triton": lambda: _triton_check(ranker)}
     if settings.feast_access == "server":  # else requests read Redis, and the server is needed at load only
         dependencies["feast"] = lambda: _feast_check(session, settings.feast_server_url)
     return ServingBundle(
-        users=RedisUserRecallStore(client, settings.redis_prefix, version),
+        users=RedisUserRecallStore(client, settings.redis_prefix, version, breakers["redis"]),
         items=items,
-        features=features,
+        features=GuardedFeatureClient(features, breakers["feast"]),
         assembler=FeatureAssembler.from_item_features(item_frame),
         ranker=ranker,
         recall=RecallConfig(recall_size=settings.recall_size),
@@ -299,4 +343,5 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
         dependencies=dependencies,
         background=background,
         feature_timeout=2 * TIMEOUT_SECONDS,  # the client's own retries could otherwise wait much longer
+        backup_ranker=_backup_ranker(settings, ranker.version),
     )

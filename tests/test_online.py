@@ -69,7 +69,7 @@ def test_both_endpoints_return_k_scored_items_with_sources_and_versions(client, 
     response = client.post("/ml/rec", json={"userid": 3, "k": 10})
     assert response.status_code == 200
     body = response.get_json()
-    assert len(body["item_list"]) == 10 and body["fallback"] is None and body["userid"] == 3
+    assert len(body["item_list"]) == 10 and body["fallback"] is None and body["userid"] == 3 and body["degraded"] == []
     assert all(0 < item["score"] < 1 and item["sources"] for item in body["item_list"])
     assert [i["rank_score"] for i in body["item_list"]] == sorted((i["rank_score"] for i in body["item_list"]),
                                                                   reverse=True)
@@ -120,7 +120,7 @@ def test_malformed_requests_and_unknown_routes_are_json_errors(client):
         assert response.status_code in (400, 404, 405) and "error" in response.get_json()
 
 
-def test_a_failing_store_is_a_503_naming_it(served):
+def test_a_failing_store_degrades_the_list_and_names_it(served):
     settings, _ = served
 
     class BrokenFeatures:
@@ -129,8 +129,12 @@ def test_a_failing_store_is_a_503_naming_it(served):
 
     holder = BundleHolder(settings)
     holder.current = dataclasses.replace(load_bundle(settings), features=BrokenFeatures())
-    response = create_app(settings, holder).test_client().post("/ml/rec", json={"userid": 3})
-    assert response.status_code == 503 and response.get_json()["store"] == "feast"
+    app = create_app(settings, holder).test_client()
+    response = app.post("/ml/rec", json={"userid": 3, "k": 10})
+    body = response.get_json()
+    assert response.status_code == 200 and body["degraded"] == ["feast"] and body["fallback"] == "recall_order"
+    assert len(body["item_list"]) == 10 and all(item["score"] is None for item in body["item_list"])
+    assert 'recsys_degraded_responses_total{cause="feast"} 1.0' in app.get("/metrics").get_data(as_text=True)
 
 
 def test_offline_equals_online(client, served):

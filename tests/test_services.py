@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -61,7 +62,7 @@ def stack(tiny_batch, tmp_path_factory) -> Iterator[Stack]:
                                triton_venv=REPO_ROOT / ".venv-triton", feast_yaml=yaml,
                                redis_port=free_port(), elasticsearch_url=f"http://127.0.0.1:{free_port()}",
                                feast_server_url=f"http://127.0.0.1:{free_port()}",
-                               triton_url=f"127.0.0.1:{free_port()}", profile="services")
+                               triton_url=f"127.0.0.1:{free_port()}", profile="services", breaker_seconds=1.0)
     running = Stack(settings, {})
     try:
         if None in open_models(settings.models_dir):
@@ -189,34 +190,77 @@ def test_embedded_and_services_profiles_return_the_same_lists(stack):
     assert compared >= 25  # most tiny users have recall data: the comparison is not all fallbacks
 
 
-def test_a_stopped_dependency_is_a_503_naming_it_then_recovers(stack):
+def rec(app, userid: int = 4) -> dict:
+    response = app.post("/ml/rec", json={"userid": userid})
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def test_a_stopped_dependency_degrades_the_list_names_it_then_recovers(stack):
     settings = stack.settings
     client = create_app(settings, BundleHolder(settings)).test_client()
     # Features through Feast's feature server instead of its Redis online store: the server becomes one.
     server_settings = settings.model_copy(update={"feast_access": "server"})
     through_server = create_app(server_settings, BundleHolder(server_settings)).test_client()
-    assert client.post("/ml/rec", json={"userid": 4}).status_code == 200
-    for name, app in (("redis", client), ("triton", client), ("feast", through_server)):
+    full = rec(client)
+    assert full["degraded"] == [] and full["fallback"] is None
+    served_as = {"redis": "popularity", "elasticsearch": None, "triton": None, "feast": "recall_order"}
+    for name, app in (("redis", client), ("elasticsearch", client), ("triton", client), ("feast", through_server)):
         stack.stop(name)
-        response = app.post("/ml/rec", json={"userid": 4})
-        assert response.status_code == 503 and response.get_json()["store"] == name, response.get_json()
+        for _ in range(3):  # the first request meets the failure, the next ones the open circuit breaker
+            body = rec(app)
+            assert body["degraded"] == [name] and 0 < len(body["item_list"]) <= 50, body
+            assert body["fallback"] == served_as[name]
+        if name == "triton":  # ranked in-process by the same model: the same list
+            assert [i["itemid"] for i in body["item_list"]] == [i["itemid"] for i in full["item_list"]]
+        if name == "feast":  # read at load only when the features come from Redis
+            assert rec(client)["degraded"] == []
         ready = app.get("/ready")
         assert ready.status_code == 503 and name in ready.get_json()["store"]
-        if name == "feast":  # read at load only when the features come from Redis
-            assert client.post("/ml/rec", json={"userid": 4}).status_code == 200
         stack.start(name)
-        wait_for(lambda app=app: app.post("/ml/rec", json={"userid": 4}).status_code == 200,
-                 f"recovery after {name}", timeout=30)
-    # Elasticsearch hanging (paused, not stopped): the request times out into a 503, then recovers.
+        wait_for(lambda app=app: rec(app)["degraded"] == [], f"full lists after {name} restarted", timeout=120)
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'recsys_degraded_responses_total{cause="redis"}' in metrics
+
+    # Two at once: the neighbour lists and popularity, ranked in-process.
+    stack.stop("elasticsearch")
+    stack.stop("triton")
+    body = rec(client)
+    assert body["degraded"] == ["elasticsearch", "triton"] and body["fallback"] is None and body["item_list"]
+    assert all(set(i["sources"]) <= {"neighbours", "popularity"} for i in body["item_list"])
+    stack.start("triton")
+    stack.start("elasticsearch")
+    wait_for(lambda: rec(client)["degraded"] == [], "full lists after both restarted", timeout=120)
+
+
+def test_a_hanging_dependency_is_cut_at_its_timeout_then_skipped_by_the_circuit_breaker(stack):
+    settings = stack.settings
+    client = create_app(settings, BundleHolder(settings)).test_client()
+    assert rec(client)["degraded"] == []
     es = stack.processes["elasticsearch"]
-    os.killpg(es.pid, signal.SIGSTOP)
+    os.killpg(es.pid, signal.SIGSTOP)  # paused, not stopped: connections hang
     try:
-        response = client.post("/ml/rec", json={"userid": 4})
-        assert response.status_code == 503 and response.get_json()["store"] == "elasticsearch"
+        started = time.monotonic()
+        first = rec(client)
+        first_seconds = time.monotonic() - started
+        started = time.monotonic()
+        second = rec(client)  # within the breaker's interval: Elasticsearch is not waited on
+        second_seconds = time.monotonic() - started
+        ready = client.get("/ready")
     finally:
         os.killpg(es.pid, signal.SIGCONT)
-    wait_for(lambda: client.post("/ml/rec", json={"userid": 4}).status_code == 200, "recovery", timeout=30)
+    assert first["degraded"] == second["degraded"] == ["elasticsearch"]
+    assert 1.5 < first_seconds < 5 and second_seconds < 0.5, (first_seconds, second_seconds)
+    assert ready.status_code == 503 and "elasticsearch" in ready.get_json()["store"]
+    wait_for(lambda: rec(client)["degraded"] == [], "recovery", timeout=30)
     assert client.get("/ready").status_code == 200
+
+
+def test_a_service_that_never_loaded_still_answers_503(stack):
+    """Degrading needs a loaded bundle (its popularity list): before any load there is nothing to serve."""
+    nowhere = stack.settings.model_copy(update={"redis_port": free_port()})
+    response = create_app(nowhere, BundleHolder(nowhere)).test_client().post("/ml/rec", json={"userid": 4})
+    assert response.status_code == 503 and response.get_json()["store"] == "bundle"
 
 
 def test_the_services_profile_under_gunicorn_over_http(stack, tmp_path):
