@@ -2,6 +2,11 @@
 
     python bench/batch_benchmark.py --data ../shared/data/ml-100k
     python bench/batch_benchmark.py --synthetic 1000000
+    python bench/batch_benchmark.py --data ../shared/data/ml-100k --against ../previous-main --runs 2
+
+``--against DIR`` names another checkout of the project (``git worktree add ../previous-main <commit>``):
+the two run one after the other, alternating, on the same data, each with its own code, so a speed-up is
+measured side by side on one machine at one time.
 
 Runs the batch in a child process (its log kept for the per-stage times) and samples the resident
 memory of its whole process tree (the Python driver and Spark's JVM) every 0.2 s; peak memory is the
@@ -13,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,9 +49,19 @@ def tree_rss(process: psutil.Process) -> int:
 STEP_DONE = re.compile(r"step \d+/\d+: (\w+) done in ([\d.]+) s")
 
 
-def measure(command: list[str], log_path: Path) -> tuple[float, int, int]:
+def cpu_model() -> str:
+    """The processor's name: figures from machines of the same size differ up to 2x between models."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def measure(command: list[str], log_path: Path, checkout: Path) -> tuple[float, int, int]:
     started = time.monotonic()
-    child = subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    # The checkout's own modules first: python -m puts the working directory on sys.path.
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    child = subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT, cwd=checkout, env=env)
     process = psutil.Process(child.pid)
     peak = 0
     done = threading.Event()
@@ -71,38 +88,52 @@ def main() -> None:
     source.add_argument("--data", type=Path, help="a MovieLens directory")
     source.add_argument("--synthetic", type=int, help="generate about this many ratings (ML-1M format)")
     parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument("--against", type=Path, default=None, help="another checkout to run alternately")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each checkout")
     args, batch_flags = parser.parse_known_args()  # anything else goes to the batch (--cooccurrence-history 50)
+    this = Path(__file__).resolve().parent.parent
+    checkouts = [this] + ([args.against.resolve()] if args.against else [])
 
     with tempfile.TemporaryDirectory(prefix="batch-bench-") as scratch:
-        data = args.data
+        data = args.data.resolve() if args.data else Path(scratch) / "data"
         if args.synthetic:
-            data = Path(scratch) / "data"
             write_ml1m(generate(args.synthetic, seed=0), data)
         ratings = sum(1 for _ in (data / ("u.data" if (data / "u.data").exists() else "ratings.dat")).open("rb"))
-        command = [sys.executable, "-m", "spark_jobs.run_batch", "--data", str(data),
-                   "--output", str(Path(scratch) / "out"), "--driver-memory", args.driver_memory, *batch_flags]
-        log_path = Path(scratch) / "batch.log"
-        wall, peak, code = measure(command, log_path)
-        log = log_path.read_text()
-    if code != 0:
-        raise SystemExit(f"batch failed with exit code {code}:\n{log[-3000:]}")
-    stages = {name: float(seconds) for name, seconds in STEP_DONE.findall(log)}
-    result = {
-        "dataset": str(args.data) if args.data else f"synthetic-{args.synthetic}",
-        "ratings": ratings,
-        "wall_s": round(wall, 1),
-        "stages_s": stages,
-        "batch_flags": batch_flags,
-        "peak_rss_gib": round(peak / 2**30, 2),
-        "driver_memory": args.driver_memory,
-        "cpus": psutil.cpu_count(),
-        "machine": platform.machine(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    print(json.dumps(result))
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as out:
-        out.write(json.dumps(result) + "\n")
+        for run in range(args.runs):
+            for checkout in (checkouts if run % 2 == 0 else checkouts[::-1]):  # alternating
+                out = Path(scratch) / f"out-{run}-{checkout.name}"
+                command = [sys.executable, "-m", "spark_jobs.run_batch", "--data", str(data), "--output", str(out),
+                           "--driver-memory", args.driver_memory, *batch_flags]
+                log_path = Path(scratch) / "batch.log"
+                wall, peak, code = measure(command, log_path, checkout)
+                log = log_path.read_text()
+                if code != 0:
+                    raise SystemExit(f"batch of {checkout} failed with exit code {code}:\n{log[-3000:]}")
+                shutil.rmtree(out, ignore_errors=True)
+                result = {
+                    "dataset": str(args.data) if args.data else f"synthetic-{args.synthetic}",
+                    "ratings": ratings,
+                    "code": f"{checkout.name} {git_head(checkout)}",
+                    "wall_s": round(wall, 1),
+                    "stages_s": {name: float(seconds) for name, seconds in STEP_DONE.findall(log)},
+                    "batch_flags": batch_flags,
+                    "peak_rss_gib": round(peak / 2**30, 2),
+                    "driver_memory": args.driver_memory,
+                    "cpus": psutil.cpu_count(),
+                    "cpu_model": cpu_model(),
+                    "machine": platform.machine(),
+                    "date": time.strftime("%Y-%m-%d"),
+                }
+                print(json.dumps(result), flush=True)
+                RESULTS.parent.mkdir(exist_ok=True)
+                with RESULTS.open("a") as results:
+                    results.write(json.dumps(result) + "\n")
+
+
+def git_head(checkout: Path) -> str:
+    found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain"], capture_output=True, text=True)
+    return found.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 if __name__ == "__main__":

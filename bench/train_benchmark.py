@@ -29,6 +29,8 @@ import torch
 
 from contracts.tables import Export
 from models.data_splits import ON_TEST, ON_VALIDATION, DataSplits, Selection
+from models.export_readers import load_item_features
+from models.feature_rows import FeatureAssembler
 from models.fitting import RANKING_TRAINING, RECALL_TRAINING, VARIANTS, TrainingReport, train_ranking, train_recall
 from models.samples import FeatureMetadata, load_negatives, load_samples
 
@@ -46,7 +48,9 @@ def main() -> None:
     train_set = load_samples(args.exports / Export.SAMPLES_TRAIN)
     test_set = load_samples(args.exports / Export.SAMPLES_TEST)
     with_negatives = "ranking+negatives" in args.models
-    negatives = load_negatives(args.exports / Export.SAMPLES_TRAIN_NEGATIVES) if with_negatives else None
+    assembler = FeatureAssembler.from_item_features(load_item_features(args.exports))
+    negatives = (load_negatives(args.exports / Export.SAMPLES_TRAIN_NEGATIVES, train_set, assembler)
+                 if with_negatives else None)
 
     def run(model: str, select_on: str, seed: int) -> TrainingReport:
         plan = Selection(select_on=select_on)

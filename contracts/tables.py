@@ -25,12 +25,15 @@ class Table:
     USER_TERMS = "user_terms"
     ITEM_TERMS = "item_terms"
     USER_FILTER = "user_filter"  # per user: every item seen offline, and the latest ones newest first
-    NEGATIVE_SAMPLES = "negative_samples"  # sampled unrated items for train impressions, label 0
+    NEGATIVE_SAMPLES = "negative_samples"  # (user, sampled item, timestamp, source item) per train impression
     ITEM_POPULARITY = "item_popularity"  # per item: offline positives and impressions
     ITEM_NEIGHBOURS = "item_neighbours"  # per item: top co-occurring items with their cosine
     # Written by the trainer (python -m models.train), not the batch.
     USER_VECTORS = "user_vectors"
     ITEM_VECTORS = "item_vectors"
+
+    # Partition columns: the exports link the files of one partition (samples' train and test rows).
+    PARTITIONS: dict[str, tuple[str, ...]] = {SAMPLES: ("split",)}  # noqa: RUF012 (a constant mapping)
 
     # The batch's tables.
     ALL: tuple[str, ...] = (
@@ -41,7 +44,8 @@ class Table:
 
 
 class Export:
-    """Names of the Parquet datasets of a published run (``exports/current/``)."""
+    """Names of the Parquet datasets of a published run (``exports/current/``): each a folder of hard links to
+    the data files of one Delta version of its table (``spark_jobs/export.py``)."""
 
     SAMPLES_TRAIN = "samples_train"
     SAMPLES_TEST = "samples_test"

@@ -60,6 +60,18 @@ class FeatureAssembler:
         out[:, layout.item_out] = item_values[:, layout.item_in]
         return out
 
+    def with_items(self, rows: np.ndarray, itemids: np.ndarray) -> np.ndarray:
+        """``rows`` (spec order) with their item id and item features replaced by ``itemids``' own: the same
+        users at the same moments, other items (the trainer's negatives)."""
+        layout = self._layout
+        known = (itemids >= 0) & (itemids < len(self.item_matrix))
+        item_values = self.item_matrix[np.where(known, itemids, 0)]
+        item_values[~known] = 0.0
+        out = np.array(rows, dtype=np.float32, copy=True)
+        out[:, layout.itemid] = itemids
+        out[:, layout.item_out] = item_values[:, layout.item_in]
+        return out
+
 
 @dataclass(frozen=True)
 class _RowLayout:

@@ -11,8 +11,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
+from contracts.errors import ArtifactError
 from contracts.feature_spec import SPEC, FeatureSpec, check_spec_version
 from contracts.tables import Export
+from models.feature_rows import FeatureAssembler
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,9 @@ def load_samples(path: Path, spec: FeatureSpec = SPEC) -> Samples:
         features[:, position] = table.column(name).to_numpy()
     labels = table.column(spec.label).to_numpy().astype(np.float32)
     timestamps = table.column(spec.timestamp).to_numpy().astype(np.int64)
-    return Samples(torch.from_numpy(features), torch.from_numpy(labels), timestamps)
+    # One order whatever the files' (Spark's layout decides theirs): training with a seed is reproducible.
+    order = np.lexsort((labels, features[:, spec.index_of("itemid")], timestamps, features[:, spec.index_of("userid")]))
+    return Samples(torch.from_numpy(features[order]), torch.from_numpy(labels[order]), timestamps[order])
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,28 @@ class NegativeSamples:
         return np.asarray(mine.isin(wanted))
 
 
-def load_negatives(path: Path, spec: FeatureSpec = SPEC) -> NegativeSamples:
-    source = pq.read_table(path, columns=["source_itemid"]).column("source_itemid").to_numpy().astype(np.int64)
-    return NegativeSamples(load_samples(path, spec), source)
+NEGATIVE_KEYS = ("userid", "itemid", "timestamp", "source_itemid")
+
+
+def load_negatives(path: Path, train_set: Samples, assembler: FeatureAssembler,
+                   spec: FeatureSpec = SPEC) -> NegativeSamples:
+    """The batch's narrow negatives (user, sampled item, timestamp, source item) as label-0 rows: each one
+    the train row of its source impression (the user's features at that moment, so nothing from later)
+    with the sampled item's id and item features (``FeatureAssembler.with_items``)."""
+    table = pq.read_table(path, columns=list(NEGATIVE_KEYS))
+    users, items, timestamps, sources = (table.column(name).to_numpy().astype(np.int64) for name in NEGATIVE_KEYS)
+    order = np.lexsort((items, sources, timestamps, users))  # one order whatever the files'
+    users, items, timestamps, sources = users[order], items[order], timestamps[order], sources[order]
+    if len(users) == 0:
+        return NegativeSamples(Samples(torch.empty(0, len(spec.names)), torch.empty(0), timestamps), sources)
+    train_keys = pd.MultiIndex.from_arrays([train_set.column("userid").astype(np.int64),
+                                            train_set.column("itemid").astype(np.int64), train_set.timestamps])
+    first_rows = np.flatnonzero(~train_keys.duplicated())  # a repeated impression has the same features
+    positions = train_keys[first_rows].get_indexer(pd.MultiIndex.from_arrays([users, sources, timestamps]))
+    if (positions < 0).any():
+        missing = int((positions < 0).sum())
+        raise ArtifactError(f"{path}: {missing} negative(s) name a source impression that is not a train sample "
+                            "(the exports are of different runs?): run the batch again")
+    source_rows = train_set.features[torch.from_numpy(first_rows[positions])].numpy()
+    features = assembler.with_items(source_rows, items)
+    return NegativeSamples(Samples(torch.from_numpy(features), torch.zeros(len(users)), timestamps), sources)

@@ -24,6 +24,8 @@ from dataclasses import replace
 from contracts.settings import TrainingSettings
 from contracts.tables import Export
 from models.data_splits import DataSplits, Selection
+from models.export_readers import load_item_features
+from models.feature_rows import FeatureAssembler
 from models.fitting import (
     RANKING,
     RANKING_TRAINING,
@@ -66,7 +68,10 @@ def train_and_publish(settings: TrainingSettings) -> dict:
             vectors_to_delta(settings, folder, metadata.run_id)
     if settings.train_only in (None, RANKING):
         negatives_path = exports / Export.SAMPLES_TRAIN_NEGATIVES
-        negatives = load_negatives(negatives_path) if settings.ranking_negatives and negatives_path.exists() else None
+        negatives = None
+        if settings.ranking_negatives and negatives_path.exists():
+            assembler = FeatureAssembler.from_item_features(load_item_features(exports))
+            negatives = load_negatives(negatives_path, train_set, assembler)
         ranking_splits = DataSplits.carve(train_set, test_set, plan, negatives)
         config = replace(RANKING_TRAINING, **overrides)
         model, report = train_ranking(metadata, ranking_splits, VARIANTS[settings.ranking_variant], config)

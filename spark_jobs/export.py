@@ -1,12 +1,18 @@
-"""Export: the Delta tables -> Parquet for plain readers (Feast, the trainers, the loaders).
+"""Export: publish one Delta version of each table for plain Parquet readers (Feast, the trainers, the
+loaders, the service), by reference: nothing is copied.
 
     spark-submit --properties-file spark_jobs/delta.conf spark_jobs/export.py --output DIR
 
-Each run writes a complete new folder ``exports/runs/<run id>/`` with one Parquet dataset per
-table, ``feature_metadata.json`` and ``manifest.json`` (the Delta version each export was read
-from). Only then is the link ``exports/current`` switched to it, in one atomic rename: readers
-see either the previous complete export or the new one, and a failed run leaves the previous one
-in place. The newest ``keep_export_runs`` runs are kept.
+A Delta version is a set of immutable Parquet files named by the transaction log. Each run makes a new
+folder ``exports/runs/<run id>/`` holding, per export, hard links to exactly the data files of the
+table's latest version (for ``samples_train`` / ``samples_test``, those of the ``split`` partition), plus
+``feature_metadata.json`` and ``manifest.json`` (run id, spec version, per table the Delta version and
+the files linked, the row counts). Only then is the link ``exports/current`` switched to it, in one
+atomic rename: readers see either the previous complete run or the new one, never a mix, and a failed
+or shrunken run leaves the previous one in place. A hard link keeps its file's bytes for as long as the
+run folder exists, so a ``VACUUM`` of the tables never removes what a kept run (``keep_export_runs``,
+``current`` among them) names. A table whose protocol needs more than plain Parquet files to read
+(deletion vectors, column mapping: Delta reader version > 1) is copied instead, and so is an empty one.
 """
 
 from __future__ import annotations
@@ -16,14 +22,17 @@ if __package__ in (None, ""):  # run as a file by spark-submit
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pyarrow.parquet as pq
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from contracts.atomic import switch_link
@@ -36,14 +45,66 @@ from spark_jobs.split import Split
 
 log = logging.getLogger(__name__)
 
-def exports_of(tables: dict[str, DataFrame]) -> dict[str, DataFrame]:
-    samples = tables[Table.SAMPLES]
-    return {
-        Export.SAMPLES_TRAIN: samples.filter(F.col("split") == Split.TRAIN).drop("split"),
-        Export.SAMPLES_TEST: samples.filter(F.col("split") == Split.TEST).drop("split"),
-        Export.SAMPLES_TRAIN_NEGATIVES: tables[Table.NEGATIVE_SAMPLES].drop("split"),
-        **{name: tables[name] for name in Export.AS_IS},
-    }
+# Each export: its table, and the partition whose files it takes (None: the whole table).
+EXPORTED_FROM: dict[str, tuple[str, str | None]] = {
+    Export.SAMPLES_TRAIN: (Table.SAMPLES, f"split={Split.TRAIN}"),
+    Export.SAMPLES_TEST: (Table.SAMPLES, f"split={Split.TEST}"),
+    Export.SAMPLES_TRAIN_NEGATIVES: (Table.NEGATIVE_SAMPLES, None),
+    **{name: (name, None) for name in Export.AS_IS},
+}
+
+
+@dataclass(frozen=True)
+class TableVersion:
+    table: str
+    version: int
+    run_id: str | None  # the run that wrote it (Delta's userMetadata)
+    files: tuple[Path, ...]  # the data files of this version, absolute
+    plain_parquet: bool  # readable from its files alone (Delta reader version 1)
+
+
+def table_version(spark: SparkSession, settings: BatchSettings, table: str) -> TableVersion:
+    """The latest version of ``table``: its number, who wrote it and its data files."""
+    path = str(settings.table_path(table))
+    delta = DeltaTable.forPath(spark, path)
+    last = delta.history(1).first()
+    version = int(last["version"])
+    files = read_table(spark, settings, table, version).inputFiles()
+    reader_version = int(delta.detail().first()["minReaderVersion"])
+    return TableVersion(table, version, last["userMetadata"],
+                        tuple(sorted(Path(unquote(urlparse(f).path)) for f in files)), reader_version <= 1)
+
+
+def link_files(files: Sequence[Path], folder: Path) -> None:
+    """Hard links to ``files`` in ``folder`` (a copy where the file system cannot link them)."""
+    folder.mkdir(parents=True)
+    for source in files:
+        target = folder / source.name  # Delta's file names are unique (a UUID each)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+
+
+def export_by_reference(spark: SparkSession, settings: BatchSettings, name: str, version: TableVersion,
+                        partition: str | None, folder: Path) -> dict:
+    files = [f for f in version.files if partition is None or f.parent.name == partition]
+    if version.plain_parquet and files:
+        link_files(files, folder)
+        how = "linked"
+    else:  # copied: the table needs Delta's protocol to read, or it has no data file to link
+        df = read_table(spark, settings, version.table, version.version)
+        if partition is not None:
+            column, value = partition.split("=", 1)
+            df = df.filter(F.col(column) == value).drop(column)
+        df.write.mode("errorifexists").parquet(str(folder))
+        how = "copied"
+    rows = sum(pq.ParquetFile(part).metadata.num_rows for part in pq.ParquetDataset(str(folder)).files)
+    log.info("exported %s (%s, Delta version %d of %s): %d rows -> %s", name, how, version.version,
+             version.table, rows, folder)
+    return {"table": version.table, "delta_version": version.version, "partition": partition, "rows": rows,
+            "how": how, "files": [os.path.relpath(f, settings.delta_dir.resolve()) for f in files]
+            if how == "linked" else []}
 
 
 class ShrinkingRunError(PublishCheckError):
@@ -90,18 +151,11 @@ def prune_runs(settings: BatchSettings) -> list[Path]:
 
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
-    def latest(table: str) -> tuple[dict, DataFrame]:
-        last = DeltaTable.forPath(spark, str(settings.table_path(table))).history(1).first()
-        version = {"version": int(last["version"]), "run_id": last["userMetadata"]}
-        return version, read_table(spark, settings, table, version["version"])
-
-    names = (Table.SAMPLES, Table.NEGATIVE_SAMPLES, Table.FEATURE_METADATA, *Export.AS_IS)
-    # Each lookup reads a Delta log: a few hundred milliseconds of mostly waiting, so side by side.
+    tables = sorted({table for table, _ in EXPORTED_FROM.values()} | {Table.FEATURE_METADATA})
+    # Each look-up reads a Delta log: a few hundred milliseconds of mostly waiting, so side by side.
     with ThreadPoolExecutor(max_workers=PARALLEL_WRITES, thread_name_prefix="delta-log") as pool:
-        found = dict(zip(names, pool.map(latest, names), strict=True))
-    versions = {table: version for table, (version, _) in found.items()}
-    tables = {table: df for table, (_, df) in found.items()}
-    producing_runs = {v["run_id"] for v in versions.values()}
+        versions = dict(zip(tables, pool.map(lambda t: table_version(spark, settings, t), tables), strict=True))
+    producing_runs = {v.run_id for v in versions.values()}
     if len(producing_runs) > 1:
         log.warning("exporting tables written by different runs: %s", sorted(producing_runs, key=str))
 
@@ -109,29 +163,21 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     if run_dir.exists():
         raise FileExistsError(f"{run_dir} exists: run ids must be unique")
     run_dir.mkdir(parents=True)
-    def export(name: str, df: DataFrame) -> Written:
-        path = run_dir / name
-        df.write.mode("errorifexists").parquet(str(path))
-        # Row counts from the Parquet footers: no second pass over the data.
-        rows = sum(pq.ParquetFile(part).metadata.num_rows for part in pq.ParquetDataset(str(path)).files)
-        log.info("exported %s: %d rows -> %s", name, rows, path)
-        return Written(name, str(path), -1, rows)
+    exported = {name: export_by_reference(spark, settings, name, versions[table], partition, run_dir / name)
+                for name, (table, partition) in EXPORTED_FROM.items()}
+    written = [Written(name, str(run_dir / name), -1, entry["rows"]) for name, entry in exported.items()]
 
-    # Independent datasets, written as concurrent Spark jobs (each mostly waits on file commits).
-    with ThreadPoolExecutor(max_workers=PARALLEL_WRITES, thread_name_prefix="export") as pool:
-        futures = [pool.submit(export, name, df) for name, df in exports_of(tables).items()]
-        written = [future.result() for future in futures]
-
-    metadata = json.loads(tables[Table.FEATURE_METADATA].first()["metadata"])
+    metadata_version = versions[Table.FEATURE_METADATA]
+    metadata = json.loads(read_table(spark, settings, Table.FEATURE_METADATA, metadata_version.version)
+                          .first()["metadata"])
     (run_dir / Export.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-    rows = {w.table: w.rows for w in written}
     counts = {"ratings": metadata["counts"]["ratings"],
-              "samples": rows[Export.SAMPLES_TRAIN] + rows[Export.SAMPLES_TEST]}
+              "samples": exported[Export.SAMPLES_TRAIN]["rows"] + exported[Export.SAMPLES_TEST]["rows"]}
     manifest = {
         "run_id": run_id,
         "delta_dir": str(settings.delta_dir.resolve()),
-        "delta_versions": versions,
-        "exports": {name: {"rows": n} for name, n in rows.items()},
+        "delta_versions": {t: {"version": v.version, "run_id": v.run_id} for t, v in versions.items()},
+        "exports": exported,
         "counts": counts,
         "spec_version": metadata["spec_version"],
     }

@@ -26,7 +26,6 @@ from contracts.feature_spec import (
     GENRE_IDS,
     PIT_HISTORY,
     SPEC,
-    Entity,
     FeatureGroup,
     FeatureSpec,
     genre_clicks_name,
@@ -189,29 +188,27 @@ def training_samples(impressions_with_counters: DataFrame, users: DataFrame, spe
     )
 
 
-def sample_negatives(
-    train_samples: DataFrame, items_with_flags: DataFrame, rated: DataFrame, per_impression: int, spec: FeatureSpec,
-    seed: int = 17,
-) -> DataFrame:
-    """For each train sample, up to ``per_impression`` movies the user never rated, as label-0 rows.
+NEGATIVE_COLUMNS: tuple[str, ...] = ("userid", "itemid", "timestamp", "source_itemid")
 
-    A negative keeps its source row's user, timestamp and point-in-time counters (what the user looked
-    like at that moment, so no later information leaks in) and takes the sampled movie's own item
-    features; ``source_itemid`` names the impression it was drawn for. Draws are a hash of (user,
-    source item, timestamp, draw number, seed) over the catalogue: the same input gives the same
-    negatives on any cluster layout. A draw that hits a movie the user rated at any time, or repeats
-    an earlier draw for the same impression, is dropped; so are the draws of a repeated (user, item,
-    timestamp) impression, which would be the same rows again.
 
-    The wide sample rows are never shuffled: they arrive partitioned by user (from the counters'
-    windows), and the user's rated movies travel to them as one array per user.
+def sample_negatives(train_impressions: DataFrame, items: DataFrame, rated: DataFrame, per_impression: int,
+                     seed: int = 17) -> DataFrame:
+    """For each train impression, up to ``per_impression`` movies the user never rated: (userid, itemid =
+    the sampled movie, timestamp and source_itemid = the impression's), label 0.
+
+    Narrow on purpose: a negative's 59 features are its source impression's user features (what the user
+    looked like at that moment, so no later information leaks in) and the sampled movie's own item
+    features, both already in other tables; the trainer assembles the rows (``models/samples.py``).
+    Draws are a hash of (user, source item, timestamp, draw number, seed) over the catalogue: the same
+    input gives the same negatives on any cluster layout. A draw that hits a movie the user rated at any
+    time, or repeats an earlier draw for the same impression, is dropped; so are the draws of a repeated
+    (user, item, timestamp) impression, which would be the same rows again.
     """
-    catalogue = items_with_flags.select(
+    catalogue = items.select(
         (F.row_number().over(Window.orderBy("itemid")) - 1).alias("draw_index"),
         F.col("itemid").alias("negative_itemid"),
-        *(F.col(name).alias(f"negative_{name}") for name in GENRE_FLAGS),
     )
-    catalogue_size = F.lit(items_with_flags.count())
+    catalogue_size = F.lit(items.count())
     # sequence(1, 0) would count down: no draws is an empty array
     draw_numbers = F.sequence(F.lit(1), F.lit(per_impression)) if per_impression > 0 else F.array().cast("array<int>")
     draw_indices = F.transform(
@@ -219,22 +216,15 @@ def sample_negatives(
         lambda draw: F.pmod(F.xxhash64("userid", "itemid", "timestamp", draw, F.lit(seed)), catalogue_size).cast("int"),
     )
     rated_by_user = rated.groupBy("userid").agg(F.collect_set("itemid").alias("rated_itemids"))
-    item_columns = {f.name for f in spec.of_entity(Entity.ITEM)}
     return (
-        train_samples.dropDuplicates(["userid", "itemid", "timestamp"])
+        train_impressions.select(F.col("userid").cast("int"), F.col("itemid").cast("int"), "timestamp")
+        .dropDuplicates(["userid", "itemid", "timestamp"])
         .join(rated_by_user, "userid")
         .select("*", F.explode(F.array_distinct(draw_indices)).alias("draw_index"))
         .join(F.broadcast(catalogue), "draw_index")
         .filter(~F.array_contains("rated_itemids", F.col("negative_itemid")))
-        .select(
-            *(F.col(f"negative_{f.name}").alias(f.name) if f.name in item_columns else F.col(f.name)
-              for f in spec.features),
-            F.lit(0).alias(spec.label),
-            spec.timestamp,
-            "split",
-            F.col("itemid").alias("source_itemid"),
-        )
-        .transform(in_spec_order(spec, extra=(spec.label, spec.timestamp, "split", "source_itemid")))
+        .select(F.col("userid"), F.col("negative_itemid").cast("int").alias("itemid"), F.col("timestamp"),
+                F.col("itemid").alias("source_itemid"))
     )
 
 
@@ -341,13 +331,13 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     samples_raw = training_samples(with_counters, users, spec).cache()
     dense = [f.name for f in spec.dense]
     stats = fit_standardiser(samples_raw.filter(F.col("split") == Split.TRAIN), dense)
-    negatives = sample_negatives(samples_raw.filter(F.col("split") == Split.TRAIN), items, impressions,
-                                 settings.negatives_per_impression, spec)
+    negatives = sample_negatives(impressions.filter(F.col("split") == Split.TRAIN), items, impressions,
+                                 settings.negatives_per_impression)
     offline = flagged.filter(F.col("split").isin(*Split.OFFLINE))
     online_users = user_features(users, offline, span["first"], spec).transform(standardise(stats))
     written = write_tables([
         (Table.SAMPLES, samples_raw.transform(standardise(stats))),
-        (Table.NEGATIVE_SAMPLES, negatives.transform(standardise(stats))),
+        (Table.NEGATIVE_SAMPLES, negatives),
         (Table.USER_FEATURES, online_users),
         (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
         (Table.USER_FEATURE_HISTORY, user_feature_history(user_counter_history(flagged)).transform(standardise(stats))),

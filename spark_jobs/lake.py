@@ -18,6 +18,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from contracts.settings import LakeSettings
+from contracts.tables import Table
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def write_table(df: DataFrame, settings: LakeSettings, table: str, run_id: str) 
         .mode("overwrite")
         .option("overwriteSchema", "true")
         .option("userMetadata", run_id)
+        .partitionBy(*Table.PARTITIONS.get(table, ()))
         .save(path)
     )
     last = DeltaTable.forPath(df.sparkSession, path).history(1).select("version", "operationMetrics").first()

@@ -44,6 +44,9 @@ def spark_session(settings: SparkSettings, app_name: str) -> SparkSession:
         .config("spark.ui.enabled", "false")
         # Delta writes keep the schema we give them; new columns need an explicit spec change.
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # No per-file column statistics: every reader takes whole tables (or the files of a version), so
+        # data skipping never uses them, and for 60-column rows they are 15-20% of a table's write time.
+        .config("spark.databricks.delta.stats.collect", "false")
     )
     if not launched_by_spark_submit():
         builder = (

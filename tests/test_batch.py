@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from delta.tables import DeltaTable
@@ -92,6 +93,25 @@ def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_data
     assert read_table(spark, settings, Table.RATINGS, version=1).count() == ratings.count()  # run-3: same input
     assert sorted(p.name for p in (settings.exports_dir / "runs").iterdir()) == ["run-3", "run-shrunk"]
 
+    # The exports are hard links to the Delta files of run-3's versions, not copies; vacuuming every file
+    # the latest (refused) versions do not name leaves the run that serves readable all the same.
+    manifest = json.loads((settings.current_export_dir / Export.MANIFEST_FILE).read_text())
+    linked = manifest["exports"][Export.SAMPLES_TRAIN]
+    assert linked["how"] == "linked" and linked["table"] == Table.SAMPLES and linked["files"]
+    assert all(f.startswith("samples/split=train/") for f in linked["files"])
+    exported_file = next((settings.current_export_dir / Export.SAMPLES_TRAIN).iterdir())
+    assert exported_file.stat().st_nlink >= 2  # the same bytes as the table's file: nothing was copied
+    before_vacuum = len(pd.read_parquet(settings.current_export_dir / Export.SAMPLES_TRAIN))
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        for table in (Table.SAMPLES, Table.USER_FEATURES):
+            spark.sql(f"VACUUM delta.`{settings.table_path(table)}` RETAIN 0 HOURS")
+    finally:
+        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "true")
+    assert not (settings.delta_dir / linked["files"][0]).exists()  # vacuumed from the table...
+    assert len(pd.read_parquet(settings.current_export_dir / Export.SAMPLES_TRAIN)) == before_vacuum == len(train)
+    assert len(pd.read_parquet(settings.current_export_dir / Export.USER_FEATURES)) == 25  # ...still served
+
     # The trainers read what the batch exported, and publish vectors back as Delta tables.
     summary = train_models.main(["--output", str(settings.output_dir), "--max-epochs", "2"])
     ranking = open_model(settings.models_dir / "ranking").metadata()
@@ -128,3 +148,31 @@ def test_batch_on_movielens_100k(spark, ml100k_batch):
     for row in first_samples.collect():
         for name, (mean, std) in stats.items():
             assert row[name] == pytest.approx(-mean / std, abs=1e-5)
+
+
+def test_no_assembled_negative_carries_a_user_feature_from_after_its_source_impression(tiny_batch):
+    """Every negative the trainer assembles has, as its 36 counters, the user's point-in-time row of the
+    latest second strictly before its timestamp (user_feature_history, or an empty past)."""
+    from models.export_readers import load_item_features
+    from models.feature_rows import FeatureAssembler
+    from models.samples import load_negatives, load_samples
+
+    exports = tiny_batch.current_export_dir
+    train = load_samples(exports / Export.SAMPLES_TRAIN)
+    negatives = load_negatives(exports / Export.SAMPLES_TRAIN_NEGATIVES, train,
+                               FeatureAssembler.from_item_features(load_item_features(exports)))
+    assert len(negatives.samples) > len(train) / 2  # up to 4 per train impression, fewer where most are rated
+    dense = [f.name for f in SPEC.dense]
+    rows = pd.DataFrame(negatives.samples.features.numpy()[:, [SPEC.index_of(n) for n in dense]], columns=dense)
+    rows["userid"] = negatives.samples.column("userid").astype("int64")
+    rows["timestamp"] = negatives.samples.timestamps
+    history = pd.read_parquet(exports / Export.USER_FEATURE_HISTORY)
+    history["timestamp"] = (history["event_timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    history = history.astype({"userid": "int64"})[["userid", "timestamp", *dense]]
+    as_of = pd.merge_asof(rows.sort_values("timestamp"), history.sort_values("timestamp"), on="timestamp",
+                          by="userid", allow_exact_matches=False, suffixes=("", "_as_of"))
+    metadata = json.loads((exports / Export.METADATA_FILE).read_text())
+    empty_past = {f["name"]: np.float32(-f["mean"] / f["std"]) for f in metadata["features"] if "mean" in f}
+    for name in dense:
+        expected = as_of[f"{name}_as_of"].fillna(empty_past[name]).to_numpy(np.float32)
+        np.testing.assert_array_equal(as_of[name].to_numpy(np.float32), expected, err_msg=name)

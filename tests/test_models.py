@@ -179,8 +179,13 @@ def test_samples_load_in_spec_order_and_check_the_spec(tmp_path):
     frame["timestamp"] = data.timestamps
     frame.to_parquet(tmp_path / "part.parquet")
     loaded = load_samples(tmp_path / "part.parquet")
-    assert torch.equal(loaded.features, data.features) and torch.equal(loaded.labels, data.labels)
-    assert np.array_equal(loaded.timestamps, data.timestamps)
+    # in one order whatever the file's: by user, timestamp, item, label
+    order = np.lexsort((data.labels.numpy(), data.column("itemid"), data.timestamps, data.column("userid")))
+    assert torch.equal(loaded.features, data.features[order]) and torch.equal(loaded.labels, data.labels[order])
+    assert np.array_equal(loaded.timestamps, data.timestamps[order])
+    reversed_rows = frame.iloc[::-1]
+    reversed_rows.to_parquet(tmp_path / "part.parquet")
+    assert torch.equal(load_samples(tmp_path / "part.parquet").features, loaded.features)
     (tmp_path / "feature_metadata.json").write_text(json.dumps(
         {"spec_version": "v0-old", "columns": [], "features": [], "run_id": "r"}))
     with pytest.raises(SpecMismatchError, match="rebuild"):
@@ -271,3 +276,35 @@ def test_negatives_follow_their_source_row_into_validation():
     # every negative drawn for a validation row is in the selection set, and no other one is
     assert (splits.selection.column("itemid") > 1000).sum() == drawn_for_selection.sum()
     assert (splits.fit.column("itemid") > 1000).sum() == len(sources) - drawn_for_selection.sum()
+
+
+def test_negatives_are_assembled_from_their_source_rows_and_the_sampled_items(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.feature_rows import FeatureAssembler
+    from models.samples import load_negatives
+
+    train_set = random_samples(60, seed=31)
+    users, items = train_set.column("userid").astype(np.int64), train_set.column("itemid").astype(np.int64)
+    picked = np.array([0, 7, 7, 59])  # row 7 twice: two negatives drawn for one impression
+    sampled = np.array([3, 11, 12, 5])
+    order = np.lexsort((sampled, items[picked], train_set.timestamps[picked], users[picked]))  # as loaded
+    picked, sampled = picked[order], sampled[order]
+    pq.write_table(pa.table({"userid": users[picked], "itemid": sampled, "timestamp": train_set.timestamps[picked],
+                             "source_itemid": items[picked]}), tmp_path / "part-0.parquet")
+    flags = {f.name: (np.arange(1, 40) % (k + 2) == 0).astype(np.int32)
+             for k, f in enumerate(SPEC.online_item_features)}
+    assembler = FeatureAssembler.from_item_features(pd.DataFrame({"itemid": np.arange(1, 40), **flags}))
+    negatives = load_negatives(tmp_path, train_set, assembler)
+    rows = negatives.samples.features.numpy()
+    assert len(negatives.samples) == 4 and float(negatives.samples.labels.sum()) == 0
+    assert negatives.samples.column("itemid").astype(int).tolist() == sampled.tolist()
+    np.testing.assert_array_equal(negatives.samples.timestamps, train_set.timestamps[picked])
+    for position, feature in enumerate(SPEC.features):
+        if feature.name == "itemid":
+            continue
+        expected = (flags[feature.name][sampled - 1] if feature.name in flags
+                    else train_set.features.numpy()[picked, position])
+        np.testing.assert_array_equal(rows[:, position], expected, err_msg=feature.name)
+    assert negatives.drawn_for(train_set.subset(np.isin(np.arange(60), [7]))).tolist() == (picked == 7).tolist()
