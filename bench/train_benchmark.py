@@ -32,7 +32,9 @@ from models.data_splits import ON_TEST, ON_VALIDATION, DataSplits, Selection
 from models.export_readers import load_item_features
 from models.feature_rows import FeatureAssembler
 from models.fitting import RANKING_TRAINING, RECALL_TRAINING, VARIANTS, TrainingReport, train_ranking, train_recall
-from models.samples import FeatureMetadata, load_negatives, load_samples
+from models.item_vocabulary import ItemVocabulary
+from models.negative_rows import load_negatives
+from models.samples import FeatureMetadata, load_samples
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.jsonl"
 
@@ -45,6 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     metadata = FeatureMetadata.read(args.exports)
+    vocabulary = ItemVocabulary.read(args.exports / Export.ITEM_VOCABULARY)
     train_set = load_samples(args.exports / Export.SAMPLES_TRAIN)
     test_set = load_samples(args.exports / Export.SAMPLES_TEST)
     with_negatives = "ranking+negatives" in args.models
@@ -56,9 +59,10 @@ def main() -> None:
         plan = Selection(select_on=select_on)
         if model == "recall":
             splits = DataSplits.carve(train_set, test_set, plan)
-            return train_recall(metadata, splits, config=replace(RECALL_TRAINING, seed=seed))[1]
+            return train_recall(metadata, vocabulary, splits, config=replace(RECALL_TRAINING, seed=seed))[1]
         splits = DataSplits.carve(train_set, test_set, plan, negatives if model == "ranking+negatives" else None)
-        return train_ranking(metadata, splits, VARIANTS["fm_dense"], replace(RANKING_TRAINING, seed=seed))[1]
+        return train_ranking(metadata, vocabulary, splits, VARIANTS["fm_dense"],
+                             replace(RANKING_TRAINING, seed=seed))[1]
 
     RESULTS.parent.mkdir(exist_ok=True)
     table: dict[tuple[str, str], list[dict]] = {}

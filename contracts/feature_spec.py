@@ -109,7 +109,8 @@ def _features() -> tuple[Feature, ...]:
         Feature("userid", FeatureGroup.SPARSE_ID, Entity.USER, "int32", None, None, None,
                 "MovieLens user id; cardinality is max id + 1, 0 = unknown user"),
         Feature("itemid", FeatureGroup.SPARSE_ID, Entity.ITEM, "int32", None, None, None,
-                "MovieLens movie id; cardinality is max id + 1, 0 = unknown item"),
+                "MovieLens movie id; the models map it to its index in the run's item vocabulary (1..N in id "
+                "order), so cardinality is the number of catalogue movies + 1, 0 = unknown item"),
     )
     user_side = (
         Feature("gender", FeatureGroup.SPARSE_SIDE, Entity.USER, "int32", len(GENDERS) + 1, None,

@@ -21,6 +21,7 @@ class Table:
     USER_FEATURES = "user_features"  # online user features (Feast source)
     USER_FEATURE_HISTORY = "user_feature_history"  # the dense user features as of each second (PIT source)
     ITEM_FEATURES = "item_features"  # online item features (Feast source)
+    ITEM_VOCABULARY = "item_vocabulary"  # per catalogue movie id its dense index 1..N, what models embed
     FEATURE_METADATA = "feature_metadata"  # one row: the metadata JSON of the run's features
     USER_TERMS = "user_terms"
     ITEM_TERMS = "item_terms"
@@ -38,8 +39,8 @@ class Table:
     # The batch's tables.
     ALL: tuple[str, ...] = (
         DATASET, RATINGS, USERS, ITEMS, IMPRESSIONS, ONLINE_HOLDOUT, SAMPLES, NEGATIVE_SAMPLES,
-        USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, FEATURE_METADATA, USER_TERMS, ITEM_TERMS, USER_FILTER,
-        ITEM_POPULARITY, ITEM_NEIGHBOURS,
+        USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, ITEM_VOCABULARY, FEATURE_METADATA, USER_TERMS, ITEM_TERMS,
+        USER_FILTER, ITEM_POPULARITY, ITEM_NEIGHBOURS,
     )
 
 
@@ -53,6 +54,7 @@ class Export:
     USER_FEATURES = Table.USER_FEATURES
     USER_FEATURE_HISTORY = Table.USER_FEATURE_HISTORY
     ITEM_FEATURES = Table.ITEM_FEATURES
+    ITEM_VOCABULARY = Table.ITEM_VOCABULARY
     USER_TERMS = Table.USER_TERMS
     ITEM_TERMS = Table.ITEM_TERMS
     USER_FILTER = Table.USER_FILTER
@@ -61,8 +63,8 @@ class Export:
     ITEM_POPULARITY = Table.ITEM_POPULARITY
     ITEM_NEIGHBOURS = Table.ITEM_NEIGHBOURS
     # Exported as they are in Delta.
-    AS_IS: tuple[str, ...] = (USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, USER_TERMS, ITEM_TERMS,
-                              USER_FILTER, ONLINE_HOLDOUT, ITEMS, ITEM_POPULARITY, ITEM_NEIGHBOURS)
+    AS_IS: tuple[str, ...] = (USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, ITEM_VOCABULARY, USER_TERMS,
+                              ITEM_TERMS, USER_FILTER, ONLINE_HOLDOUT, ITEMS, ITEM_POPULARITY, ITEM_NEIGHBOURS)
 
     METADATA_FILE = "feature_metadata.json"  # the run's feature metadata (spec version, order, mean/std)
     MANIFEST_FILE = "manifest.json"  # run id, spec version, the Delta version each export came from, counts
@@ -77,5 +79,6 @@ class ModelFiles:
     WEIGHTS = "weights.pt"
     METADATA = "metadata.json"
     ONNX = "model.onnx"  # the ranking model
+    ITEM_VOCABULARY = f"{Table.ITEM_VOCABULARY}.parquet"  # the vocabulary the model's item tables are rows of
     USER_VECTORS = f"{Table.USER_VECTORS}.parquet"  # the recall model's, biases folded in
     ITEM_VECTORS = f"{Table.ITEM_VECTORS}.parquet"

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from models.item_vocabulary import ItemVocabulary
 from models.matrix_factorization import MatrixFactorization
 from models.training_loop import TrainingResult, seed_everything
 
@@ -54,10 +55,16 @@ class Interactions:
     def subset(self, mask: np.ndarray) -> Interactions:
         return Interactions(self.users[mask], self.items[mask], self.labels[mask])
 
+    def with_item_indices(self, vocabulary: ItemVocabulary) -> Interactions:
+        """The same impressions with each movie id replaced by its vocabulary index."""
+        return Interactions(self.users, vocabulary.index_of(self.items), self.labels)
+
 
 def recall_at_k(user_vectors: np.ndarray, item_vectors: np.ndarray, known: Interactions, targets: Interactions,
                 k: int, max_users: int, seed: int) -> float:
-    """Mean over users with a liked target of |liked targets in the top k unseen| / |liked targets|."""
+    """Mean over users with a liked target of |liked targets in the top k unseen| / |liked targets|.
+
+    Items are the vectors' rows (vocabulary indices), 0 = unknown."""
     liked = targets.subset(targets.labels > 0)
     users = np.unique(liked.users)
     if len(users) == 0:
@@ -94,6 +101,9 @@ def train_bpr(model: MatrixFactorization, fit: Interactions, selection: Interact
     seed_everything(config.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
+    # The item tables' rows are vocabulary indices: the impressions mapped once, negatives drawn among them.
+    fit = fit.with_item_indices(model.vocabulary)
+    selection = None if selection is None else selection.with_item_indices(model.vocabulary)
     users, items = torch.from_numpy(fit.users), torch.from_numpy(fit.items)
     result = TrainingResult(best_selection_score=float("-inf") if selection is not None else float("nan"), best_epoch=0)
     best_state = copy.deepcopy(model.state_dict())
@@ -109,7 +119,7 @@ def train_bpr(model: MatrixFactorization, fit: Interactions, selection: Interact
             index = order[start:start + config.batch_size]
             u, i, j = users[index], items[index], negatives[index]
             optimiser.zero_grad()
-            margin = model(u, i) - model(u, j)
+            margin = model.score(u, i) - model.score(u, j)
             penalty = (model.user_vectors(u).pow(2).sum() + model.item_vectors(i).pow(2).sum()
                        + model.item_vectors(j).pow(2).sum()) / len(index)
             loss = -nn.functional.logsigmoid(margin).mean() + config.l2 * penalty
@@ -122,7 +132,8 @@ def train_bpr(model: MatrixFactorization, fit: Interactions, selection: Interact
             with torch.no_grad():
                 user_vectors, item_vectors = _vectors(model)
             entry[f"selection_recall@{config.recall_at}"] = recall_at_k(
-                user_vectors, item_vectors, fit, selection, config.recall_at, config.max_selection_users, config.seed)
+                user_vectors, item_vectors, fit, selection,
+                config.recall_at, config.max_selection_users, config.seed)
         entry["seconds"] = round(time.monotonic() - epoch_started, 2)
         result.history.append(entry)
         metric = entry.get(f"selection_recall@{config.recall_at}", float("nan"))

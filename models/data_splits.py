@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from models.samples import NegativeSamples, Samples
+import numpy as np
+
+from models.negative_rows import NegativeRows
+from models.samples import Samples
+from models.training_rows import RowUnion, RowView, TrainingRows
 from models.validation import ValidationRule, validation_mask
 
 ON_VALIDATION, ON_TEST = "validation", "test"
@@ -32,29 +36,30 @@ class Selection:
 
 @dataclass(frozen=True)
 class DataSplits:
-    fit: Samples  # what the weights learn from
-    selection: Samples  # what picks the epoch
+    fit: TrainingRows  # what the weights learn from
+    selection: TrainingRows  # what picks the epoch
     test: Samples  # touched once, after selection (unless selection is on test)
     selection_plan: Selection
 
     @classmethod
     def carve(cls, train_set: Samples, test_set: Samples, plan: Selection | None = None,
-              negatives: NegativeSamples | None = None) -> DataSplits:
+              negatives: NegativeRows | None = None) -> DataSplits:
         """Validation slice from the train rows; a sampled negative follows the row it was drawn for.
 
         The test rows stay rated rows only, so the test AUC remains the reference design's figure.
         """
         plan = plan or Selection()
         if plan.select_on == ON_TEST:
-            fit = train_set if negatives is None else train_set.concat(negatives.samples)
+            fit = train_set if negatives is None else RowUnion((train_set, negatives))
             return cls(fit, test_set, test_set, plan)
         if train_set.timestamps is None:
             raise ValueError("carving a validation slice needs the samples' timestamps")
         mask = validation_mask(train_set.column("userid"), train_set.column("itemid"), train_set.timestamps,
                                plan.rule)
-        fit, selection = train_set.subset(~mask), train_set.subset(mask)
+        fit: TrainingRows = RowView(train_set, np.flatnonzero(~mask))
+        selection: TrainingRows = RowView(train_set, np.flatnonzero(mask))
         if negatives is not None:
-            for_selection = negatives.drawn_for(selection)
-            fit = fit.concat(negatives.samples.subset(~for_selection))
-            selection = selection.concat(negatives.samples.subset(for_selection))
+            for_selection = negatives.drawn_for(mask)
+            fit = RowUnion((fit, negatives.subset(~for_selection)))
+            selection = RowUnion((selection, negatives.subset(for_selection)))
         return cls(fit, selection, test_set, plan)

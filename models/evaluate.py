@@ -35,6 +35,7 @@ from tqdm import tqdm
 from contracts.errors import NotPublishedError
 from contracts.published import open_models
 from contracts.settings import RecallSettings
+from models.ease import Ease
 from models.export_readers import liked_holdout, load_user_features
 from models.in_memory_stores import CatalogueArrays, InMemoryFeatureClient, in_memory_bundle
 from models.outages import SERVERS, with_outage
@@ -58,7 +59,6 @@ RANKER_ONLY = "recall + ranking model order alone"
 MERGED = "merged recall, no ranking"
 POPULARITY = "popularity"
 EASE = "EASE (lambda 300)"
-EASE_LAMBDA = 300.0
 
 
 @dataclass(frozen=True)
@@ -103,23 +103,9 @@ class MetricTable:
                 for name, sums in self.sums.items()}
 
 
-def ease_item_weights(seen_by_user: dict[int, np.ndarray], item_count: int, lam: float = EASE_LAMBDA) -> np.ndarray:
-    """EASE (Steck 2019): B = I - P diagMat(1 / diag(P)), P = (X'X + lam I)^-1, with diag(B) = 0."""
-    gram = np.zeros((item_count, item_count), dtype=np.float64)
-    for seen in seen_by_user.values():
-        items = np.unique(seen[(seen > 0) & (seen < item_count)])
-        gram[np.ix_(items, items)] += 1.0
-    gram[np.diag_indices(item_count)] += lam
-    inverse = np.linalg.inv(gram)
-    weights = -inverse / np.diag(inverse)
-    weights[np.diag_indices(item_count)] = 0.0
-    return weights
-
-
-def ease_scores(weights: np.ndarray, user: UserRecallData, index: ItemIndex) -> np.ndarray:
+def ease_scores(ease: Ease, user: UserRecallData, index: ItemIndex) -> np.ndarray:
     """EASE's score of every item for the user's history, with what may not be recommended at -inf."""
-    history = user.seen[(user.seen > 0) & (user.seen < index.item_count)]
-    return np.where(exclusion_mask(index, user.seen), -np.inf, weights[history].sum(axis=0))
+    return np.where(exclusion_mask(index, user.seen), -np.inf, ease.scores(user.seen, index.item_count))
 
 
 def offline_bundle(exports: Path, models_dir: Path, config: RecallConfig) -> tuple[ServingBundle, CatalogueArrays]:
@@ -145,7 +131,7 @@ def evaluate(exports: Path, models_dir: Path, config: RecallConfig, cutoffs: Seq
     bundle = with_outage(bundle, down)
     index = arrays.index
     targets = liked_holdout(exports)
-    ease = ease_item_weights({u: d.seen for u, d in arrays.users.items()}, index.item_count) if with_ease else None
+    ease = Ease.fit(d.seen for d in arrays.users.values()) if with_ease else None
     k_max = max(cutoffs)
 
     table = MetricTable(cutoffs)

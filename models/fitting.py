@@ -16,10 +16,12 @@ from contracts.feature_spec import SPEC
 from contracts.tables import ModelFiles
 from models.bpr_training import BprConfig, Interactions, train_bpr
 from models.data_splits import ON_VALIDATION, DataSplits
+from models.item_vocabulary import ItemVocabulary
 from models.matrix_factorization import MatrixFactorization
 from models.ranking_model import GroupedFactorizationMachine, RankingConfig
 from models.samples import FeatureMetadata, Samples
 from models.training_loop import Forward, TrainingConfig, TrainingResult, auc, seed_everything, train
+from models.training_rows import RowUnion
 from models.validation import ValidationRule, validation_mask
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def fit_and_evaluate(build: Callable[[], nn.Module], forward: Forward, splits: D
     if splits.selection_plan.refit:
         seed_everything(config.seed)
         model = build()
-        train(model, forward, splits.fit.concat(splits.selection), None,
+        train(model, forward, RowUnion((splits.fit, splits.selection)), None,
               replace(config, max_epochs=result.best_epoch), name=f"{name} refit")
     test_auc = auc(model, forward, splits.test, config.eval_batch_size)
     log.info("%s: selected on %s (AUC %.4f, epoch %d), test AUC %.4f", name, splits.selection_plan.select_on,
@@ -82,19 +84,19 @@ def fit_and_evaluate(build: Callable[[], nn.Module], forward: Forward, splits: D
     return model, TrainingReport(result, test_auc, splits)
 
 
-def train_recall(metadata: FeatureMetadata, splits: DataSplits, dim: int = 16,
+def train_recall(metadata: FeatureMetadata, vocabulary: ItemVocabulary, splits: DataSplits, dim: int = 16,
                  config: TrainingConfig = RECALL_TRAINING) -> tuple[MatrixFactorization, TrainingReport]:
     def build() -> MatrixFactorization:
-        return MatrixFactorization(metadata.cardinalities["userid"], metadata.cardinalities["itemid"], dim)
+        return MatrixFactorization(metadata.cardinalities["userid"], vocabulary, dim)
 
     return fit_and_evaluate(build, recall_forward, splits, config, RECALL)
 
 
-def train_ranking(metadata: FeatureMetadata, splits: DataSplits,
+def train_ranking(metadata: FeatureMetadata, vocabulary: ItemVocabulary, splits: DataSplits,
                   model_config: RankingConfig = VARIANTS["fm_dense"],
                   config: TrainingConfig = RANKING_TRAINING) -> tuple[GroupedFactorizationMachine, TrainingReport]:
     def build() -> GroupedFactorizationMachine:
-        return GroupedFactorizationMachine(metadata.cardinalities, model_config)
+        return GroupedFactorizationMachine(metadata.cardinalities, vocabulary, model_config)
 
     return fit_and_evaluate(build, ranking_forward, splits, config, RANKING)
 
@@ -112,20 +114,22 @@ def training_metadata(metadata: FeatureMetadata, report: TrainingReport, config:
 
 def offline_interactions(train_set: Samples, test_set: Samples) -> tuple[Interactions, np.ndarray]:
     """Every offline impression (train and test rows) as (user, item, label), and their timestamps."""
-    offline = train_set.concat(test_set)
-    interactions = Interactions(offline.column("userid").astype(np.int64), offline.column("itemid").astype(np.int64),
-                                offline.labels.numpy())
-    return interactions, offline.timestamps
+    def both(column: str) -> np.ndarray:
+        return np.concatenate([train_set.column(column), test_set.column(column)]).astype(np.int64)
+
+    interactions = Interactions(both("userid"), both("itemid"),
+                                np.concatenate([train_set.labels.numpy(), test_set.labels.numpy()]))
+    return interactions, np.concatenate([train_set.timestamps, test_set.timestamps])
 
 
-def train_recall_bpr(metadata: FeatureMetadata, train_set: Samples, test_set: Samples, rule: ValidationRule,
-                     config: BprConfig = RECALL_BPR) -> tuple[MatrixFactorization, dict]:
+def train_recall_bpr(metadata: FeatureMetadata, vocabulary: ItemVocabulary, train_set: Samples, test_set: Samples,
+                     rule: ValidationRule, config: BprConfig = RECALL_BPR) -> tuple[MatrixFactorization, dict]:
     """Select the epoch count on the validation slice of the offline history, then refit on all of it."""
     history, timestamps = offline_interactions(train_set, test_set)
     in_validation = validation_mask(history.users, history.items, timestamps, rule)
 
     def build() -> MatrixFactorization:
-        return MatrixFactorization(metadata.cardinalities["userid"], metadata.cardinalities["itemid"], config.dim)
+        return MatrixFactorization(metadata.cardinalities["userid"], vocabulary, config.dim)
 
     seed_everything(config.seed)
     selection = train_bpr(build(), history.subset(~in_validation), history.subset(in_validation), config)

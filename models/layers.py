@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torchfm.layer import FeaturesEmbedding
 
+from models.item_vocabulary import ItemVocabulary
+
 
 class ColumnSelect(nn.Module):
     """Picks columns of the input by position; sparse ones become ids clamped into range.
@@ -48,6 +50,19 @@ def contiguous_span(positions: Sequence[int]) -> tuple[int, int] | None:
 
 def select_columns(x: torch.Tensor, positions: torch.Tensor, span: tuple[int, int] | None) -> torch.Tensor:
     return x[:, span[0]:span[1]] if span is not None else torch.index_select(x, 1, positions)
+
+
+class IdToIndex(nn.Module):
+    """Movie ids -> the vocabulary's dense indices (0 for an id outside it), by one gather in a lookup table."""
+
+    def __init__(self, vocabulary: ItemVocabulary) -> None:
+        super().__init__()
+        # Not part of the state dict: the vocabulary is saved beside the weights and rebuilds this.
+        self.register_buffer("table", torch.from_numpy(vocabulary.lookup_table()), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        inside = (ids >= 0) & (ids < self.table.shape[0])
+        return torch.where(inside, self.table[torch.where(inside, ids, torch.zeros_like(ids))], torch.zeros_like(ids))
 
 
 class GroupEmbedding(nn.Module):

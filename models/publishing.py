@@ -22,10 +22,12 @@ def publish_recall(models_dir: Path, model: MatrixFactorization, training_metada
     users, items = model.export_vectors()
 
     def write_vectors(folder: Path) -> dict:
-        for file, vectors, key in ((ModelFiles.USER_VECTORS, users, "userid"),
-                                   (ModelFiles.ITEM_VECTORS, items, "itemid")):
-            frame = pd.DataFrame({key: range(len(vectors)), "vector": list(vectors.numpy())})
-            frame.iloc[1:].to_parquet(folder / file, index=False)  # id 0 is "unknown"
+        # Row 0 of each table is "unknown"; the item rows are vocabulary indices, written as movie ids.
+        pd.DataFrame({"userid": range(1, len(users)), "vector": list(users.numpy()[1:])}).to_parquet(
+            folder / ModelFiles.USER_VECTORS, index=False)
+        pd.DataFrame({"itemid": model.vocabulary.itemids, "vector": list(items.numpy()[1:])}).to_parquet(
+            folder / ModelFiles.ITEM_VECTORS, index=False)
+        model.vocabulary.write(folder / ModelFiles.ITEM_VOCABULARY)
         return {}
 
     return publish_model(models_dir, ModelFiles.RECALL, model, {
@@ -38,6 +40,7 @@ def publish_ranking(models_dir: Path, model: GroupedFactorizationMachine, traini
     model.eval()
 
     def write_onnx(folder: Path) -> dict:
+        model.vocabulary.write(folder / ModelFiles.ITEM_VOCABULARY)
         difference = check_parity(model, export_onnx(model, folder / ModelFiles.ONNX), parity_rows)
         return {"onnx_parity_max_abs_diff": difference}
 

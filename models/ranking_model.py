@@ -1,5 +1,8 @@
 """Ranking model: a factorisation machine with one embedding size per feature group, plus a dense MLP.
 
+The input carries movie ids; the model maps them to its item vocabulary's indices first (``IdToIndex``), so
+its item tables have one row per catalogue movie whatever the ids' range.
+
 logit = linear(all sparse fields)
       + sum over groups of FM(group's embeddings)      # pairwise interactions within each group
       + MLP(dense features)                            # hidden (4,), batch-norm, ReLU, dropout 0.2
@@ -17,7 +20,9 @@ from torchfm.layer import FactorizationMachine, FeaturesLinear, MultiLayerPercep
 
 from contracts.feature_spec import SPEC, FeatureGroup, FeatureSpec
 from contracts.published import ModelFolder
-from models.layers import ColumnSelect, GroupEmbedding, contiguous_span, select_columns
+from contracts.tables import ModelFiles
+from models.item_vocabulary import ItemVocabulary
+from models.layers import ColumnSelect, GroupEmbedding, IdToIndex, contiguous_span, select_columns
 
 
 @dataclass(frozen=True)
@@ -38,14 +43,20 @@ class RankingConfig:
 class GroupedFactorizationMachine(nn.Module):
     """Input: float tensor (batch, len(spec.names)) in spec order. Output: logits (batch,)."""
 
-    def __init__(self, cardinalities: Mapping[str, int], config: RankingConfig | None = None,
-                 spec: FeatureSpec = SPEC) -> None:
+    def __init__(self, cardinalities: Mapping[str, int], vocabulary: ItemVocabulary,
+                 config: RankingConfig | None = None, spec: FeatureSpec = SPEC) -> None:
         config = config or RankingConfig()
         super().__init__()
+        if cardinalities["itemid"] != vocabulary.size:
+            raise ValueError(f"itemid cardinality {cardinalities['itemid']} is not the vocabulary's {vocabulary.size}")
         self.config = config
+        self.vocabulary = vocabulary
         sparse = spec.sparse
-        self.sparse_input = ColumnSelect([spec.index_of(f.name) for f in sparse],
-                                         [cardinalities[f.name] for f in sparse])
+        self.item_field = [f.name for f in sparse].index("itemid")
+        self.item_index = IdToIndex(vocabulary)
+        # The item column is range-checked by its lookup table; the others by their cardinality.
+        limits = [vocabulary.max_itemid + 1 if f.name == "itemid" else cardinalities[f.name] for f in sparse]
+        self.sparse_input = ColumnSelect([spec.index_of(f.name) for f in sparse], limits)
         self.linear = FeaturesLinear([cardinalities[f.name] for f in sparse])
         # torchfm leaves these per-value biases at nn.Embedding's N(0, 1): summed over 23 fields that is
         # logit noise of std ~5 at the start. Starting from zero, like MF biases, trains faster and better.
@@ -74,6 +85,8 @@ class GroupedFactorizationMachine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = self.sparse_input(x)
+        item = self.item_field
+        ids = torch.cat([ids[:, :item], self.item_index(ids[:, item:item + 1]), ids[:, item + 1:]], dim=1)
         logit = self.linear(ids)
         flattened = []
         dense = self.dense_input(x) if self.dense_input is not None else None
@@ -105,6 +118,7 @@ def load_ranking(folder: ModelFolder) -> GroupedFactorizationMachine:
     metadata = folder.metadata()
     config = RankingConfig(**{**metadata["config"], "dense_hidden": tuple(metadata["config"]["dense_hidden"]),
                               "deep_hidden": tuple(metadata["config"]["deep_hidden"])})
-    model = GroupedFactorizationMachine(metadata["cardinalities"], config)
+    vocabulary = ItemVocabulary.read(folder.path / ModelFiles.ITEM_VOCABULARY)
+    model = GroupedFactorizationMachine(metadata["cardinalities"], vocabulary, config)
     model.load_state_dict(torch.load(folder.weights, weights_only=True))
     return model.eval()

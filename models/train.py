@@ -38,8 +38,10 @@ from models.fitting import (
     train_recall_bpr,
     training_metadata,
 )
+from models.item_vocabulary import ItemVocabulary
+from models.negative_rows import load_negatives
 from models.publishing import publish_ranking, publish_recall, vectors_to_delta
-from models.samples import FeatureMetadata, load_negatives, load_samples
+from models.samples import FeatureMetadata, load_samples
 from models.validation import ValidationRule
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 def train_and_publish(settings: TrainingSettings) -> dict:
     exports = settings.training_exports
     metadata = FeatureMetadata.read(exports)
+    vocabulary = ItemVocabulary.read(exports / Export.ITEM_VOCABULARY)
     train_set, test_set = load_samples(exports / Export.SAMPLES_TRAIN), load_samples(exports / Export.SAMPLES_TEST)
     log.info("samples from %s: %d train, %d test (batch run %s)", exports, len(train_set), len(test_set),
              metadata.run_id)
@@ -56,11 +59,12 @@ def train_and_publish(settings: TrainingSettings) -> dict:
     summary: dict = {"exports": str(exports), "selected_on": plan.select_on, "refit": plan.refit}
     if settings.train_only in (None, RECALL):
         if settings.recall_objective == "bpr":
-            model, recall_metadata = train_recall_bpr(metadata, train_set, test_set, plan.rule,
+            model, recall_metadata = train_recall_bpr(metadata, vocabulary, train_set, test_set, plan.rule,
                                                       replace(RECALL_BPR, **overrides))
         else:
             config = replace(RECALL_TRAINING, **overrides)
-            model, report = train_recall(metadata, DataSplits.carve(train_set, test_set, plan), config=config)
+            splits = DataSplits.carve(train_set, test_set, plan)
+            model, report = train_recall(metadata, vocabulary, splits, config=config)
             recall_metadata = {"objective": "pointwise", **training_metadata(metadata, report, config)}
         folder = publish_recall(settings.models_dir, model, recall_metadata)
         summary[RECALL] = {k: v for k, v in recall_metadata.items() if "history" not in k} | {"path": str(folder.path)}
@@ -74,7 +78,7 @@ def train_and_publish(settings: TrainingSettings) -> dict:
             negatives = load_negatives(negatives_path, train_set, assembler)
         ranking_splits = DataSplits.carve(train_set, test_set, plan, negatives)
         config = replace(RANKING_TRAINING, **overrides)
-        model, report = train_ranking(metadata, ranking_splits, VARIANTS[settings.ranking_variant], config)
+        model, report = train_ranking(metadata, vocabulary, ranking_splits, VARIANTS[settings.ranking_variant], config)
         folder = publish_ranking(settings.models_dir, model, training_metadata(metadata, report, config),
                                  test_set.features)
         summary[RANKING] = {"variant": settings.ranking_variant, **report.to_metadata(),

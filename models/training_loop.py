@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
-from models.samples import Samples
+from models.training_rows import TrainingRows, all_labels
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def predict(model: nn.Module, forward: Forward, features: torch.Tensor, batch_size: int) -> np.ndarray:
+def predict(model: nn.Module, forward: Forward, rows: TrainingRows, batch_size: int) -> np.ndarray:
     model.eval()
     with torch.no_grad():
-        logits = [forward(model, features[start:start + batch_size]) for start in range(0, len(features), batch_size)]
-    return torch.sigmoid(torch.cat(logits)).numpy()
+        logits = [forward(model, rows.features_at(np.arange(start, min(start + batch_size, len(rows)))))
+                  for start in range(0, len(rows), batch_size)]
+    return torch.sigmoid(torch.cat(logits)).numpy() if logits else np.empty(0, dtype=np.float32)
 
 
-def auc(model: nn.Module, forward: Forward, samples: Samples, batch_size: int = 65536) -> float:
-    return float(roc_auc_score(samples.labels.numpy(), predict(model, forward, samples.features, batch_size)))
+def auc(model: nn.Module, forward: Forward, rows: TrainingRows, batch_size: int = 65536) -> float:
+    return float(roc_auc_score(all_labels(rows), predict(model, forward, rows, batch_size)))
 
 
-def train(model: nn.Module, forward: Forward, train_set: Samples, selection_set: Samples | None,
+def train(model: nn.Module, forward: Forward, train_set: TrainingRows, selection_set: TrainingRows | None,
           config: TrainingConfig, name: str = "model") -> TrainingResult:
     """Trains in place; on return the model holds the weights of its best selection-AUC epoch.
 
@@ -86,11 +87,11 @@ def train(model: nn.Module, forward: Forward, train_set: Samples, selection_set:
         total_loss = 0.0
         batches = range(0, len(order), config.batch_size)
         for start in tqdm(batches, desc=f"{name} epoch {epoch}", leave=False, mininterval=2.0, disable=None):
-            index = order[start:start + config.batch_size]
+            index = order[start:start + config.batch_size].numpy()
             if len(index) < 2:  # batch-norm needs two rows
                 continue
             optimiser.zero_grad()
-            loss = loss_fn(forward(model, train_set.features[index]), train_set.labels[index])
+            loss = loss_fn(forward(model, train_set.features_at(index)), train_set.labels_at(index))
             loss.backward()
             optimiser.step()
             total_loss += loss.item() * len(index)

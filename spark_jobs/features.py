@@ -270,6 +270,14 @@ def item_features(items_with_flags: DataFrame, catalogue_timestamp: int, spec: F
     )
 
 
+def item_vocabulary(items: DataFrame) -> DataFrame:
+    """Each catalogue movie id's dense index 1..N in id order: the rows of the models' item tables.
+
+    One window over the whole catalogue (a single partition), which is ~62K rows at ML-25M's size."""
+    return items.select(F.col("itemid").cast("int"),
+                        F.row_number().over(Window.orderBy("itemid")).cast("int").alias("item_index"))
+
+
 @dataclass(frozen=True)
 class Cardinalities:
     userid: int
@@ -321,9 +329,8 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
                            F.count(F.lit(1)).alias("rows")).first()
     log.info("features: %d impressions in from %s", span["rows"], settings.table_path(Table.IMPRESSIONS))
     max_user = users.agg(F.max("userid")).first()[0] or 0
-    cardinalities = Cardinalities(
-        userid=max(max_user, span["max_user"] or 0) + 1, itemid=(items.agg(F.max("itemid")).first()[0] or 0) + 1
-    )
+    # Users' ids are dense in every release and index the user tables; movies are indexed by the vocabulary.
+    cardinalities = Cardinalities(userid=max(max_user, span["max_user"] or 0) + 1, itemid=items.count() + 1)
 
     flagged = impressions.join(items.select("itemid", *GENRE_FLAGS), "itemid")
     with_counters = add_pit_genre_counters(flagged)
@@ -340,6 +347,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
         (Table.NEGATIVE_SAMPLES, negatives),
         (Table.USER_FEATURES, online_users),
         (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
+        (Table.ITEM_VOCABULARY, item_vocabulary(items)),
         (Table.USER_FEATURE_HISTORY, user_feature_history(user_counter_history(flagged)).transform(standardise(stats))),
     ], settings, run_id)
 

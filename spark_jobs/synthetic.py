@@ -5,7 +5,10 @@
 The data has MovieLens's shape: long-tailed item popularity (Zipf) and user activity (log-normal,
 at least 20 ratings per user as in ML-1M), 1-3 genres per movie, and ratings that follow each
 user's genre taste, so labels carry a learnable signal. Timestamps advance per user with some
-same-second bursts, which exercises the point-in-time rules.
+same-second bursts, which exercises the point-in-time rules. Movie ids are sparse as in the real
+releases, which number movies as they are added and skip ids: dense at first, with ever wider gaps
+later (ML-25M: 62,423 movies, ids up to 209,171; ``--id-spread`` is max id / movies, default
+ML-25M's 3.35; 1 gives ids 1..N). User ids are 1..N, as in every release.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 MIN_RATINGS_PER_USER = 20
 FIRST_TIMESTAMP = 956_703_932  # ML-1M's first rating (April 2000)
 WRITE_CHUNK = 1_000_000
+ML25M_ID_SPREAD = 209_171 / 62_423  # max movie id / movies in ML-25M
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,17 @@ def default_sizes(n_ratings: int) -> tuple[int, int]:
     return n_users, n_items
 
 
-def generate(n_ratings: int, n_users: int | None = None, n_items: int | None = None, seed: int = 0) -> SyntheticData:
+def sparse_movie_ids(n_items: int, spread: float, rng: np.random.Generator) -> np.ndarray:
+    """n increasing ids from 1 on whose largest is about ``spread`` * n: gaps drawn geometrically with a mean
+    rising linearly from 1 (the first movies numbered densely) to 2 * spread - 1 (the latest)."""
+    if spread <= 1.0:
+        return np.arange(1, n_items + 1)
+    mean_gap = 1.0 + 2.0 * (spread - 1.0) * np.linspace(0.0, 1.0, n_items)
+    return np.cumsum(rng.geometric(1.0 / mean_gap))
+
+
+def generate(n_ratings: int, n_users: int | None = None, n_items: int | None = None, seed: int = 0,
+             id_spread: float = ML25M_ID_SPREAD) -> SyntheticData:
     rng = np.random.default_rng(seed)
     default_users, default_items = default_sizes(n_ratings)
     n_users = n_users or default_users
@@ -106,7 +120,8 @@ def generate(n_ratings: int, n_users: int | None = None, n_items: int | None = N
     elapsed = pd.Series(gaps).groupby(u).cumsum().to_numpy()
     timestamp = start[u] + elapsed
 
-    ratings = pd.DataFrame({"userid": u + 1, "itemid": i + 1, "rating": rating, "timestamp": timestamp})
+    movie_ids = sparse_movie_ids(n_items, id_spread, rng)
+    ratings = pd.DataFrame({"userid": u + 1, "itemid": movie_ids[i], "rating": rating, "timestamp": timestamp})
     users_df = pd.DataFrame({
         "userid": np.arange(1, n_users + 1),
         "gender": rng.choice(["M", "F"], size=n_users, p=[0.7, 0.3]),
@@ -116,8 +131,8 @@ def generate(n_ratings: int, n_users: int | None = None, n_items: int | None = N
     })
     genre_names = np.array(GENRES)
     items_df = pd.DataFrame({
-        "itemid": np.arange(1, n_items + 1),
-        "title": [f"Synthetic Movie {k} ({1950 + k % 50})" for k in range(1, n_items + 1)],
+        "itemid": movie_ids,
+        "title": [f"Synthetic Movie {k} ({1950 + k % 50})" for k in movie_ids],
         "genres": ["|".join(genre_names[row]) for row in item_genres],
     })
     return SyntheticData(ratings, users_df, items_df)
@@ -147,10 +162,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=None)
     parser.add_argument("--items", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--id-spread", type=float, default=ML25M_ID_SPREAD,
+                        help="largest movie id / number of movies (default ML-25M's 3.35; 1: ids 1..N)")
     parser.add_argument("--out", type=Path, required=True, help="directory to write the ML-1M files to")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    data = generate(args.ratings, args.users, args.items, args.seed)
+    data = generate(args.ratings, args.users, args.items, args.seed, args.id_spread)
     write_ml1m(data, args.out)
     log.info("wrote %d ratings, %d users, %d movies to %s", len(data.ratings), len(data.users),
              len(data.items), args.out)

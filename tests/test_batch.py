@@ -51,6 +51,11 @@ def check_batch_output(spark, settings, run_id):
     assert train[dense].mean().abs().max() < 1e-3  # standardised with the train statistics
     cardinality = {f["name"]: f["cardinality"] for f in metadata["features"]}
     assert cardinality["userid"] > train["userid"].max() and cardinality["gender"] == 3
+    vocabulary = pd.read_parquet(current / Export.ITEM_VOCABULARY).sort_values("itemid")
+    catalogue = pd.read_parquet(current / Export.ITEM_FEATURES)
+    assert vocabulary["itemid"].tolist() == sorted(catalogue["itemid"])  # every catalogue movie, once
+    assert vocabulary["item_index"].tolist() == list(range(1, len(vocabulary) + 1))
+    assert cardinality["itemid"] == len(vocabulary) + 1
     return metadata, train
 
 
@@ -155,17 +160,18 @@ def test_no_assembled_negative_carries_a_user_feature_from_after_its_source_impr
     latest second strictly before its timestamp (user_feature_history, or an empty past)."""
     from models.export_readers import load_item_features
     from models.feature_rows import FeatureAssembler
-    from models.samples import load_negatives, load_samples
+    from models.negative_rows import load_negatives
+    from models.samples import load_samples
 
     exports = tiny_batch.current_export_dir
     train = load_samples(exports / Export.SAMPLES_TRAIN)
     negatives = load_negatives(exports / Export.SAMPLES_TRAIN_NEGATIVES, train,
-                               FeatureAssembler.from_item_features(load_item_features(exports)))
-    assert len(negatives.samples) > len(train) / 2  # up to 4 per train impression, fewer where most are rated
+                               FeatureAssembler.from_item_features(load_item_features(exports))).assembled()
+    assert len(negatives) > len(train) / 2  # up to 4 per train impression, fewer where most are rated
     dense = [f.name for f in SPEC.dense]
-    rows = pd.DataFrame(negatives.samples.features.numpy()[:, [SPEC.index_of(n) for n in dense]], columns=dense)
-    rows["userid"] = negatives.samples.column("userid").astype("int64")
-    rows["timestamp"] = negatives.samples.timestamps
+    rows = pd.DataFrame(negatives.features.numpy()[:, [SPEC.index_of(n) for n in dense]], columns=dense)
+    rows["userid"] = negatives.column("userid").astype("int64")
+    rows["timestamp"] = negatives.timestamps
     history = pd.read_parquet(exports / Export.USER_FEATURE_HISTORY)
     history["timestamp"] = (history["event_timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     history = history.astype({"userid": "int64"})[["userid", "timestamp", *dense]]

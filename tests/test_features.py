@@ -9,6 +9,7 @@ from spark_jobs.features import (
     add_pit_genre_counters,
     fit_standardiser,
     in_spec_order,
+    item_vocabulary,
     online_genre_counters,
     standardise,
     with_demographics,
@@ -32,6 +33,12 @@ def test_genre_flags(spark):
     flags = {r.itemid: [r[f"item_g{k}"] for k in range(1, 19)] for r in items.transform(add_genre_flags).collect()}
     assert flags[1] == [1] + [0] * 16 + [1]
     assert flags[2] == [0] * 18
+
+
+def test_item_vocabulary_numbers_sparse_ids_densely_in_id_order(spark):
+    items = spark.createDataFrame([(209_171, [1]), (5, []), (900, [2]), (6, [])], "itemid int, genre_ids array<int>")
+    expected = spark.createDataFrame([(5, 1), (6, 2), (900, 3), (209_171, 4)], "itemid int, item_index int")
+    assert_df_equality(item_vocabulary(items), expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_pit_window_first_zero_exactly_ten_back_eleventh_dropped(spark):

@@ -7,21 +7,24 @@ import pandas as pd
 import pytest
 import torch
 
-from contracts.errors import SpecMismatchError
+from contracts.errors import ArtifactError, SpecMismatchError
 from contracts.feature_spec import SPEC
 from contracts.published import open_model
 from models.data_splits import DataSplits, Selection
 from models.fitting import VARIANTS, train_ranking, train_recall, training_metadata
-from models.layers import ColumnSelect, GroupEmbedding
+from models.item_vocabulary import ItemVocabulary
+from models.layers import ColumnSelect, GroupEmbedding, IdToIndex
 from models.matrix_factorization import MatrixFactorization
 from models.onnx_export import ParityError, check_parity, export_onnx, onnx_scores
 from models.publishing import publish_ranking, publish_recall
 from models.ranking_model import GroupedFactorizationMachine, RankingConfig, load_ranking
 from models.samples import FeatureMetadata, Samples, load_samples
 from models.training_loop import TrainingConfig, auc
+from models.training_rows import all_labels
 from models.validation import ValidationRule, validation_mask
 
 CARDINALITIES = {f.name: f.cardinality or 30 for f in SPEC.sparse}
+VOCABULARY = ItemVocabulary(np.arange(1, CARDINALITIES["itemid"]))  # ids 1..29 are indices 1..29
 
 
 def random_samples(rows: int, seed: int = 0, signal: bool = True) -> Samples:
@@ -40,6 +43,10 @@ def random_samples(rows: int, seed: int = 0, signal: bool = True) -> Samples:
     labels = (rng.random(rows) < 1 / (1 + np.exp(-score))).astype(np.float32)
     timestamps = rng.integers(0, 10_000, size=rows).astype(np.int64)
     return Samples(torch.from_numpy(features), torch.from_numpy(labels), timestamps)
+
+
+def every_row(rows) -> torch.Tensor:
+    return rows.features_at(np.arange(len(rows)))
 
 
 def on_test(train_set: Samples, test_set: Samples) -> DataSplits:
@@ -72,7 +79,7 @@ def test_group_embedding_shape_and_gradient():
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_ranking_model_shapes_and_gradients(variant):
-    model = GroupedFactorizationMachine(CARDINALITIES, VARIANTS[variant])
+    model = GroupedFactorizationMachine(CARDINALITIES, VOCABULARY, VARIANTS[variant])
     batch = random_samples(8)
     logits = model(batch.features)
     assert logits.shape == (8,)
@@ -87,7 +94,7 @@ def test_ranking_model_shapes_and_gradients(variant):
 
 
 def test_matrix_factorization_vectors_reproduce_the_ranking():
-    model = MatrixFactorization(users=6, items=9, dim=4)
+    model = MatrixFactorization(users=6, vocabulary=ItemVocabulary(np.arange(1, 9)), dim=4)
     torch.nn.init.normal_(model.user_bias.weight)
     torch.nn.init.normal_(model.item_bias.weight)
     users, items = model.export_vectors()
@@ -100,21 +107,21 @@ def test_matrix_factorization_vectors_reproduce_the_ranking():
 def test_training_finds_a_planted_signal():
     train_set, test_set = random_samples(6000, seed=1), random_samples(2000, seed=2)
     config = TrainingConfig(max_epochs=8, batch_size=256, learning_rate=1e-2)
-    model, report = train_ranking(metadata(), on_test(train_set, test_set), RankingConfig(), config)
+    model, report = train_ranking(metadata(), VOCABULARY, on_test(train_set, test_set), RankingConfig(), config)
     assert report.result.best_selection_score > 0.7
     # the best weights are kept
     assert report.result.best_selection_score == pytest.approx(auc(model, lambda m, x: m(x), test_set))
     assert report.test_auc == pytest.approx(report.result.best_selection_score)  # the reference protocol: one figure
     assert len(report.result.history) <= 8
-    _, recall = train_recall(metadata(), on_test(train_set, test_set), config=config)
+    _, recall = train_recall(metadata(), VOCABULARY, on_test(train_set, test_set), config=config)
     assert recall.test_auc > 0.6
 
 
 def test_training_is_reproducible():
     train_set, test_set = random_samples(2000, seed=3), random_samples(500, seed=4)
     config = TrainingConfig(max_epochs=2, batch_size=256)
-    first = train_ranking(metadata(), DataSplits.carve(train_set, test_set), RankingConfig(), config)[1]
-    second = train_ranking(metadata(), DataSplits.carve(train_set, test_set), RankingConfig(), config)[1]
+    first = train_ranking(metadata(), VOCABULARY, DataSplits.carve(train_set, test_set), RankingConfig(), config)[1]
+    second = train_ranking(metadata(), VOCABULARY, DataSplits.carve(train_set, test_set), RankingConfig(), config)[1]
     assert first.result.history[-1]["selection_auc"] == second.result.history[-1]["selection_auc"]
     assert first.test_auc == second.test_auc
 
@@ -122,12 +129,12 @@ def test_training_is_reproducible():
 def test_early_stopping_without_signal():
     train_set, test_set = random_samples(2000, seed=5, signal=False), random_samples(500, seed=6, signal=False)
     config = TrainingConfig(max_epochs=50, batch_size=256, patience=2)
-    result = train_ranking(metadata(), on_test(train_set, test_set), RankingConfig(), config)[1].result
+    result = train_ranking(metadata(), VOCABULARY, on_test(train_set, test_set), RankingConfig(), config)[1].result
     assert len(result.history) == result.best_epoch + 2 < 50
 
 
 def test_onnx_export_parity_and_dynamic_batch(tmp_path):
-    model = GroupedFactorizationMachine(CARDINALITIES, RankingConfig()).eval()
+    model = GroupedFactorizationMachine(CARDINALITIES, VOCABULARY, RankingConfig()).eval()
     path = export_onnx(model, tmp_path / "model.onnx")
     rows = random_samples(300, seed=7).features
     assert check_parity(model, path, rows) <= 1e-5
@@ -137,17 +144,57 @@ def test_onnx_export_parity_and_dynamic_batch(tmp_path):
     import onnx
 
     gathers = [node for node in onnx.load(str(path)).graph.node if node.op_type == "Gather"]
-    assert len(gathers) == 1 + len(model.embeddings)  # the linear term's table + one table per group
+    # the item vocabulary's lookup table, the linear term's table and one table per group
+    assert len(gathers) == 1 + 1 + len(model.embeddings)
     with torch.no_grad():
         model.linear.bias += 1.0  # the exported file no longer matches the model
     with pytest.raises(ParityError):
         check_parity(model, path, rows)
 
 
+def test_sparse_movie_ids_are_rows_of_a_catalogue_sized_table(tmp_path):
+    vocabulary = ItemVocabulary(np.array([5, 900, 209_171]))  # ML-25M's largest id, three movies
+    assert IdToIndex(vocabulary)(torch.tensor([5, 900, 209_171, 6, 0, -3, 300_000])).tolist() == [1, 2, 3, 0, 0, 0, 0]
+    cardinalities = {**CARDINALITIES, "itemid": vocabulary.size}
+    model = GroupedFactorizationMachine(cardinalities, vocabulary, RankingConfig()).eval()
+    assert model.linear.fc.weight.shape[0] == sum(cardinalities[f.name] for f in SPEC.sparse)  # not 209,172 rows
+    rows = random_samples(60, seed=30).features
+    item = SPEC.index_of("itemid")
+    rows[:, item] = torch.from_numpy(np.resize([5, 900, 209_171, 77, 0], 60).astype(np.float32))
+    with torch.no_grad():
+        scores = model(rows)
+        unknown = rows.clone()
+        unknown[:, item] = 0
+        # 77 is no catalogue movie: scored as the unknown item; a catalogue movie has its own row
+        assert torch.equal(scores[3::5], model(unknown)[3::5]) and not torch.equal(scores[0::5], model(unknown)[0::5])
+    assert check_parity(model, export_onnx(model, tmp_path / "sparse.onnx"), rows) <= 1e-5
+
+    mf = MatrixFactorization(10, vocabulary, dim=4)
+    assert mf.item_vectors.weight.shape[0] == 4
+    with torch.no_grad():
+        assert torch.equal(mf(torch.tensor([1, 1]), torch.tensor([900, 901])),
+                           mf.score(torch.tensor([1, 1]), torch.tensor([2, 0])))
+    folder = publish_recall(tmp_path, mf, {})
+    vectors = pd.read_parquet(folder.path / "item_vectors.parquet")
+    assert vectors["itemid"].tolist() == [5, 900, 209_171]
+    assert np.allclose(np.stack(vectors["vector"]), mf.export_vectors()[1][1:].numpy())
+    assert ItemVocabulary.read(folder.path / "item_vocabulary.parquet").itemids.tolist() == [5, 900, 209_171]
+
+
+def test_item_vocabulary_reads_only_a_dense_numbering():
+    frame = pd.DataFrame({"itemid": [900, 5, 209_171], "item_index": [2, 1, 3]})
+    vocabulary = ItemVocabulary.from_frame(frame, "t")
+    assert vocabulary.index_of(np.array([209_171, 5, 6])).tolist() == [3, 1, 0]
+    assert vocabulary.itemid_of(np.array([1, 3])).tolist() == [5, 209_171] and vocabulary.size == 4
+    with pytest.raises(ArtifactError, match="1..N"):
+        ItemVocabulary.from_frame(frame.assign(item_index=[2, 1, 4]), "t")
+
+
 def test_artifacts_round_trip_and_spec_guard(tmp_path):
     train_set, test_set = random_samples(1500, seed=8), random_samples(500, seed=9)
     config = TrainingConfig(max_epochs=1, batch_size=256)
-    model, report = train_ranking(metadata(), DataSplits.carve(train_set, test_set), RankingConfig(), config)
+    splits = DataSplits.carve(train_set, test_set)
+    model, report = train_ranking(metadata(), VOCABULARY, splits, RankingConfig(), config)
     folder = publish_ranking(tmp_path, model, training_metadata(metadata(), report, config), test_set.features)
     opened = open_model(tmp_path / "ranking")
     assert opened.path == folder.path
@@ -161,7 +208,7 @@ def test_artifacts_round_trip_and_spec_guard(tmp_path):
     with torch.no_grad():
         assert torch.equal(reloaded(test_set.features), model.eval()(test_set.features))
 
-    recall_model, recall_report = train_recall(metadata(), on_test(train_set, test_set), config=config)
+    recall_model, recall_report = train_recall(metadata(), VOCABULARY, on_test(train_set, test_set), config=config)
     recall_folder = publish_recall(tmp_path, recall_model, recall_report.to_metadata())
     vectors = pd.read_parquet(recall_folder.path / "item_vectors.parquet")
     assert vectors["itemid"].min() == 1 and len(vectors["vector"].iloc[0]) == 18
@@ -216,10 +263,10 @@ def test_validation_never_takes_test_rows_and_picks_the_epoch():
     splits = DataSplits.carve(train_set, test_set)
     assert len(splits.fit) + len(splits.selection) == len(train_set)
     assert splits.test is test_set and 0 < len(splits.selection) < len(train_set) // 5
-    fit_rows = {tuple(r) for r in splits.fit.features.numpy()}
-    assert not any(tuple(r) in fit_rows for r in splits.selection.features.numpy())
+    fit_rows = {tuple(r) for r in every_row(splits.fit).numpy()}
+    assert not any(tuple(r) in fit_rows for r in every_row(splits.selection).numpy())
     config = TrainingConfig(max_epochs=4, batch_size=256, learning_rate=1e-2)
-    model, report = train_ranking(metadata(), splits, RankingConfig(), config)
+    model, report = train_ranking(metadata(), VOCABULARY, splits, RankingConfig(), config)
     assert report.result.best_selection_score == pytest.approx(auc(model, lambda m, x: m(x), splits.selection))
     assert report.test_auc == pytest.approx(auc(model, lambda m, x: m(x), test_set))
     assert report.test_auc != report.result.best_selection_score
@@ -229,7 +276,7 @@ def test_refit_trains_the_chosen_epoch_count_on_train_and_validation():
     train_set, test_set = random_samples(2000, seed=15), random_samples(500, seed=16)
     splits = DataSplits.carve(train_set, test_set, Selection(refit=True))
     config = TrainingConfig(max_epochs=3, batch_size=256, learning_rate=1e-2)
-    model, report = train_ranking(metadata(), splits, RankingConfig(), config)
+    model, report = train_ranking(metadata(), VOCABULARY, splits, RankingConfig(), config)
     assert report.to_metadata()["refit_on_train_and_validation"] is True
     assert report.test_auc == pytest.approx(auc(model, lambda m, x: m(x), test_set))
     with pytest.raises(ValueError, match="refit"):
@@ -250,7 +297,7 @@ def test_bpr_recall_learns_planted_co_preferences():
     history = Interactions(np.array(users), np.array(items), np.ones(len(users), dtype=np.float32))
     held_out = np.zeros(len(users), dtype=bool)
     held_out[7::8] = True  # each user's last pick
-    model = MatrixFactorization(61, 41, dim=8)
+    model = MatrixFactorization(61, ItemVocabulary(np.arange(1, 41)), dim=8)
     config = BprConfig(dim=8, batch_size=64, max_epochs=15, learning_rate=0.05, recall_at=10, patience=15)
     result = train_bpr(model, history.subset(~held_out), history.subset(held_out), config)
     user_vectors, item_vectors = (v.numpy() for v in model.export_vectors())
@@ -260,22 +307,27 @@ def test_bpr_recall_learns_planted_co_preferences():
 
 
 def test_negatives_follow_their_source_row_into_validation():
-    from models.samples import NegativeSamples
+    from models.feature_rows import FeatureAssembler
+    from models.negative_rows import NegativeRows
 
     train_set = random_samples(400, seed=22)
-    negative_rows = train_set.subset(np.arange(400) % 4 == 0)  # one negative per fourth train row
-    sources = negative_rows.column("itemid").astype(np.int64)
-    shifted = negative_rows.features.clone()
-    shifted[:, SPEC.index_of("itemid")] += 1000  # the sampled item differs from the source item
-    negatives = NegativeSamples(Samples(shifted, torch.zeros(len(sources)), negative_rows.timestamps), sources)
+    source_rows = np.flatnonzero(np.arange(400) % 4 == 0)  # one negative per fourth train row
+    sampled = train_set.column("itemid")[source_rows].astype(np.int64) + 1000  # differs from the source item
+    assembler = FeatureAssembler.from_item_features(
+        pd.DataFrame({"itemid": np.arange(1, 30), **{f.name: 1 for f in SPEC.online_item_features}}))
+    negatives = NegativeRows(train_set, source_rows, sampled, assembler)
     splits = DataSplits.carve(train_set, random_samples(50, seed=23), Selection(), negatives)
-    assert len(splits.fit) + len(splits.selection) == 400 + len(sources)
-    rated_in_selection = splits.selection.subset(splits.selection.column("itemid") < 1000)
-    drawn_for_selection = negatives.drawn_for(rated_in_selection)
+    assert len(splits.fit) + len(splits.selection) == 400 + len(source_rows)
+    in_validation = validation_mask(train_set.column("userid"), train_set.column("itemid"), train_set.timestamps,
+                                    ValidationRule())
+    drawn_for_selection = negatives.drawn_for(in_validation)
     assert drawn_for_selection.sum() > 0
     # every negative drawn for a validation row is in the selection set, and no other one is
-    assert (splits.selection.column("itemid") > 1000).sum() == drawn_for_selection.sum()
-    assert (splits.fit.column("itemid") > 1000).sum() == len(sources) - drawn_for_selection.sum()
+    item = SPEC.index_of("itemid")
+    assert (every_row(splits.selection)[:, item] > 1000).sum() == drawn_for_selection.sum()
+    assert (every_row(splits.fit)[:, item] > 1000).sum() == len(source_rows) - drawn_for_selection.sum()
+    assert float(every_row(splits.fit)[every_row(splits.fit)[:, item] > 1000][:, SPEC.index_of("item_g1")].sum()) == 0
+    assert float(all_labels(splits.selection)[every_row(splits.selection)[:, item].numpy() > 1000].sum()) == 0
 
 
 def test_negatives_are_assembled_from_their_source_rows_and_the_sampled_items(tmp_path):
@@ -283,7 +335,7 @@ def test_negatives_are_assembled_from_their_source_rows_and_the_sampled_items(tm
     import pyarrow.parquet as pq
 
     from models.feature_rows import FeatureAssembler
-    from models.samples import load_negatives
+    from models.negative_rows import load_negatives
 
     train_set = random_samples(60, seed=31)
     users, items = train_set.column("userid").astype(np.int64), train_set.column("itemid").astype(np.int64)
@@ -297,14 +349,15 @@ def test_negatives_are_assembled_from_their_source_rows_and_the_sampled_items(tm
              for k, f in enumerate(SPEC.online_item_features)}
     assembler = FeatureAssembler.from_item_features(pd.DataFrame({"itemid": np.arange(1, 40), **flags}))
     negatives = load_negatives(tmp_path, train_set, assembler)
-    rows = negatives.samples.features.numpy()
-    assert len(negatives.samples) == 4 and float(negatives.samples.labels.sum()) == 0
-    assert negatives.samples.column("itemid").astype(int).tolist() == sampled.tolist()
-    np.testing.assert_array_equal(negatives.samples.timestamps, train_set.timestamps[picked])
+    assembled = negatives.assembled()
+    rows = assembled.features.numpy()
+    assert len(assembled) == 4 and float(assembled.labels.sum()) == 0
+    assert assembled.column("itemid").astype(int).tolist() == sampled.tolist()
+    np.testing.assert_array_equal(assembled.timestamps, train_set.timestamps[picked])
     for position, feature in enumerate(SPEC.features):
         if feature.name == "itemid":
             continue
         expected = (flags[feature.name][sampled - 1] if feature.name in flags
                     else train_set.features.numpy()[picked, position])
         np.testing.assert_array_equal(rows[:, position], expected, err_msg=feature.name)
-    assert negatives.drawn_for(train_set.subset(np.isin(np.arange(60), [7]))).tolist() == (picked == 7).tolist()
+    assert negatives.drawn_for(np.isin(np.arange(60), [7])).tolist() == (picked == 7).tolist()

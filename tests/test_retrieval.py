@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from models.candidate_merge import SOURCE_BIT, Candidates, merge
-from models.evaluate import ease_item_weights, metrics_at
+from models.ease import Ease
+from models.evaluate import metrics_at
 from models.fusion import fused_order
 from models.in_memory_stores import InMemoryFeatureClient, InMemoryItemIndex, InMemoryUserRecallStore
 from models.recall_sources import (
@@ -120,10 +121,35 @@ def test_recall_never_returns_seen_items():
 
 
 def test_ease_learns_co_occurrence():
-    seen = {1: np.array([1, 2]), 2: np.array([1, 2]), 3: np.array([3, 4]), 4: np.array([1, 2, 3])}
-    weights = ease_item_weights(seen, item_count=5, lam=0.5)
+    seen = [np.array([1, 2]), np.array([1, 2]), np.array([3, 4]), np.array([1, 2, 3])]
+    weights = Ease.fit(seen, lam=0.5).weights
     assert np.allclose(np.diag(weights), 0)
-    assert weights[1, 2] > weights[1, 4] and weights[3, 4] > weights[3, 1]
+    assert weights[0, 1] > weights[0, 3] and weights[2, 3] > weights[2, 0]
+
+
+def test_ease_over_sparse_ids_is_the_closed_form_over_the_movies_seen():
+    rng = np.random.default_rng(3)
+    catalogue = np.array([7, 40, 41, 900, 5_000, 123_456])  # sparse, as in the real releases
+    histories = [rng.choice(catalogue, size=rng.integers(1, 5), replace=False) for _ in range(30)]
+    ease = Ease.fit(histories, lam=2.0)
+    assert ease.itemids.tolist() == sorted(set(np.concatenate(histories).tolist()))
+    dense = np.zeros((len(histories), len(ease.itemids)))
+    for row, history in enumerate(histories):
+        dense[row, np.searchsorted(ease.itemids, history)] = 1.0
+    inverse = np.linalg.inv(dense.T @ dense + 2.0 * np.eye(len(ease.itemids)))
+    expected = -inverse / np.diag(inverse)
+    np.fill_diagonal(expected, 0.0)
+    assert np.allclose(ease.weights, expected)
+    scores = ease.scores(np.array([7, 900, 55]), item_count=123_457)  # 55: no such movie, ignored
+    assert scores.shape == (123_457,) and np.isneginf(scores[np.setdiff1d(np.arange(123_457), ease.itemids)]).all()
+    assert np.allclose(scores[ease.itemids], expected[np.searchsorted(ease.itemids, [7, 900])].sum(axis=0))
+
+
+def test_ease_keeps_the_most_rated_movies_within_its_cap():
+    histories = [np.array([10, 20, 30]), np.array([10, 20]), np.array([10, 40]), np.array([30, 50])]
+    ease = Ease.fit(histories, lam=1.0, max_items=3)
+    assert ease.itemids.tolist() == [10, 20, 30]  # seen by 3, 2, 2 users; 40 and 50 by one each
+    assert np.isneginf(ease.scores(np.array([40]), item_count=60)[40])
 
 
 def test_fused_order_is_reciprocal_rank_fusion():

@@ -17,6 +17,18 @@ def test_generator_shape_and_skew():
     assert 0.3 < positive_share < 0.7
 
 
+def test_movie_ids_are_sparse_like_the_real_releases():
+    data = generate(50_000, seed=3)
+    ids = data.items["itemid"].to_numpy()
+    assert (np.diff(ids) > 0).all() and ids[0] >= 1
+    assert 2.8 < ids[-1] / len(ids) < 3.9  # ML-25M: 209,171 / 62,423 = 3.35
+    half = len(ids) // 2
+    assert np.diff(ids[:half]).mean() < np.diff(ids[half:]).mean()  # dense first, gaps wider later
+    assert set(data.ratings["itemid"]) <= set(ids)
+    dense = generate(50_000, seed=3, id_spread=1.0)
+    assert dense.items["itemid"].tolist() == list(range(1, len(dense.items) + 1))
+
+
 def test_generator_is_deterministic(tmp_path):
     first, second = generate(2_000, seed=7), generate(2_000, seed=7)
     assert first.ratings.equals(second.ratings)
