@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
@@ -53,15 +52,68 @@ class NegativeRows:
     def drawn_for(self, selected: np.ndarray, spec: FeatureSpec = SPEC) -> np.ndarray:
         """True for the negatives drawn for an impression of which some train row is ``selected`` (a mask over
         ``sources``): matched on (user, item, timestamp), so a repeated impression counts once."""
-        keys = pd.MultiIndex.from_arrays([self.sources.column("userid", spec).astype(np.int64),
-                                          self.sources.column("itemid", spec).astype(np.int64),
-                                          self.sources.timestamps])
-        return np.asarray(keys.isin(keys[selected]))[self.source_rows]
+        impression = ImpressionIndex.of(self.sources, spec)
+        chosen = np.zeros(impression.count, dtype=bool)
+        chosen[impression.of_row[selected]] = True
+        return chosen[impression.of_row[self.source_rows]]
 
     def assembled(self) -> Samples:
         """Every negative as a row (small data and tests: this is what the loop never holds at scale)."""
         everything = np.arange(len(self))
         return Samples(self.features_at(everything), self.labels_at(everything), self.timestamps)
+
+
+@dataclass(frozen=True)
+class ImpressionIndex:
+    """The distinct (user, timestamp, item) impressions among some samples, numbered in that order, without
+    a hash table over tens of millions of keys: (user, timestamp) and then (pair, item) are packed into int64."""
+
+    pair_keys: np.ndarray  # sorted distinct user * 2**32 + (timestamp - first timestamp)
+    impression_keys: np.ndarray  # sorted distinct pair number * (max item + 1) + item
+    first_rows: np.ndarray  # per impression, the first of the samples' rows that is it
+    of_row: np.ndarray  # per sample row, its impression's number
+    first_timestamp: int
+    item_span: int
+
+    @property
+    def count(self) -> int:
+        return len(self.impression_keys)
+
+    @classmethod
+    def of(cls, samples: Samples, spec: FeatureSpec = SPEC) -> ImpressionIndex:
+        users, items = samples.column("userid", spec).astype(np.int64), samples.column("itemid", spec).astype(np.int64)
+        timestamps = samples.timestamps
+        first = int(timestamps.min()) if len(timestamps) else 0
+        item_span = int(items.max()) + 1 if len(items) else 1
+        pairs = _pack_pairs(users, timestamps, first)
+        if (pairs < 0).any():
+            raise ArtifactError("samples with a user id over 2**31 or timestamps spanning over 136 years")
+        order = np.lexsort((items, pairs))  # stable: the first row of an impression comes first
+        pair_keys, pair_number = np.unique(pairs[order], return_inverse=True)
+        keys = pair_number * item_span + items[order]
+        if len(pair_keys) and (len(pair_keys) - 1) * item_span + item_span - 1 >= 2**63:
+            raise ArtifactError("too many (user, timestamp) pairs times movie ids to pack into int64")
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        of_row = np.empty(len(order), dtype=np.int64)
+        of_row[order] = np.cumsum(np.r_[True, keys[1:] != keys[:-1]]) - 1
+        return cls(pair_keys, keys[starts], order[starts], of_row, first, item_span)
+
+    def find(self, users: np.ndarray, timestamps: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Per (user, timestamp, item), its impression's number, or -1 where there is none."""
+        pairs = _pack_pairs(users, timestamps, self.first_timestamp)
+        pair_number = np.minimum(np.searchsorted(self.pair_keys, pairs), max(len(self.pair_keys) - 1, 0))
+        found = (self.pair_keys[pair_number] == pairs) & (items >= 0) & (items < self.item_span)
+        keys = pair_number * self.item_span + items
+        number = np.minimum(np.searchsorted(self.impression_keys, keys), max(self.count - 1, 0))
+        found &= self.impression_keys[number] == keys
+        return np.where(found, number, -1)
+
+
+def _pack_pairs(users: np.ndarray, timestamps: np.ndarray, first_timestamp: int) -> np.ndarray:
+    """user * 2**32 + seconds since the first timestamp; -1 where that does not fit (no sample's pair is -1)."""
+    offsets = timestamps - first_timestamp
+    fits = (offsets >= 0) & (offsets < 2**32) & (users >= 0) & (users < 2**31)
+    return np.where(fits, users * 2**32 + np.where(fits, offsets, 0), -1)
 
 
 NEGATIVE_KEYS = ("userid", "itemid", "timestamp", "source_itemid")
@@ -70,19 +122,19 @@ NEGATIVE_KEYS = ("userid", "itemid", "timestamp", "source_itemid")
 def load_negatives(path: Path, train_set: Samples, assembler: FeatureAssembler,
                    spec: FeatureSpec = SPEC) -> NegativeRows:
     """The batch's narrow negatives (user, sampled item, timestamp, source item), each tied to the train row
-    of its source impression (the first, where an impression repeats: the rows are equal)."""
+    of its source impression (the first, where an impression repeats: the rows are equal), in one order
+    whatever the files': by source impression (user, timestamp, source item), then sampled item."""
     table = pq.read_table(path, columns=list(NEGATIVE_KEYS))
-    users, items, timestamps, sources = (table.column(name).to_numpy().astype(np.int64) for name in NEGATIVE_KEYS)
-    order = np.lexsort((items, sources, timestamps, users))  # one order whatever the files'
-    users, items, timestamps, sources = users[order], items[order], timestamps[order], sources[order]
-    if len(users) == 0:
+    items = table.column("itemid").to_numpy().astype(np.int64)
+    if len(items) == 0:
         return NegativeRows(train_set, np.empty(0, dtype=np.int64), items, assembler)
-    train_keys = pd.MultiIndex.from_arrays([train_set.column("userid").astype(np.int64),
-                                            train_set.column("itemid").astype(np.int64), train_set.timestamps])
-    first_rows = np.flatnonzero(~train_keys.duplicated())  # a repeated impression has the same features
-    positions = train_keys[first_rows].get_indexer(pd.MultiIndex.from_arrays([users, sources, timestamps]))
-    if (positions < 0).any():
-        missing = int((positions < 0).sum())
+    impressions = ImpressionIndex.of(train_set, spec)
+    number = impressions.find(*(table.column(name).to_numpy().astype(np.int64)
+                                for name in ("userid", "timestamp", "source_itemid")))
+    del table
+    if (number < 0).any():
+        missing = int((number < 0).sum())
         raise ArtifactError(f"{path}: {missing} negative(s) name a source impression that is not a train sample "
                             "(the exports are of different runs?): run the batch again")
-    return NegativeRows(train_set, first_rows[positions], items, assembler)
+    order = np.lexsort((items, number))
+    return NegativeRows(train_set, impressions.first_rows[number[order]], items[order], assembler)

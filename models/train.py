@@ -77,7 +77,9 @@ def train_and_publish(settings: TrainingSettings) -> dict:
             assembler = FeatureAssembler.from_item_features(load_item_features(exports))
             negatives = load_negatives(negatives_path, train_set, assembler)
         ranking_splits = DataSplits.carve(train_set, test_set, plan, negatives)
-        config = replace(RANKING_TRAINING, **overrides)
+        scale = {k: v for k, v in (("batch_size", settings.batch_size), ("epoch_rows", settings.epoch_rows),
+                                   ("selection_rows", settings.selection_rows)) if v is not None}
+        config = replace(RANKING_TRAINING, **overrides, **scale)
         model, report = train_ranking(metadata, vocabulary, ranking_splits, VARIANTS[settings.ranking_variant], config)
         folder = publish_ranking(settings.models_dir, model, training_metadata(metadata, report, config),
                                  test_set.features)

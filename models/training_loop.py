@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
-from models.training_rows import TrainingRows, all_labels
+from models.training_rows import TrainingRows, all_labels, at_most
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ class TrainingConfig:
     patience: int = 5  # epochs without a better selection AUC before stopping
     seed: int = 2024
     eval_batch_size: int = 65536
+    # At scale: an epoch is this many fit rows drawn afresh (None: all of them), and the selection AUC is
+    # taken on a fixed random sample of this many selection rows (None: all).
+    epoch_rows: int | None = None
+    selection_rows: int | None = None
 
 
 @dataclass
@@ -73,6 +77,8 @@ def train(model: nn.Module, forward: Forward, train_set: TrainingRows, selection
     (a refit for an epoch count chosen earlier).
     """
     seed_everything(config.seed)
+    if selection_set is not None:
+        selection_set = at_most(selection_set, config.selection_rows, config.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(config.seed)
@@ -83,7 +89,7 @@ def train(model: nn.Module, forward: Forward, train_set: TrainingRows, selection
     for epoch in range(1, config.max_epochs + 1):
         epoch_started = time.monotonic()
         model.train()
-        order = torch.randperm(len(train_set), generator=generator)
+        order = torch.randperm(len(train_set), generator=generator)[:config.epoch_rows]
         total_loss = 0.0
         batches = range(0, len(order), config.batch_size)
         for start in tqdm(batches, desc=f"{name} epoch {epoch}", leave=False, mininterval=2.0, disable=None):

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from contracts.feature_spec import SPEC
-from models.samples import Samples
 
 
 class TrainingRows(Protocol):
@@ -29,11 +28,18 @@ def all_labels(rows: TrainingRows) -> np.ndarray:
     return rows.labels_at(np.arange(len(rows))).numpy()
 
 
+def at_most(rows: TrainingRows, count: int | None, seed: int) -> TrainingRows:
+    """``rows`` whole, or a fixed random ``count`` of them (in their order) where there are more."""
+    if count is None or len(rows) <= count:
+        return rows
+    return RowView(rows, np.sort(np.random.default_rng(seed).choice(len(rows), count, replace=False)))
+
+
 @dataclass(frozen=True)
 class RowView:
-    """Some rows of loaded samples, by position, without copying them."""
+    """Some rows of another row set (the loaded samples, a union), by position, without copying them."""
 
-    base: Samples
+    base: TrainingRows
     rows: np.ndarray  # int64 positions in ``base``
 
     def __len__(self) -> int:

@@ -272,6 +272,28 @@ def test_validation_never_takes_test_rows_and_picks_the_epoch():
     assert report.test_auc != report.result.best_selection_score
 
 
+def test_an_epoch_can_be_a_fresh_sample_of_the_fit_rows_and_selection_a_fixed_one():
+    from models.training_loop import train
+
+    train_set, test_set = random_samples(3000, seed=40), random_samples(500, seed=41)
+    splits = DataSplits.carve(train_set, test_set)
+    batches: list[torch.Tensor] = []
+
+    def forward(model, x):
+        batches.append(x)
+        return model(x)
+
+    config = TrainingConfig(max_epochs=2, batch_size=100, epoch_rows=500, selection_rows=200, patience=5)
+    train(GroupedFactorizationMachine(CARDINALITIES, VOCABULARY), forward, splits.fit, splits.selection, config)
+    # per epoch 5 steps of 100 rows, then one selection pass over the same 200 of the ~285 validation rows
+    assert len(splits.selection) > 200 and [len(x) for x in batches] == ([100] * 5 + [200]) * 2
+    assert torch.equal(batches[5], batches[11])
+    first, second = (torch.cat(batches[start:start + 5]) for start in (0, 6))
+    assert not torch.equal(first, second)  # each epoch draws its own rows
+    every_fit_row = {tuple(r) for r in every_row(splits.fit).numpy()}
+    assert all(tuple(r) in every_fit_row for r in first.numpy())
+
+
 def test_refit_trains_the_chosen_epoch_count_on_train_and_validation():
     train_set, test_set = random_samples(2000, seed=15), random_samples(500, seed=16)
     splits = DataSplits.carve(train_set, test_set, Selection(refit=True))
@@ -361,3 +383,26 @@ def test_negatives_are_assembled_from_their_source_rows_and_the_sampled_items(tm
                     else train_set.features.numpy()[picked, position])
         np.testing.assert_array_equal(rows[:, position], expected, err_msg=feature.name)
     assert negatives.drawn_for(np.isin(np.arange(60), [7])).tolist() == (picked == 7).tolist()
+
+
+def test_impression_index_matches_a_hash_join_on_user_timestamp_item():
+    from models.negative_rows import ImpressionIndex
+
+    rng = np.random.default_rng(50)
+    samples = random_samples(3000, seed=51)  # unsorted, with repeated (user, item, timestamp) impressions
+    samples.features[:, SPEC.index_of("userid")] = torch.from_numpy(rng.integers(1, 8, 3000).astype(np.float32))
+    samples.features[:, SPEC.index_of("itemid")] = torch.from_numpy(rng.integers(1, 6, 3000).astype(np.float32))
+    samples.timestamps[:] = rng.integers(1_000_000_000, 1_000_000_040, 3000)
+    index = ImpressionIndex.of(samples)
+    users, items = samples.column("userid").astype(np.int64), samples.column("itemid").astype(np.int64)
+    keys = pd.MultiIndex.from_arrays([users, samples.timestamps, items])
+    assert index.count == keys.nunique()
+    first = np.flatnonzero(~keys.duplicated())
+    assert sorted(index.first_rows.tolist()) == first.tolist()
+    assert (index.first_rows[index.of_row] == first[keys[first].get_indexer(keys)]).all()
+    asked_users, asked_items = rng.integers(0, 10, 500), rng.integers(0, 8, 500)
+    asked_times = rng.integers(999_999_990, 1_000_000_050, 500)
+    found = index.find(asked_users, asked_times, asked_items)
+    expected = keys[first].get_indexer(pd.MultiIndex.from_arrays([asked_users, asked_times, asked_items]))
+    assert ((found >= 0) == (expected >= 0)).all() and (found >= 0).sum() > 20
+    assert (index.first_rows[found[found >= 0]] == first[expected[expected >= 0]]).all()
