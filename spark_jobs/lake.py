@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from delta.tables import DeltaTable
+from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from contracts.settings import LakeSettings
@@ -45,8 +45,9 @@ def write_table(df: DataFrame, settings: LakeSettings, table: str, run_id: str) 
         .partitionBy(*Table.PARTITIONS.get(table, ()))
         .save(path)
     )
-    last = DeltaTable.forPath(df.sparkSession, path).history(1).select("version", "operationMetrics").first()
-    rows = int((last["operationMetrics"] or {}).get("numOutputRows", -1))
+    # Read back from the log by the deltalake package: milliseconds, where Spark's DESCRIBE HISTORY is a job.
+    last = DeltaTable(path).history(1)[0]
+    rows = int((last.get("operationMetrics") or {}).get("numOutputRows", -1))
     written = Written(table, path, int(last["version"]), rows)
     log.info("wrote %s: %d rows -> %s (Delta version %d)", table, rows, path, written.version)
     return written
