@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--driver-memory", default="4g")
     parser.add_argument("--against", type=Path, default=None, help="another checkout to run alternately")
     parser.add_argument("--runs", type=int, default=1, help="runs of each checkout")
+    parser.add_argument("--keep-output", type=Path, default=None,
+                        help="move this checkout's last output (and the data) here, e.g. to train on it")
     args, batch_flags = parser.parse_known_args()  # anything else goes to the batch (--cooccurrence-history 50)
     this = Path(__file__).resolve().parent.parent
     checkouts = [this] + ([args.against.resolve()] if args.against else [])
@@ -109,6 +111,10 @@ def main() -> None:
                 log = log_path.read_text()
                 if code != 0:
                     raise SystemExit(f"batch of {checkout} failed with exit code {code}:\n{log[-3000:]}")
+                if args.keep_output and checkout == this and run == args.runs - 1:
+                    shutil.rmtree(args.keep_output / "output", ignore_errors=True)
+                    args.keep_output.mkdir(parents=True, exist_ok=True)
+                    shutil.move(out, args.keep_output / "output")
                 shutil.rmtree(out, ignore_errors=True)
                 result = {
                     "dataset": str(args.data) if args.data else f"synthetic-{args.synthetic}",
@@ -128,6 +134,9 @@ def main() -> None:
                 RESULTS.parent.mkdir(exist_ok=True)
                 with RESULTS.open("a") as results:
                     results.write(json.dumps(result) + "\n")
+        if args.keep_output and args.synthetic:
+            shutil.rmtree(args.keep_output / "data", ignore_errors=True)
+            shutil.move(data, args.keep_output / "data")
 
 
 def git_head(checkout: Path) -> str:
