@@ -194,10 +194,10 @@ class TrainingSettings(SparkSettings):
     validation_percent: int = setting(10, "--validation-percent",
                                       "share of each user's train impressions (the last ones) for validation")
     seed: int | None = setting(None, "--seed", "training seed (default 2024)")
-    batch_size: int | None = setting(None, "--batch-size", "ranking model: rows per optimiser step (default 1024)",
+    batch_size: int | None = setting(None, "--batch-size", "both models: rows per optimiser step (default 1024)",
                                      ge=2)
-    epoch_rows: int | None = setting(None, "--epoch-rows", "ranking model: fit rows drawn afresh for each epoch "
-                                     "(default all; at ML-25M's size an epoch of all ~90 M rows takes ~hours)", ge=1)
+    epoch_rows: int | None = setting(None, "--epoch-rows", "both models: rows drawn afresh for each epoch (default "
+                                     "all; at ML-25M's size an epoch of the ranker's ~90 M rows takes hours)", ge=1)
     selection_rows: int | None = setting(None, "--selection-rows", "ranking model: a fixed random sample of this "
                                          "many validation rows picks the epoch (default all)", ge=1)
     vectors_to_delta: bool = setting(True, "--no-delta",

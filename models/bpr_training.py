@@ -39,6 +39,7 @@ class BprConfig:
     seed: int = 2024
     recall_at: int = 200
     max_selection_users: int = 5000  # Recall@K is measured on at most this many users
+    epoch_rows: int | None = None  # at scale: an epoch is this many impressions drawn afresh (None: all)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def train_bpr(model: MatrixFactorization, fit: Interactions, selection: Interact
     for epoch in range(1, (epochs or config.max_epochs) + 1):
         epoch_started = time.monotonic()
         model.train()
-        order = torch.randperm(len(fit), generator=generator)
+        order = torch.randperm(len(fit), generator=generator)[:config.epoch_rows]
         negatives = torch.randint(1, model.items, (len(fit),), generator=generator)
         total = 0.0
         for start in tqdm(range(0, len(order), config.batch_size), desc=f"{name} epoch {epoch}", leave=False,
@@ -126,7 +127,7 @@ def train_bpr(model: MatrixFactorization, fit: Interactions, selection: Interact
             loss.backward()
             optimiser.step()
             total += loss.item() * len(index)
-        entry = {"epoch": epoch, "loss": total / len(order)}
+        entry = {"epoch": epoch, "loss": total / max(len(order), 1)}
         if selection is not None:
             model.eval()
             with torch.no_grad():

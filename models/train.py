@@ -55,12 +55,15 @@ def train_and_publish(settings: TrainingSettings) -> dict:
     log.info("samples from %s: %d train, %d test (batch run %s)", exports, len(train_set), len(test_set),
              metadata.run_id)
     overrides = {k: v for k, v in (("max_epochs", settings.max_epochs), ("seed", settings.seed)) if v is not None}
+    # Both models' steps and epochs at scale; the selection sample is the ranker's (BPR samples users).
+    scale = {k: v for k, v in (("batch_size", settings.batch_size), ("epoch_rows", settings.epoch_rows))
+             if v is not None}
     plan = Selection(settings.select_on, ValidationRule(percent=settings.validation_percent), settings.refit)
     summary: dict = {"exports": str(exports), "selected_on": plan.select_on, "refit": plan.refit}
     if settings.train_only in (None, RECALL):
         if settings.recall_objective == "bpr":
             model, recall_metadata = train_recall_bpr(metadata, vocabulary, train_set, test_set, plan.rule,
-                                                      replace(RECALL_BPR, **overrides))
+                                                      replace(RECALL_BPR, **overrides, **scale))
         else:
             config = replace(RECALL_TRAINING, **overrides)
             splits = DataSplits.carve(train_set, test_set, plan)
@@ -77,9 +80,8 @@ def train_and_publish(settings: TrainingSettings) -> dict:
             assembler = FeatureAssembler.from_item_features(load_item_features(exports))
             negatives = load_negatives(negatives_path, train_set, assembler)
         ranking_splits = DataSplits.carve(train_set, test_set, plan, negatives)
-        scale = {k: v for k, v in (("batch_size", settings.batch_size), ("epoch_rows", settings.epoch_rows),
-                                   ("selection_rows", settings.selection_rows)) if v is not None}
-        config = replace(RANKING_TRAINING, **overrides, **scale)
+        selection = {"selection_rows": settings.selection_rows} if settings.selection_rows is not None else {}
+        config = replace(RANKING_TRAINING, **overrides, **scale, **selection)
         model, report = train_ranking(metadata, vocabulary, ranking_splits, VARIANTS[settings.ranking_variant], config)
         folder = publish_ranking(settings.models_dir, model, training_metadata(metadata, report, config),
                                  test_set.features)
