@@ -198,7 +198,7 @@ def sample_negatives(train_impressions: DataFrame, items: DataFrame, rated: Data
 
     Narrow on purpose: a negative's 59 features are its source impression's user features (what the user
     looked like at that moment, so no later information leaks in) and the sampled movie's own item
-    features, both already in other tables; the trainer assembles the rows (``models/samples.py``).
+    features, both already in other tables; the trainer assembles the rows (``models/negative_rows.py``).
     Draws are a hash of (user, source item, timestamp, draw number, seed) over the catalogue: the same
     input gives the same negatives on any cluster layout. A draw that hits a movie the user rated at any
     time, or repeats an earlier draw for the same impression, is dropped; so are the draws of a repeated
