@@ -31,6 +31,7 @@ class NegativeRows:
     source_rows: np.ndarray  # int64: per negative, the position of its source impression in ``sources``
     itemids: np.ndarray  # int64: the sampled movie
     assembler: FeatureAssembler
+    impressions: ImpressionIndex  # of ``sources``: what the source rows were found by
 
     def __len__(self) -> int:
         return len(self.source_rows)
@@ -47,15 +48,14 @@ class NegativeRows:
         return self.sources.timestamps[self.source_rows]
 
     def subset(self, mask: np.ndarray) -> NegativeRows:
-        return NegativeRows(self.sources, self.source_rows[mask], self.itemids[mask], self.assembler)
+        return NegativeRows(self.sources, self.source_rows[mask], self.itemids[mask], self.assembler, self.impressions)
 
-    def drawn_for(self, selected: np.ndarray, spec: FeatureSpec = SPEC) -> np.ndarray:
+    def drawn_for(self, selected: np.ndarray) -> np.ndarray:
         """True for the negatives drawn for an impression of which some train row is ``selected`` (a mask over
         ``sources``): matched on (user, item, timestamp), so a repeated impression counts once."""
-        impression = ImpressionIndex.of(self.sources, spec)
-        chosen = np.zeros(impression.count, dtype=bool)
-        chosen[impression.of_row[selected]] = True
-        return chosen[impression.of_row[self.source_rows]]
+        chosen = np.zeros(self.impressions.count, dtype=bool)
+        chosen[self.impressions.of_row[selected]] = True
+        return chosen[self.impressions.of_row[self.source_rows]]
 
     def assembled(self) -> Samples:
         """Every negative as a row (small data and tests: this is what the loop never holds at scale)."""
@@ -126,9 +126,9 @@ def load_negatives(path: Path, train_set: Samples, assembler: FeatureAssembler,
     whatever the files': by source impression (user, timestamp, source item), then sampled item."""
     table = pq.read_table(path, columns=list(NEGATIVE_KEYS))
     items = table.column("itemid").to_numpy().astype(np.int64)
-    if len(items) == 0:
-        return NegativeRows(train_set, np.empty(0, dtype=np.int64), items, assembler)
     impressions = ImpressionIndex.of(train_set, spec)
+    if len(items) == 0:
+        return NegativeRows(train_set, np.empty(0, dtype=np.int64), items, assembler, impressions)
     number = impressions.find(*(table.column(name).to_numpy().astype(np.int64)
                                 for name in ("userid", "timestamp", "source_itemid")))
     del table
@@ -137,4 +137,4 @@ def load_negatives(path: Path, train_set: Samples, assembler: FeatureAssembler,
         raise ArtifactError(f"{path}: {missing} negative(s) name a source impression that is not a train sample "
                             "(the exports are of different runs?): run the batch again")
     order = np.lexsort((items, number))
-    return NegativeRows(train_set, impressions.first_rows[number[order]], items[order], assembler)
+    return NegativeRows(train_set, impressions.first_rows[number[order]], items[order], assembler, impressions)

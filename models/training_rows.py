@@ -62,17 +62,20 @@ class RowUnion:
     def _ends(self) -> np.ndarray:
         return np.cumsum([len(part) for part in self.parts])
 
+    @cached_property
+    def _starts(self) -> np.ndarray:
+        return self._ends - np.array([len(part) for part in self.parts])
+
     def __len__(self) -> int:
         return int(self._ends[-1]) if len(self.parts) else 0
 
     def _pieces(self, index: np.ndarray) -> list[tuple[np.ndarray, TrainingRows, np.ndarray]]:
         part_of = np.searchsorted(self._ends, index, side="right")
-        starts = self._ends - np.array([len(part) for part in self.parts])
         pieces = []
         for number, part in enumerate(self.parts):
             where = np.flatnonzero(part_of == number)
             if len(where):
-                pieces.append((where, part, index[where] - starts[number]))
+                pieces.append((where, part, index[where] - self._starts[number]))
         return pieces
 
     def features_at(self, index: np.ndarray) -> torch.Tensor:

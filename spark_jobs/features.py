@@ -191,7 +191,7 @@ def training_samples(impressions_with_counters: DataFrame, users: DataFrame, spe
 NEGATIVE_COLUMNS: tuple[str, ...] = ("userid", "itemid", "timestamp", "source_itemid")
 
 
-def sample_negatives(train_impressions: DataFrame, items: DataFrame, rated: DataFrame, per_impression: int,
+def sample_negatives(train_impressions: DataFrame, vocabulary: DataFrame, rated: DataFrame, per_impression: int,
                      seed: int = 17) -> DataFrame:
     """For each train impression, up to ``per_impression`` movies the user never rated: (userid, itemid =
     the sampled movie, timestamp and source_itemid = the impression's), label 0.
@@ -204,11 +204,10 @@ def sample_negatives(train_impressions: DataFrame, items: DataFrame, rated: Data
     time, or repeats an earlier draw for the same impression, is dropped; so are the draws of a repeated
     (user, item, timestamp) impression, which would be the same rows again.
     """
-    catalogue = items.select(
-        (F.row_number().over(Window.orderBy("itemid")) - 1).alias("draw_index"),
-        F.col("itemid").alias("negative_itemid"),
-    )
-    catalogue_size = F.lit(items.count())
+    # A draw is a position in the item vocabulary (``item_vocabulary``: 1..N in id order).
+    catalogue = vocabulary.select((F.col("item_index") - 1).alias("draw_index"),
+                                  F.col("itemid").alias("negative_itemid"))
+    catalogue_size = F.lit(vocabulary.count())
     # sequence(1, 0) would count down: no draws is an empty array
     draw_numbers = F.sequence(F.lit(1), F.lit(per_impression)) if per_impression > 0 else F.array().cast("array<int>")
     draw_indices = F.transform(
@@ -329,8 +328,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
                            F.count(F.lit(1)).alias("rows")).first()
     log.info("features: %d impressions in from %s", span["rows"], settings.table_path(Table.IMPRESSIONS))
     max_user = users.agg(F.max("userid")).first()[0] or 0
-    # Users' ids are dense in every release and index the user tables; movies are indexed by the vocabulary.
-    cardinalities = Cardinalities(userid=max(max_user, span["max_user"] or 0) + 1, itemid=items.count() + 1)
+    vocabulary = item_vocabulary(items).cache()  # numbers the negatives' draws and the models' item tables
 
     flagged = impressions.join(items.select("itemid", *GENRE_FLAGS), "itemid")
     with_counters = add_pit_genre_counters(flagged)
@@ -338,7 +336,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     samples_raw = training_samples(with_counters, users, spec).cache()
     dense = [f.name for f in spec.dense]
     stats = fit_standardiser(samples_raw.filter(F.col("split") == Split.TRAIN), dense)
-    negatives = sample_negatives(impressions.filter(F.col("split") == Split.TRAIN), items, impressions,
+    negatives = sample_negatives(impressions.filter(F.col("split") == Split.TRAIN), vocabulary, impressions,
                                  settings.negatives_per_impression)
     offline = flagged.filter(F.col("split").isin(*Split.OFFLINE))
     online_users = user_features(users, offline, span["first"], spec).transform(standardise(stats))
@@ -347,11 +345,14 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
         (Table.NEGATIVE_SAMPLES, negatives),
         (Table.USER_FEATURES, online_users),
         (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
-        (Table.ITEM_VOCABULARY, item_vocabulary(items)),
+        (Table.ITEM_VOCABULARY, vocabulary),
         (Table.USER_FEATURE_HISTORY, user_feature_history(user_counter_history(flagged)).transform(standardise(stats))),
     ], settings, run_id)
 
     counts = {"ratings": span["rows"], **{w.table: w.rows for w in written}}
+    # Users' ids are dense in every release and index the user tables; movies are indexed by the vocabulary.
+    cardinalities = Cardinalities(userid=max(max_user, span["max_user"] or 0) + 1,
+                                  itemid=counts[Table.ITEM_VOCABULARY] + 1)
     split_counts = samples_raw.groupBy("split").count().collect()
     counts.update({f"samples_{row['split']}": row["count"] for row in split_counts})
     metadata = feature_metadata(spec, stats, cardinalities, dataset, counts, run_id)
@@ -359,6 +360,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
                                            "run_id string, spec_version string, metadata string")
     written.append(write_table(metadata_table, settings, Table.FEATURE_METADATA, run_id))
     samples_raw.unpersist()
+    vocabulary.unpersist()
     log.info("features: %d columns (spec %s), %s", len(spec.names), spec.version, counts)
     return written
 

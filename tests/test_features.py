@@ -124,7 +124,8 @@ def test_negatives_are_unrated_items_drawn_for_train_impressions(spark):
     rated = spark.createDataFrame([(u, i) for u, its in rated_items.items() for i in its], "userid int, itemid int")
     train = spark.createDataFrame([(u, i, 1000 + i) for u, its in rated_items.items() for i in its[:2]],
                                   "userid int, itemid int, timestamp long")
-    negatives = sample_negatives(train, items, rated, per_impression=6)
+    vocabulary = item_vocabulary(items)
+    negatives = sample_negatives(train, vocabulary, rated, per_impression=6)
     assert tuple(negatives.columns) == NEGATIVE_COLUMNS  # narrow: the trainer assembles the features
     rows = negatives.collect()
     assert rows and all(r.itemid not in rated_items[r.userid] for r in rows)  # never a rated item
@@ -133,9 +134,9 @@ def test_negatives_are_unrated_items_drawn_for_train_impressions(spark):
     for r in rows:
         per_source.setdefault((r.userid, r.source_itemid), set()).add(r.itemid)
     assert all(1 <= len(drawn) <= 6 for drawn in per_source.values()) and len(per_source) == 4
-    again = sample_negatives(train, items, rated, per_impression=6).collect()
+    again = sample_negatives(train, vocabulary, rated, per_impression=6).collect()
     assert sorted(map(tuple, again)) == sorted(map(tuple, rows))  # deterministic
-    assert sample_negatives(train, items, rated, per_impression=0).count() == 0
+    assert sample_negatives(train, vocabulary, rated, per_impression=0).count() == 0
 
 
 def test_counter_history_row_of_the_previous_second_is_the_pit_value(spark):

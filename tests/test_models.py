@@ -330,14 +330,14 @@ def test_bpr_recall_learns_planted_co_preferences():
 
 def test_negatives_follow_their_source_row_into_validation():
     from models.feature_rows import FeatureAssembler
-    from models.negative_rows import NegativeRows
+    from models.negative_rows import ImpressionIndex, NegativeRows
 
     train_set = random_samples(400, seed=22)
     source_rows = np.flatnonzero(np.arange(400) % 4 == 0)  # one negative per fourth train row
     sampled = train_set.column("itemid")[source_rows].astype(np.int64) + 1000  # differs from the source item
     assembler = FeatureAssembler.from_item_features(
         pd.DataFrame({"itemid": np.arange(1, 30), **{f.name: 1 for f in SPEC.online_item_features}}))
-    negatives = NegativeRows(train_set, source_rows, sampled, assembler)
+    negatives = NegativeRows(train_set, source_rows, sampled, assembler, ImpressionIndex.of(train_set))
     splits = DataSplits.carve(train_set, random_samples(50, seed=23), Selection(), negatives)
     assert len(splits.fit) + len(splits.selection) == 400 + len(source_rows)
     in_validation = validation_mask(train_set.column("userid"), train_set.column("itemid"), train_set.timestamps,
