@@ -10,8 +10,9 @@ measured side by side on one machine at one time.
 
 Runs the batch in a child process (its log kept for the per-stage times) and samples the resident
 memory of its whole process tree (the Python driver and Spark's JVM) every 0.2 s; peak memory is the
-largest sum seen. Synthetic data is generated before the clock starts. Prints one JSON line and
-appends it to bench/results/batch.jsonl.
+largest sum seen, reported with its share per program (the Python driver, Spark's JVM). Synthetic
+data is generated before the clock starts. Prints one JSON line and appends it to
+bench/results/batch.jsonl.
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ from spark_jobs.synthetic import generate, write_ml1m
 RESULTS = Path(__file__).resolve().parent / "results" / "batch.jsonl"
 
 
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
+def tree_rss(process: psutil.Process) -> dict[str, int]:
+    """Resident memory of the process tree, summed per program (``python``, ``java``)."""
+    by_program: dict[str, int] = {}
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            program = member.name()
+            by_program[program] = by_program.get(program, 0) + member.memory_info().rss
         except psutil.NoSuchProcess:
             pass
-    return total
+    return by_program
 
 
 STEP_DONE = re.compile(r"step \d+/\d+: (\w+) done in ([\d.]+) s")
@@ -57,22 +60,25 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def measure(command: list[str], log_path: Path, checkout: Path) -> tuple[float, int, int]:
+def measure(command: list[str], log_path: Path, checkout: Path) -> tuple[float, dict[str, int], int]:
+    """Wall time, the process tree's memory per program at the moment its sum peaked, and the exit code."""
     started = time.monotonic()
     # The checkout's own modules first: python -m puts the working directory on sys.path.
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     child = subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT, cwd=checkout, env=env)
     process = psutil.Process(child.pid)
-    peak = 0
+    peak: dict[str, int] = {}
     done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not done.wait(0.2):
             try:
-                peak = max(peak, tree_rss(process))
+                now = tree_rss(process)
             except psutil.NoSuchProcess:
                 return
+            if sum(now.values()) > sum(peak.values()):
+                peak = now
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -123,7 +129,8 @@ def main() -> None:
                     "wall_s": round(wall, 1),
                     "stages_s": {name: float(seconds) for name, seconds in STEP_DONE.findall(log)},
                     "batch_flags": batch_flags,
-                    "peak_rss_gib": round(peak / 2**30, 2),
+                    "peak_rss_gib": round(sum(peak.values()) / 2**30, 2),
+                    "peak_rss_by_program_gib": {name: round(rss / 2**30, 2) for name, rss in peak.items()},
                     "driver_memory": args.driver_memory,
                     "cpus": psutil.cpu_count(),
                     "cpu_model": cpu_model(),

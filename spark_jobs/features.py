@@ -62,47 +62,77 @@ def genre_counters(total: Callable[[Column], Column]) -> list[Column]:
     return columns
 
 
-RUNNING_TOTALS = [f"running_{name}" for name in COUNTERS]
+# A windowed count is at most PIT_HISTORY, so it fits in COUNTER_BITS bits, and the 36 counters travel
+# packed as lanes of a few 64-bit words: a window sums 3 words instead of 36 columns.
+COUNTER_BITS = PIT_HISTORY.bit_length()
+COUNTERS_PER_WORD = 63 // COUNTER_BITS
+COUNTER_WORDS = [COUNTERS[start:start + COUNTERS_PER_WORD] for start in range(0, len(COUNTERS), COUNTERS_PER_WORD)]
+PIT_WORDS = [f"pit_word_{n}" for n in range(len(COUNTER_WORDS))]  # strictly before the row's second
+THROUGH_WORDS = [f"through_word_{n}" for n in range(len(COUNTER_WORDS))]  # up to and including the row
 
 
-def add_running_totals(impressions: DataFrame) -> DataFrame:
-    """Plus each counter's running total over the user's timeline, up to and including the row.
+def counter_increments(word: Sequence[str]) -> Column:
+    """One impression's contribution to a packed word: 1 in each lane whose genre flag (and, for a clicks
+    lane, label) it has."""
+    flags = {genre_impressions_name(k): F.col(genre_flag_name(k)) for k in GENRE_IDS}
+    flags |= {genre_clicks_name(k): F.col(genre_flag_name(k)) * F.col("label") for k in GENRE_IDS}
+    return sum((F.shiftleft(flags[name].cast("long"), lane * COUNTER_BITS) for lane, name in enumerate(word)),
+               F.lit(0).cast("long"))
 
-    A sum over the last PIT_HISTORY rows is then a difference of two running totals: Spark keeps a
-    running total incrementally, while a sliding row frame is summed afresh for every row.
+
+def unpacked(words: Sequence[str]) -> list[Column]:
+    """The 36 int counter columns out of their packed words."""
+    mask = (1 << COUNTER_BITS) - 1
+    return [(F.shiftright(F.col(word_column), lane * COUNTER_BITS).bitwiseAND(mask)).cast("int").alias(name)
+            for word_column, word in zip(words, COUNTER_WORDS, strict=True) for lane, name in enumerate(word)]
+
+
+def add_timeline_counters(impressions: DataFrame) -> DataFrame:
+    """Impressions with item genre flags and label -> their other columns plus, packed, the counters over
+    the user's PIT_HISTORY most recent impressions strictly before the row's second (PIT_WORDS) and over
+    the PIT_HISTORY rows up to and including the row (THROUGH_WORDS), and whether the row is the last of
+    its second.
+
+    One sort of each user's rows gives both. The PIT_HISTORY rows before the *first* impression of a
+    (user, timestamp) group in timeline order are exactly the user's most recent impressions strictly
+    before that timestamp; every impression of the group takes that first row's counters, carried down
+    the timeline as the last non-null value so far.
     """
-    up_to_now = user_timeline().rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    totals = genre_counters(lambda column: F.sum(column).over(up_to_now))
-    return impressions.select("*", *(total.alias(name) for total, name in zip(totals, RUNNING_TOTALS, strict=True)))
-
-
-def rows_back_total(running_total: str, newest: int, oldest: int) -> Column:
-    """The sum over the rows ``newest`` to ``oldest - 1`` back from the current one (0 = itself), as int."""
     timeline = user_timeline()
-    upper = F.col(running_total) if newest == 0 else F.lag(running_total, newest, 0).over(timeline)
-    return (upper - F.lag(running_total, oldest, 0).over(timeline)).cast("int")
+    columns = [c for c in impressions.columns if c not in GENRE_FLAGS]  # the sort moves narrow rows
+    with_increments = impressions.select(
+        *columns, *(counter_increments(word).alias(f"increment_{n}") for n, word in enumerate(COUNTER_WORDS))
+    )
+    before_row = timeline.rowsBetween(-PIT_HISTORY, -1)
+    through_row = timeline.rowsBetween(-(PIT_HISTORY - 1), Window.currentRow)
+    first_of_second = F.coalesce(F.lag("timestamp").over(timeline) != F.col("timestamp"), F.lit(True))
+    last_of_second = F.coalesce(F.lead("timestamp").over(timeline) != F.col("timestamp"), F.lit(True))
+    windowed = with_increments.select(
+        *columns,
+        *(F.when(first_of_second, F.coalesce(F.sum(f"increment_{n}").over(before_row), F.lit(0)))
+          .alias(f"first_{word}") for n, word in enumerate(PIT_WORDS)),
+        *(F.sum(f"increment_{n}").over(through_row).alias(word) for n, word in enumerate(THROUGH_WORDS)),
+        last_of_second.alias("last_of_second"),
+    )
+    so_far = timeline.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    return windowed.select(
+        *columns,
+        *(F.last(f"first_{word}", ignorenulls=True).over(so_far).alias(word) for word in PIT_WORDS),
+        *THROUGH_WORDS, "last_of_second",
+    )
+
+
+def pit_counters(timeline_counters: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """``columns`` of the timeline rows plus the 36 point-in-time counters (before the row's second)."""
+    return timeline_counters.select(*columns, *unpacked(PIT_WORDS))
 
 
 def add_pit_genre_counters(impressions: DataFrame) -> DataFrame:
-    """Impressions with item genre flags and label -> plus the 36 point-in-time genre counters.
-
-    The PIT_HISTORY rows before the *first* impression of a (user, timestamp) group in timeline
-    order are exactly the user's most recent impressions strictly before that timestamp; every
-    impression of the group takes that first row's counters.
-    """
-    with_sliding = impressions.transform(add_running_totals).select(
-        *impressions.columns,
-        *(rows_back_total(total, 1, PIT_HISTORY + 1).alias(name)
-          for total, name in zip(RUNNING_TOTALS, COUNTERS, strict=True)),
-    )
-    first_of_second = Window.partitionBy("userid", "timestamp").orderBy("itemid")
-    return with_sliding.select(
-        *impressions.columns,
-        *(F.first(name).over(first_of_second).alias(name) for name in COUNTERS),
-    )
+    """Impressions with item genre flags and label -> their other columns plus the 36 point-in-time counters."""
+    return pit_counters(add_timeline_counters(impressions), [c for c in impressions.columns if c not in GENRE_FLAGS])
 
 
-def user_counter_history(impressions: DataFrame) -> DataFrame:
+def counter_history(timeline_counters: DataFrame) -> DataFrame:
     """Per (user, second with impressions): the counters over their PIT_HISTORY latest impressions up to
     and including that second, stamped with it.
 
@@ -110,24 +140,26 @@ def user_counter_history(impressions: DataFrame) -> DataFrame:
     time t are the row of the latest second strictly before t (the entity timestamp t - 1 s), since the
     last row of a second's group sees the same PIT_HISTORY rows as the first row of the next group.
     """
-    # The next row in the timeline is of a later second (or there is none). Found with lead() in the
-    # user's own window: a window per (user, second) would process hundreds of thousands of tiny groups.
-    last_of_second = F.coalesce(F.lead("timestamp").over(user_timeline()) != F.col("timestamp"), F.lit(True))
-    with_sums = impressions.transform(add_running_totals).select(
-        "userid", "timestamp", last_of_second.alias("last_of_second"),
-        *(rows_back_total(total, 0, PIT_HISTORY).alias(name)
-          for total, name in zip(RUNNING_TOTALS, COUNTERS, strict=True)),
-    )
-    return with_sums.filter(F.col("last_of_second")).drop("last_of_second")
+    return timeline_counters.filter(F.col("last_of_second")).select("userid", "timestamp", *unpacked(THROUGH_WORDS))
+
+
+def user_counter_history(impressions: DataFrame) -> DataFrame:
+    """``counter_history`` of impressions with item genre flags and label."""
+    return counter_history(add_timeline_counters(impressions))
 
 
 def online_genre_counters(offline_impressions: DataFrame) -> DataFrame:
     """Per user, the counters over their last PIT_HISTORY offline impressions, and the last one's time."""
-    newest_first = Window.partitionBy("userid").orderBy(F.desc("timestamp"), F.desc("itemid"))
-    recent = offline_impressions.withColumn("recency", F.row_number().over(newest_first)).filter(
-        F.col("recency") <= PIT_HISTORY
+    return latest_counters(add_timeline_counters(offline_impressions))
+
+
+def latest_counters(timeline_counters: DataFrame) -> DataFrame:
+    """Per user, the counters through their latest row of ``add_timeline_counters``, and its time."""
+    latest = F.struct("timestamp", "itemid")
+    newest = timeline_counters.groupBy("userid").agg(
+        F.max_by(F.struct(*THROUGH_WORDS), latest).alias("words"), F.max("timestamp").alias("last_offline_timestamp")
     )
-    return recent.groupBy("userid").agg(*genre_counters(F.sum), F.max("timestamp").alias("last_offline_timestamp"))
+    return newest.select("userid", *unpacked([f"words.{word}" for word in THROUGH_WORDS]), "last_offline_timestamp")
 
 
 # --- standardisation -------------------------------------------------------------------------
@@ -179,10 +211,12 @@ def with_demographics(users: DataFrame) -> Callable[[DataFrame], DataFrame]:
     return transform
 
 
-def training_samples(impressions_with_counters: DataFrame, users: DataFrame, spec: FeatureSpec) -> DataFrame:
+def training_samples(impressions_with_counters: DataFrame, items_with_flags: DataFrame, users: DataFrame,
+                     spec: FeatureSpec) -> DataFrame:
     """Offline train/test rows: spec features (raw counters), label, timestamp, split."""
     return (
         impressions_with_counters.filter(F.col("split").isin(*Split.OFFLINE))
+        .join(F.broadcast(items_with_flags.select("itemid", *GENRE_FLAGS)), "itemid")
         .transform(with_demographics(users))
         .transform(in_spec_order(spec, extra=(spec.label, spec.timestamp, "split")))
     )
@@ -227,11 +261,10 @@ def sample_negatives(train_impressions: DataFrame, vocabulary: DataFrame, rated:
     )
 
 
-def user_features(
-    users: DataFrame, offline_impressions: DataFrame, default_timestamp: int, spec: FeatureSpec
-) -> DataFrame:
-    """Online user features (raw counters) for every known user, with Feast's event timestamp."""
-    counters = online_genre_counters(offline_impressions)
+def user_features(users: DataFrame, counters: DataFrame, default_timestamp: int, spec: FeatureSpec) -> DataFrame:
+    """Online user features (raw counters) for every known user, with Feast's event timestamp.
+
+    ``counters``: ``online_genre_counters`` of the offline impressions."""
     every_user = users.select("userid").unionByName(counters.select("userid")).distinct()
     columns = [f.name for f in spec.online_user_features]
     return (
@@ -330,23 +363,26 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     max_user = users.agg(F.max("userid")).first()[0] or 0
     vocabulary = item_vocabulary(items).cache()  # numbers the negatives' draws and the models' item tables
 
-    flagged = impressions.join(items.select("itemid", *GENRE_FLAGS), "itemid")
-    with_counters = add_pit_genre_counters(flagged)
-    # Cached: the train statistics and the standardised rows come from one evaluation of the windows.
-    samples_raw = training_samples(with_counters, users, spec).cache()
+    flagged = impressions.select("userid", "itemid", "timestamp", "label", "split").join(
+        F.broadcast(items.select("itemid", *GENRE_FLAGS)), "itemid")
+    # Cached: the samples, their train statistics, the counter history and the online counters all derive
+    # from one sort of the users' timelines, kept narrow (the counters packed) so the cache stays small.
+    timeline = add_timeline_counters(flagged).cache()
+    samples_raw = training_samples(pit_counters(timeline, ["userid", "itemid", "timestamp", "label", "split"]),
+                                   items, users, spec)
     dense = [f.name for f in spec.dense]
     stats = fit_standardiser(samples_raw.filter(F.col("split") == Split.TRAIN), dense)
     negatives = sample_negatives(impressions.filter(F.col("split") == Split.TRAIN), vocabulary, impressions,
                                  settings.negatives_per_impression)
-    offline = flagged.filter(F.col("split").isin(*Split.OFFLINE))
-    online_users = user_features(users, offline, span["first"], spec).transform(standardise(stats))
+    online_counters = latest_counters(timeline.filter(F.col("split").isin(*Split.OFFLINE)))
+    online_users = user_features(users, online_counters, span["first"], spec).transform(standardise(stats))
     written = write_tables([
         (Table.SAMPLES, samples_raw.transform(standardise(stats))),
         (Table.NEGATIVE_SAMPLES, negatives),
         (Table.USER_FEATURES, online_users),
         (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
         (Table.ITEM_VOCABULARY, vocabulary),
-        (Table.USER_FEATURE_HISTORY, user_feature_history(user_counter_history(flagged)).transform(standardise(stats))),
+        (Table.USER_FEATURE_HISTORY, user_feature_history(counter_history(timeline)).transform(standardise(stats))),
     ], settings, run_id)
 
     counts = {"ratings": span["rows"], **{w.table: w.rows for w in written}}
@@ -359,7 +395,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     metadata_table = spark.createDataFrame([(run_id, spec.version, json.dumps(metadata))],
                                            "run_id string, spec_version string, metadata string")
     written.append(write_table(metadata_table, settings, Table.FEATURE_METADATA, run_id))
-    samples_raw.unpersist()
+    timeline.unpersist()
     vocabulary.unpersist()
     log.info("features: %d columns (spec %s), %s", len(spec.names), spec.version, counts)
     return written
