@@ -48,8 +48,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     metadata = FeatureMetadata.read(args.exports)
     vocabulary = ItemVocabulary.read(args.exports / Export.ITEM_VOCABULARY)
-    train_set = load_samples(args.exports / Export.SAMPLES_TRAIN)
-    test_set = load_samples(args.exports / Export.SAMPLES_TEST)
+    train_set = load_samples(args.exports, Export.SAMPLES_TRAIN)
+    test_set = load_samples(args.exports, Export.SAMPLES_TEST)
     with_negatives = "ranking+negatives" in args.models
     assembler = FeatureAssembler.from_item_features(load_item_features(args.exports))
     negatives = (load_negatives(args.exports / Export.SAMPLES_TRAIN_NEGATIVES, train_set, assembler)

@@ -17,7 +17,7 @@ class Table:
     ITEMS = "items"  # clean movie catalogue with genre ids
     IMPRESSIONS = "impressions"  # labelled, split impressions
     ONLINE_HOLDOUT = "online_holdout"
-    SAMPLES = "samples"  # train/test rows: the 59 features + label + timestamp + split
+    SAMPLES = "samples"  # train/test impressions (user, item, timestamp, label, split); features assembled by readers
     USER_FEATURES = "user_features"  # online user features (Feast source)
     USER_FEATURE_HISTORY = "user_feature_history"  # the dense user features as of each second (PIT source)
     ITEM_FEATURES = "item_features"  # online item features (Feast source)

@@ -4,11 +4,12 @@
 
 1. Online = batch: ``get_online_features`` for every item and a sample of users equals the batch's
    ``user_features`` / ``item_features`` rows (mapped through the response's feature names).
-2. Feast's point-in-time join = Spark's: ``get_historical_features`` over ``user_history_fv`` with
-   the entity rows (userid, impression timestamp - 1 s) reproduces the 36 dense features of every
-   sample row (train and test). An impression with no earlier one has no history row: Feast's file
-   offline store drops such entity rows, so they are joined back here and take the standardised
-   counters of an empty past (-mean/std), as the batch gives them.
+2. Feast's point-in-time join = the batch's rule: ``get_historical_features`` over ``user_history_fv``
+   with the entity rows (userid, impression timestamp - 1 s) of every sample (train and test) gives the
+   36 dense features of the user's history row of the latest second strictly before the impression
+   (found here by ``pandas.merge_asof``; the trainer assembles its rows by the same rule). An impression
+   with no earlier one has no history row: Feast's file offline store drops such entity rows, so they are
+   joined back here and take the standardised counters of an empty past (-mean/std).
 
 Run after ``python -m feature_repo.publish``. Exits non-zero on any difference.
 """
@@ -67,10 +68,22 @@ def empty_past(exports: Path) -> dict[str, float]:
     return {f["name"]: np.float32((0.0 - f["mean"]) / f["std"]) for f in metadata["features"] if "mean" in f}
 
 
+def as_of_history(samples: pd.DataFrame, exports: Path, dense: Sequence[str]) -> pd.DataFrame:
+    """(userid, timestamp) rows plus the dense features of the user's history row of the latest second
+    strictly before the timestamp, or of an empty past."""
+    history = pd.read_parquet(exports / Export.USER_FEATURE_HISTORY, columns=["userid", "event_timestamp", *dense])
+    history["timestamp"] = (history["event_timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    history = history.astype({"userid": "int64", "timestamp": "int64"}).drop(columns="event_timestamp")
+    joined = pd.merge_asof(samples.sort_values("timestamp"), history.sort_values("timestamp"), on="timestamp",
+                           by="userid", allow_exact_matches=False)
+    return joined.fillna(empty_past(exports)).astype({name: "float32" for name in dense})
+
+
 def historical_parity(store: FeatureStore, exports: Path) -> dict:
     dense = [f.name for f in SPEC.dense]
-    samples = pd.concat([pd.read_parquet(exports / name, columns=["userid", "timestamp", *dense])
+    samples = pd.concat([pd.read_parquet(exports / name, columns=["userid", "timestamp"])
                          for name in (Export.SAMPLES_TRAIN, Export.SAMPLES_TEST)], ignore_index=True)
+    samples = as_of_history(samples.astype({"userid": "int64", "timestamp": "int64"}), exports, dense)
     # Microseconds: the Spark offline store rejects nanosecond timestamps.
     samples["event_timestamp"] = pd.to_datetime(samples["timestamp"] - 1, unit="s", utc=True).astype(
         "datetime64[us, UTC]")

@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     folder = open_model(args.model)
     model = load_ranking(folder)
-    test_rows = load_samples(args.exports / Export.SAMPLES_TEST).features
+    test_rows = load_samples(args.exports, Export.SAMPLES_TEST).features
     difference = check_parity(model, folder.path / ModelFiles.ONNX, test_rows)
     print(f"parity ok: max |torch - onnxruntime| = {difference:.2e}")
 

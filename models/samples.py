@@ -1,16 +1,20 @@
-"""Read the batch's Parquet exports straight into tensors, checked against the feature spec."""
+"""The batch's samples as the trainer holds them: assembled from the exports into tensors, checked against the
+feature spec."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from contracts.feature_spec import SPEC, FeatureSpec, check_spec_version
+from contracts.errors import ArtifactError
+from contracts.feature_spec import SPEC, Entity, FeatureGroup, FeatureSpec, check_spec_version
 from contracts.tables import Export
 
 
@@ -59,19 +63,87 @@ class Samples:
                        timestamps)
 
 
-def load_samples(path: Path, spec: FeatureSpec = SPEC) -> Samples:
-    """One Parquet dataset (a folder of parts) -> tensors, one column at a time (the peak is the float32 matrix
-    plus one column, not the Arrow table beside it), in one order whatever the files' (Spark's layout decides
-    theirs): by user, timestamp, item, label, so that training with a seed is reproducible."""
-    dataset = pq.ParquetDataset(path)
+SAMPLE_KEYS = ("userid", "itemid", "timestamp", "label")
+
+
+def load_samples(exports: Path, export: str, spec: FeatureSpec = SPEC) -> Samples:
+    """One split's samples (``samples_train`` / ``samples_test``: user, item, timestamp, label per impression)
+    assembled into the spec's features, in one order whatever the files' (Spark's layout decides theirs): by
+    user, timestamp, item, label, so that training with a seed is reproducible.
+
+    The batch writes no wide sample rows: a sample's features are its user's demographics
+    (``user_features``), its movie's (``item_features``) and its user's 36 counters as of the latest second
+    strictly before it (``user_feature_history``; an impression with no earlier one has the standardised
+    counters of an empty past, -mean/std). The values are the ones the batch standardised, bit for bit.
+    Filled one column at a time: the peak is the float32 matrix plus a column or two.
+    """
+    dataset = pq.ParquetDataset(exports / export)
 
     def column(name: str) -> np.ndarray:
         return dataset.read(columns=[name]).column(name).to_numpy()
 
     labels = column(spec.label).astype(np.float32)
     timestamps = column(spec.timestamp).astype(np.int64)
-    order = np.lexsort((labels, column("itemid"), timestamps, column("userid")))
+    users = column("userid").astype(np.int64)
+    items = column("itemid").astype(np.int64)
+    order = np.lexsort((labels, items, timestamps, users))
+    users, items, timestamps, labels = users[order], items[order], timestamps[order], labels[order]
     features = np.empty((len(order), len(spec.names)), dtype=np.float32)
-    for position, name in enumerate(spec.names):
-        features[:, position] = column(name)[order]
-    return Samples(torch.from_numpy(features), torch.from_numpy(labels[order]), timestamps[order])
+    features[:, spec.index_of("userid")] = users
+    features[:, spec.index_of("itemid")] = items
+    _fill_by_key(features, users, pq.read_table(exports / Export.USER_FEATURES), "userid",
+                 [f.name for f in spec.features if f.entity is Entity.USER and f.group is FeatureGroup.SPARSE_SIDE],
+                 spec)
+    _fill_by_key(features, items, pq.read_table(exports / Export.ITEM_FEATURES), "itemid",
+                 [f.name for f in spec.online_item_features], spec)
+    _fill_counters_as_of(features, users, timestamps, exports, spec)
+    return Samples(torch.from_numpy(features), torch.from_numpy(labels), timestamps)
+
+
+def _fill_by_key(features: np.ndarray, keys: np.ndarray, table: pa.Table, key: str, columns: Sequence[str],
+                 spec: FeatureSpec) -> None:
+    """Each row's values of ``columns`` from the table's row of its key (0 where the table has none)."""
+    table_keys = table.column(key).to_numpy().astype(np.int64)
+    size = int(max(table_keys.max(initial=0), keys.max(initial=0))) + 1
+    position = np.full(size, -1, dtype=np.int64)
+    position[table_keys] = np.arange(len(table_keys))
+    found = position[keys]
+    for name in columns:
+        values = table.column(name).to_numpy().astype(np.float32)
+        features[:, spec.index_of(name)] = np.where(found >= 0, values[np.maximum(found, 0)], np.float32(0))
+
+
+def _fill_counters_as_of(features: np.ndarray, users: np.ndarray, timestamps: np.ndarray, exports: Path,
+                         spec: FeatureSpec) -> None:
+    """The 36 dense counters: the user's history row of the latest second strictly before each timestamp."""
+    history = pq.ParquetDataset(exports / Export.USER_FEATURE_HISTORY)
+    keys = history.read(columns=["userid", "event_timestamp"])
+    history_users = keys.column("userid").to_numpy().astype(np.int64)
+    seconds = keys.column("event_timestamp").cast(pa.timestamp("s", tz="UTC")).cast(pa.int64()).to_numpy()
+    first = int(min(seconds.min(initial=0), timestamps.min(initial=0)))
+    packed = pack_user_seconds(history_users, seconds, first)
+    order = np.argsort(packed, kind="stable")
+    packed = packed[order]
+    # The last history key below (user, t): the same user's latest second before t, if that user has one.
+    before = np.searchsorted(packed, pack_user_seconds(users, timestamps, first), side="left") - 1
+    found = (before >= 0) & (history_users[order[np.maximum(before, 0)]] == users)
+    source = np.where(found, order[np.maximum(before, 0)], 0)
+    empty_past = _empty_past(exports)
+    for feature in spec.dense:
+        values = history.read(columns=[feature.name]).column(feature.name).to_numpy().astype(np.float32)
+        features[:, spec.index_of(feature.name)] = np.where(found, values[source], empty_past[feature.name])
+
+
+def pack_user_seconds(users: np.ndarray, seconds: np.ndarray, first: int) -> np.ndarray:
+    """user * 2**32 + seconds since ``first``: ordered as (user, time) pairs."""
+    offsets = seconds - first
+    if len(offsets) and ((offsets < 0).any() or (offsets >= 2**32).any() or (users < 0).any() or
+                         (users >= 2**31).any()):
+        raise ArtifactError("samples with a user id over 2**31 or timestamps spanning over 136 years")
+    return users * 2**32 + offsets
+
+
+def _empty_past(exports: Path) -> dict[str, np.float32]:
+    """The standardised value of a zero counter, per dense feature: (0 - mean) / std, as the batch computes it."""
+    raw = json.loads((exports / Export.METADATA_FILE).read_text())
+    return {f["name"]: np.float32((0.0 - f["mean"]) / f["std"]) for f in raw["features"] if "mean" in f}

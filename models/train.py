@@ -51,7 +51,7 @@ def train_and_publish(settings: TrainingSettings) -> dict:
     exports = settings.training_exports
     metadata = FeatureMetadata.read(exports)
     vocabulary = ItemVocabulary.read(exports / Export.ITEM_VOCABULARY)
-    train_set, test_set = load_samples(exports / Export.SAMPLES_TRAIN), load_samples(exports / Export.SAMPLES_TEST)
+    train_set, test_set = load_samples(exports, Export.SAMPLES_TRAIN), load_samples(exports, Export.SAMPLES_TEST)
     log.info("samples from %s: %d train, %d test (batch run %s)", exports, len(train_set), len(test_set),
              metadata.run_id)
     overrides = {k: v for k, v in (("max_epochs", settings.max_epochs), ("seed", settings.seed)) if v is not None}

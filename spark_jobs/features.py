@@ -192,15 +192,6 @@ def standardise(stats: Standardiser) -> Callable[[DataFrame], DataFrame]:
 # --- assembling the declared tables ----------------------------------------------------------
 
 
-def in_spec_order(spec: FeatureSpec, extra: Sequence[str] = ()) -> Callable[[DataFrame], DataFrame]:
-    """Select the spec's columns, in its order and with its types, then ``extra`` columns."""
-
-    def transform(df: DataFrame) -> DataFrame:
-        return df.select(*(F.col(f.name).cast(SPARK_TYPES[f.dtype]) for f in spec.features), *extra)
-
-    return transform
-
-
 def with_demographics(users: DataFrame) -> Callable[[DataFrame], DataFrame]:
     """Join user side features; a user missing from the users table gets 0 (= unknown)."""
     side = ["gender", "age", "occupation"]
@@ -211,15 +202,18 @@ def with_demographics(users: DataFrame) -> Callable[[DataFrame], DataFrame]:
     return transform
 
 
-def training_samples(impressions_with_counters: DataFrame, items_with_flags: DataFrame, users: DataFrame,
-                     spec: FeatureSpec) -> DataFrame:
-    """Offline train/test rows: spec features (raw counters), label, timestamp, split."""
-    return (
-        impressions_with_counters.filter(F.col("split").isin(*Split.OFFLINE))
-        .join(F.broadcast(items_with_flags.select("itemid", *GENRE_FLAGS)), "itemid")
-        .transform(with_demographics(users))
-        .transform(in_spec_order(spec, extra=(spec.label, spec.timestamp, "split")))
-    )
+SAMPLE_COLUMNS: tuple[str, ...] = ("userid", "itemid", "timestamp", "label", "split")
+
+
+def training_samples(impressions: DataFrame) -> DataFrame:
+    """Offline train/test rows, narrow: (userid, itemid, timestamp, label, split).
+
+    A sample's 59 features are its user's demographics and its movie's features (``user_features``,
+    ``item_features``) and the user's counters as of the latest second before it (``user_feature_history``):
+    all in other tables, so the trainer assembles them (``models/samples.py``) and no wide row is written."""
+    return impressions.filter(F.col("split").isin(*Split.OFFLINE)).select(
+        F.col("userid").cast("int"), F.col("itemid").cast("int"), F.col("timestamp").cast("long"),
+        F.col("label").cast("int"), "split")
 
 
 NEGATIVE_COLUMNS: tuple[str, ...] = ("userid", "itemid", "timestamp", "source_itemid")
@@ -368,16 +362,14 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     # Cached: the samples, their train statistics, the counter history and the online counters all derive
     # from one sort of the users' timelines, kept narrow (the counters packed) so the cache stays small.
     timeline = add_timeline_counters(flagged).cache()
-    samples_raw = training_samples(pit_counters(timeline, ["userid", "itemid", "timestamp", "label", "split"]),
-                                   items, users, spec)
-    dense = [f.name for f in spec.dense]
-    stats = fit_standardiser(samples_raw.filter(F.col("split") == Split.TRAIN), dense)
+    train_counters = pit_counters(timeline.filter(F.col("split") == Split.TRAIN), [])
+    stats = fit_standardiser(train_counters, [f.name for f in spec.dense])
     negatives = sample_negatives(impressions.filter(F.col("split") == Split.TRAIN), vocabulary, impressions,
                                  settings.negatives_per_impression)
     online_counters = latest_counters(timeline.filter(F.col("split").isin(*Split.OFFLINE)))
     online_users = user_features(users, online_counters, span["first"], spec).transform(standardise(stats))
     written = write_tables([
-        (Table.SAMPLES, samples_raw.transform(standardise(stats))),
+        (Table.SAMPLES, training_samples(impressions)),
         (Table.NEGATIVE_SAMPLES, negatives),
         (Table.USER_FEATURES, online_users),
         (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
@@ -389,7 +381,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     # Users' ids are dense in every release and index the user tables; movies are indexed by the vocabulary.
     cardinalities = Cardinalities(userid=max(max_user, span["max_user"] or 0) + 1,
                                   itemid=counts[Table.ITEM_VOCABULARY] + 1)
-    split_counts = samples_raw.groupBy("split").count().collect()
+    split_counts = timeline.filter(F.col("split").isin(*Split.OFFLINE)).groupBy("split").count().collect()
     counts.update({f"samples_{row['split']}": row["count"] for row in split_counts})
     metadata = feature_metadata(spec, stats, cardinalities, dataset, counts, run_id)
     metadata_table = spark.createDataFrame([(run_id, spec.version, json.dumps(metadata))],

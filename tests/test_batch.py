@@ -14,6 +14,7 @@ from contracts.settings import BatchSettings
 from contracts.tables import Export, Table
 from models import evaluate
 from models import train as train_models
+from models.samples import load_samples
 from spark_jobs import run_batch
 from spark_jobs.export import ShrinkingRunError
 from spark_jobs.ingest import DataValidationError
@@ -38,19 +39,18 @@ def check_batch_output(spark, settings, run_id):
     for table in Table.ALL:
         assert history(spark, settings, table)[0]["userMetadata"] == run_id, table
     samples = read_table(spark, settings, Table.SAMPLES)
-    assert samples.columns == [*SPEC.names, "label", "timestamp", "split"]
+    assert samples.columns == ["userid", "itemid", "timestamp", "label", "split"]  # narrow: features assembled
     current = settings.current_export_dir
     assert current.resolve() == (settings.exports_dir / "runs" / run_id).resolve()
     metadata = json.loads((current / Export.METADATA_FILE).read_text())
     assert metadata["spec_version"] == SPEC.version
     assert metadata["columns"] == list(SPEC.names)
-    train = pd.read_parquet(current / Export.SAMPLES_TRAIN)
-    assert list(train.columns) == [*SPEC.names, "label", "timestamp"]
-    assert str(train["user_g1_imp"].dtype) == "float32" and str(train["gender"].dtype) == "int32"
-    dense = [f.name for f in SPEC.dense]
-    assert train[dense].mean().abs().max() < 1e-3  # standardised with the train statistics
+    train = load_samples(current, Export.SAMPLES_TRAIN)
+    assert train.features.shape == (len(pd.read_parquet(current / Export.SAMPLES_TRAIN)), len(SPEC.names))
+    dense = [SPEC.index_of(f.name) for f in SPEC.dense]
+    assert train.features[:, dense].mean(dim=0).abs().max() < 1e-3  # standardised with the train statistics
     cardinality = {f["name"]: f["cardinality"] for f in metadata["features"]}
-    assert cardinality["userid"] > train["userid"].max() and cardinality["gender"] == 3
+    assert cardinality["userid"] > train.column("userid").max() and cardinality["gender"] == 3
     vocabulary = pd.read_parquet(current / Export.ITEM_VOCABULARY).sort_values("itemid")
     catalogue = pd.read_parquet(current / Export.ITEM_FEATURES)
     assert vocabulary["itemid"].tolist() == sorted(catalogue["itemid"])  # every catalogue movie, once
@@ -145,40 +145,53 @@ def test_batch_on_movielens_100k(spark, ml100k_batch):
     assert counts["user_features"] == 943 and counts["item_features"] == 1682
     assert metadata["absent_features"] == []
     assert {f["name"]: f["cardinality"] for f in metadata["features"]}["itemid"] == 1683
-    assert len(SPEC.names) == 59 == len(train.columns) - 2
-    first = read_table(spark, settings, Table.IMPRESSIONS).filter("position = 1").limit(5)
-    first_samples = first.join(read_table(spark, settings, Table.SAMPLES), ["userid", "itemid"])
-    # first impressions have no past: every raw counter is 0, i.e. -mean/std after standardising
+    assert len(SPEC.names) == 59 == train.features.shape[1]
+    # the impressions of each user's first second have no past: every raw counter is 0, i.e. -mean/std
+    users = pd.Series(train.column("userid"))
+    first_second = train.timestamps == pd.Series(train.timestamps).groupby(users).transform("min").to_numpy()
+    assert first_second.sum() >= 943
     stats = {f["name"]: (f["mean"], f["std"]) for f in metadata["features"] if "mean" in f}
-    for row in first_samples.collect():
-        for name, (mean, std) in stats.items():
-            assert row[name] == pytest.approx(-mean / std, abs=1e-5)
+    for name, (mean, std) in stats.items():
+        assert (train.column(name)[first_second] == np.float32((0.0 - mean) / std)).all(), name
 
 
-def test_no_assembled_negative_carries_a_user_feature_from_after_its_source_impression(tiny_batch):
-    """Every negative the trainer assembles has, as its 36 counters, the user's point-in-time row of the
-    latest second strictly before its timestamp (user_feature_history, or an empty past)."""
+def test_no_assembled_row_carries_a_user_feature_from_after_its_impression(tiny_batch):
+    """Every sample (train and test) and every negative the trainer assembles has, as its 36 counters, the
+    user's point-in-time row of the latest second strictly before its timestamp (user_feature_history, or an
+    empty past), found here independently by pandas' as-of join; and its user's demographics and its movie's
+    features from the batch's user_features / item_features rows."""
     from models.export_readers import load_item_features
     from models.feature_rows import FeatureAssembler
     from models.negative_rows import load_negatives
-    from models.samples import load_samples
 
     exports = tiny_batch.current_export_dir
-    train = load_samples(exports / Export.SAMPLES_TRAIN)
+    train = load_samples(exports, Export.SAMPLES_TRAIN)
     negatives = load_negatives(exports / Export.SAMPLES_TRAIN_NEGATIVES, train,
                                FeatureAssembler.from_item_features(load_item_features(exports))).assembled()
     assert len(negatives) > len(train) / 2  # up to 4 per train impression, fewer where most are rated
-    dense = [f.name for f in SPEC.dense]
-    rows = pd.DataFrame(negatives.features.numpy()[:, [SPEC.index_of(n) for n in dense]], columns=dense)
-    rows["userid"] = negatives.column("userid").astype("int64")
-    rows["timestamp"] = negatives.timestamps
     history = pd.read_parquet(exports / Export.USER_FEATURE_HISTORY)
     history["timestamp"] = (history["event_timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    dense = [f.name for f in SPEC.dense]
     history = history.astype({"userid": "int64"})[["userid", "timestamp", *dense]]
-    as_of = pd.merge_asof(rows.sort_values("timestamp"), history.sort_values("timestamp"), on="timestamp",
-                          by="userid", allow_exact_matches=False, suffixes=("", "_as_of"))
     metadata = json.loads((exports / Export.METADATA_FILE).read_text())
     empty_past = {f["name"]: np.float32(-f["mean"] / f["std"]) for f in metadata["features"] if "mean" in f}
-    for name in dense:
-        expected = as_of[f"{name}_as_of"].fillna(empty_past[name]).to_numpy(np.float32)
-        np.testing.assert_array_equal(as_of[name].to_numpy(np.float32), expected, err_msg=name)
+    users = pd.read_parquet(exports / Export.USER_FEATURES).set_index("userid")
+    items = pd.read_parquet(exports / Export.ITEM_FEATURES).set_index("itemid")
+    test = load_samples(exports, Export.SAMPLES_TEST)
+    assert len(test) == len(pd.read_parquet(exports / Export.SAMPLES_TEST)) > 0
+    for rows_of, assembled in (("train", train), ("test", test), ("negatives", negatives)):
+        rows = pd.DataFrame(assembled.features.numpy(), columns=list(SPEC.names))
+        rows["userid"] = rows["userid"].astype("int64")
+        rows["timestamp"] = assembled.timestamps
+        as_of = pd.merge_asof(rows.sort_values("timestamp"), history.sort_values("timestamp"), on="timestamp",
+                              by="userid", allow_exact_matches=False, suffixes=("", "_as_of"))
+        for name in dense:
+            expected = as_of[f"{name}_as_of"].fillna(empty_past[name]).to_numpy(np.float32)
+            np.testing.assert_array_equal(as_of[name].to_numpy(np.float32), expected, err_msg=f"{rows_of} {name}")
+        for name in ("gender", "age", "occupation"):
+            expected = users.loc[rows["userid"], name].to_numpy(np.float32)
+            np.testing.assert_array_equal(rows[name].to_numpy(np.float32), expected, err_msg=f"{rows_of} {name}")
+        for feature in SPEC.online_item_features:
+            expected = items.loc[rows["itemid"].astype("int64"), feature.name].to_numpy(np.float32)
+            np.testing.assert_array_equal(rows[feature.name].to_numpy(np.float32), expected,
+                                          err_msg=f"{rows_of} {feature.name}")

@@ -2,13 +2,11 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from contracts.feature_spec import SPEC
 from spark_jobs.features import (
     COUNTERS,
     add_genre_flags,
     add_pit_genre_counters,
     fit_standardiser,
-    in_spec_order,
     item_vocabulary,
     online_genre_counters,
     standardise,
@@ -106,14 +104,6 @@ def test_unknown_user_gets_zero_demographics(spark):
     rows = spark.createDataFrame([(1,), (9,)], "userid int").transform(with_demographics(users))
     expected = spark.createDataFrame([(1, 2, 3, 4), (9, 0, 0, 0)], "userid int, gender int, age int, occupation int")
     assert_df_equality(rows, expected, ignore_row_order=True, ignore_nullable=True)
-
-
-def test_spec_order_and_types(spark):
-    row = {name: 1 for name in SPEC.names} | {"label": 1, "timestamp": 5, "noise": 0}
-    df = spark.createDataFrame([row]).transform(in_spec_order(SPEC, extra=("label", "timestamp")))
-    assert df.columns == [*SPEC.names, "label", "timestamp"]
-    types = dict(df.dtypes)
-    assert types["userid"] == "int" and types["item_g3"] == "int" and types["user_g4_clk"] == "float"
 
 
 def test_negatives_are_unrated_items_drawn_for_train_impressions(spark):

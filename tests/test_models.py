@@ -10,6 +10,7 @@ import torch
 from contracts.errors import ArtifactError, SpecMismatchError
 from contracts.feature_spec import SPEC
 from contracts.published import open_model
+from contracts.tables import Export
 from models.data_splits import DataSplits, Selection
 from models.fitting import VARIANTS, train_ranking, train_recall, training_metadata
 from models.item_vocabulary import ItemVocabulary
@@ -219,20 +220,53 @@ def test_artifacts_round_trip_and_spec_guard(tmp_path):
         open_model(tmp_path / "ranking")
 
 
-def test_samples_load_in_spec_order_and_check_the_spec(tmp_path):
-    data = random_samples(10, seed=10)
-    frame = pd.DataFrame(data.features.numpy(), columns=SPEC.names).iloc[:, ::-1]  # stored in another order
-    frame["label"] = data.labels.numpy().astype("int32")
-    frame["timestamp"] = data.timestamps
-    frame.to_parquet(tmp_path / "part.parquet")
-    loaded = load_samples(tmp_path / "part.parquet")
+def tiny_exports(folder, samples: list[tuple[int, int, int, int]]) -> dict:
+    """Exports of 2 users and 4 movies: the narrow samples given, user 1's counters as of t = 100 and 200."""
+    dense = [f.name for f in SPEC.dense]
+    folder.joinpath(Export.SAMPLES_TRAIN).mkdir(parents=True)
+    pd.DataFrame(samples, columns=["userid", "itemid", "timestamp", "label"]).astype("int32").astype(
+        {"timestamp": "int64"}).to_parquet(folder / Export.SAMPLES_TRAIN / "part-0.parquet")
+    users = pd.DataFrame({"userid": [1, 2], "gender": [2, 1], "age": [3, 1], "occupation": [4, 7]})
+    for name in dense:
+        users[name] = np.float32(0.5)
+    users.astype({"userid": "int32"}).to_parquet(folder / Export.USER_FEATURES)
+    items = pd.DataFrame({"itemid": [10, 11, 12, 13]})
+    for k, feature in enumerate(SPEC.online_item_features):
+        items[feature.name] = [(k + i) % 2 for i in range(4)]
+    items.astype("int32").to_parquet(folder / Export.ITEM_FEATURES)
+    as_of = {100: np.arange(36, dtype=np.float32), 200: -np.arange(36, dtype=np.float32)}
+    history = pd.DataFrame([as_of[100], as_of[200]], columns=dense)
+    history.insert(0, "userid", np.int32(1))
+    history["event_timestamp"] = pd.to_datetime([100, 200], unit="s", utc=True).astype("datetime64[us, UTC]")
+    history.to_parquet(folder / Export.USER_FEATURE_HISTORY)
+    stats = [{"name": name, "mean": 2.0, "std": 4.0} for name in dense]
+    (folder / Export.METADATA_FILE).write_text(json.dumps(
+        {"spec_version": SPEC.version, "columns": list(SPEC.names), "features": stats, "run_id": "r"}))
+    return as_of | {"empty": np.float32(-0.5)}
+
+
+def test_samples_assemble_from_the_exports_as_of_the_second_before_in_one_order(tmp_path):
+    rows = [(2, 10, 300, 1), (1, 13, 250, 0), (1, 12, 200, 1), (1, 11, 150, 0), (1, 10, 100, 1), (9, 12, 50, 0)]
+    counters = tiny_exports(tmp_path, rows)
+    loaded = load_samples(tmp_path, Export.SAMPLES_TRAIN)
     # in one order whatever the file's: by user, timestamp, item, label
-    order = np.lexsort((data.labels.numpy(), data.column("itemid"), data.timestamps, data.column("userid")))
-    assert torch.equal(loaded.features, data.features[order]) and torch.equal(loaded.labels, data.labels[order])
-    assert np.array_equal(loaded.timestamps, data.timestamps[order])
-    reversed_rows = frame.iloc[::-1]
-    reversed_rows.to_parquet(tmp_path / "part.parquet")
-    assert torch.equal(load_samples(tmp_path / "part.parquet").features, loaded.features)
+    assert loaded.column("userid").tolist() == [1, 1, 1, 1, 2, 9]
+    assert loaded.column("itemid").tolist() == [10, 11, 12, 13, 10, 12]
+    assert loaded.timestamps.tolist() == [100, 150, 200, 250, 300, 50] and loaded.labels.tolist() == [1, 0, 1, 0, 1, 0]
+    dense = [SPEC.index_of(f.name) for f in SPEC.dense]
+    # t = 100: nothing strictly before; 150 and 200: the row of second 100; 250: of second 200
+    expected = [np.full(36, counters["empty"]), counters[100], counters[100], counters[200],
+                np.full(36, counters["empty"]), np.full(36, counters["empty"])]
+    np.testing.assert_array_equal(loaded.features[:, dense].numpy(), np.stack(expected))
+    demographics = loaded.features[:, [SPEC.index_of(n) for n in ("gender", "age", "occupation")]]
+    assert demographics.tolist() == [[2, 3, 4]] * 4 + [[1, 1, 7], [0, 0, 0]]  # user 9 is unknown: 0
+    flags = [SPEC.index_of(f.name) for f in SPEC.online_item_features]
+    items = pd.read_parquet(tmp_path / Export.ITEM_FEATURES).set_index("itemid")
+    np.testing.assert_array_equal(loaded.features[:, flags].numpy(),
+                                  items.loc[[10, 11, 12, 13, 10, 12]].to_numpy(np.float32))
+    reversed_rows = pd.read_parquet(tmp_path / Export.SAMPLES_TRAIN).iloc[::-1]
+    reversed_rows.to_parquet(tmp_path / Export.SAMPLES_TRAIN / "part-0.parquet")
+    assert torch.equal(load_samples(tmp_path, Export.SAMPLES_TRAIN).features, loaded.features)
     (tmp_path / "feature_metadata.json").write_text(json.dumps(
         {"spec_version": "v0-old", "columns": [], "features": [], "run_id": "r"}))
     with pytest.raises(SpecMismatchError, match="rebuild"):
