@@ -8,8 +8,8 @@
 the two run one after the other, alternating, on the same data, each with its own code, so a speed-up is
 measured side by side on one machine at one time.
 
-Runs the batch in a child process (its log kept for the per-stage times) and samples the resident
-memory of its whole process tree (the Python driver and Spark's JVM) every 0.2 s; peak memory is the
+Runs the batch in a child process (its log kept for the per-stage times) and samples the proportional
+resident memory (PSS) of its whole process tree (the Python driver and Spark's JVM) every 0.2 s; peak memory is the
 largest sum seen, reported with its share per program (the Python driver, Spark's JVM). Synthetic
 data is generated before the clock starts. Prints one JSON line and appends it to
 bench/results/batch.jsonl.
@@ -37,14 +37,17 @@ from spark_jobs.synthetic import generate, write_ml1m
 RESULTS = Path(__file__).resolve().parent / "results" / "batch.jsonl"
 
 
-def tree_rss(process: psutil.Process) -> dict[str, int]:
-    """Resident memory of the process tree, summed per program (``python``, ``java``)."""
+def tree_memory(process: psutil.Process) -> dict[str, int]:
+    """Proportional resident memory (PSS) of the process tree, summed per program (``python``, ``java``).
+
+    PSS, not RSS: Hadoop's local file system forks the JVM to run shell commands, and a fork shares all of
+    its parent's pages until it execs; summed as RSS, each such fork counted the JVM's heap a second time."""
     by_program: dict[str, int] = {}
     for member in [process, *process.children(recursive=True)]:
         try:
             program = member.name()
-            by_program[program] = by_program.get(program, 0) + member.memory_info().rss
-        except psutil.NoSuchProcess:
+            by_program[program] = by_program.get(program, 0) + member.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return by_program
 
@@ -74,7 +77,7 @@ def measure(command: list[str], log_path: Path, checkout: Path) -> tuple[float, 
         nonlocal peak
         while not done.wait(0.2):
             try:
-                now = tree_rss(process)
+                now = tree_memory(process)
             except psutil.NoSuchProcess:
                 return
             if sum(now.values()) > sum(peak.values()):
@@ -129,8 +132,8 @@ def main() -> None:
                     "wall_s": round(wall, 1),
                     "stages_s": {name: float(seconds) for name, seconds in STEP_DONE.findall(log)},
                     "batch_flags": batch_flags,
-                    "peak_rss_gib": round(sum(peak.values()) / 2**30, 2),
-                    "peak_rss_by_program_gib": {name: round(rss / 2**30, 2) for name, rss in peak.items()},
+                    "peak_pss_gib": round(sum(peak.values()) / 2**30, 2),
+                    "peak_pss_by_program_gib": {name: round(pss / 2**30, 2) for name, pss in peak.items()},
                     "driver_memory": args.driver_memory,
                     "cpus": psutil.cpu_count(),
                     "cpu_model": cpu_model(),
