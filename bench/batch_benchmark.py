@@ -9,8 +9,8 @@ the two run one after the other, alternating, on the same data, each with its ow
 measured side by side on one machine at one time.
 
 Runs the batch in a child process (its log kept for the per-stage times) and samples the proportional
-resident memory (PSS) of its whole process tree (the Python driver and Spark's JVM) every 0.2 s; peak memory is the
-largest sum seen, reported with its share per program (the Python driver, Spark's JVM). Synthetic
+resident memory (PSS) of its whole process tree (the Python driver and Spark's JVM) every 2 s; peak
+memory is the largest sum seen, reported with its share per program (the Python driver, Spark's JVM). Synthetic
 data is generated before the clock starts. Prints one JSON line and appends it to
 bench/results/batch.jsonl.
 """
@@ -40,8 +40,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "batch.jsonl"
 def tree_memory(process: psutil.Process) -> dict[str, int]:
     """Proportional resident memory (PSS) of the process tree, summed per program (``python``, ``java``).
 
-    PSS, not RSS: Hadoop's local file system forks the JVM to run shell commands, and a fork shares all of
-    its parent's pages until it execs; summed as RSS, each such fork counted the JVM's heap a second time."""
+    PSS, not RSS: the JVM forks itself to run shell commands (the child takes the forking thread's name,
+    "Executor task l"), and a fork shares all of its parent's pages until it execs; summed as RSS, each
+    such fork counted the JVM's heap a second time. Reading a 4 GiB JVM's PSS costs ~70 ms of kernel time,
+    hence the sampling interval."""
     by_program: dict[str, int] = {}
     for member in [process, *process.children(recursive=True)]:
         try:
@@ -52,6 +54,7 @@ def tree_memory(process: psutil.Process) -> dict[str, int]:
     return by_program
 
 
+SAMPLE_SECONDS = 2.0  # the heap a JVM has touched stays resident, so its peak lasts longer than this
 STEP_DONE = re.compile(r"step \d+/\d+: (\w+) done in ([\d.]+) s")
 
 
@@ -75,7 +78,7 @@ def measure(command: list[str], log_path: Path, checkout: Path) -> tuple[float, 
 
     def sample() -> None:
         nonlocal peak
-        while not done.wait(0.2):
+        while not done.wait(SAMPLE_SECONDS):
             try:
                 now = tree_memory(process)
             except psutil.NoSuchProcess:

@@ -52,16 +52,6 @@ def add_genre_flags(items: DataFrame) -> DataFrame:
     )
 
 
-def genre_counters(total: Callable[[Column], Column]) -> list[Column]:
-    """The 36 counter columns: ``total`` of each genre's flag, and of flag * label, per genre."""
-    columns = []
-    for k in GENRE_IDS:
-        flag = F.col(genre_flag_name(k))
-        columns.append(total(flag).cast("int").alias(genre_impressions_name(k)))
-        columns.append(total(flag * F.col("label")).cast("int").alias(genre_clicks_name(k)))
-    return columns
-
-
 # A windowed count is at most PIT_HISTORY, so it fits in COUNTER_BITS bits, and the 36 counters travel
 # packed as lanes of a few 64-bit words: a window sums 3 words instead of 36 columns.
 COUNTER_BITS = PIT_HISTORY.bit_length()
