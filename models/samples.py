@@ -63,9 +63,6 @@ class Samples:
                        timestamps)
 
 
-SAMPLE_KEYS = ("userid", "itemid", "timestamp", "label")
-
-
 def load_samples(exports: Path, export: str, spec: FeatureSpec = SPEC) -> Samples:
     """One split's samples (``samples_train`` / ``samples_test``: user, item, timestamp, label per impression)
     assembled into the spec's features, in one order whatever the files' (Spark's layout decides theirs): by
@@ -119,8 +116,11 @@ def _fill_counters_as_of(features: np.ndarray, users: np.ndarray, timestamps: np
     history = pq.ParquetDataset(exports / Export.USER_FEATURE_HISTORY)
     keys = history.read(columns=["userid", "event_timestamp"])
     history_users = keys.column("userid").to_numpy().astype(np.int64)
+    if len(users) and not len(history_users):
+        raise ArtifactError(f"{exports / Export.USER_FEATURE_HISTORY} has no rows for {len(users)} samples "
+                            "(the exports are of different runs?): run the batch again")
     seconds = keys.column("event_timestamp").cast(pa.timestamp("s", tz="UTC")).cast(pa.int64()).to_numpy()
-    first = int(min(seconds.min(initial=0), timestamps.min(initial=0)))
+    first = int(min(int(values.min()) for values in (seconds, timestamps) if len(values))) if len(seconds) else 0
     packed = pack_user_seconds(history_users, seconds, first)
     order = np.argsort(packed, kind="stable")
     packed = packed[order]
