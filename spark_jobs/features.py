@@ -1,4 +1,5 @@
-"""Features: impressions -> training samples (the 59 spec features), online user and item features.
+"""Features: impressions -> training samples (narrow: the trainer assembles their 59 spec features), the
+counter history, online user and item features.
 
     spark-submit --properties-file spark_jobs/delta.conf spark_jobs/features.py --output DIR
 
