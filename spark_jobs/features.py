@@ -348,7 +348,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     max_user = users.agg(F.max("userid")).first()[0] or 0
     vocabulary = item_vocabulary(items).cache()  # numbers the negatives' draws and the models' item tables
 
-    flagged = impressions.select("userid", "itemid", "timestamp", "label", "split").join(
+    flagged = impressions.select(*SAMPLE_COLUMNS).join(
         F.broadcast(items.select("itemid", *GENRE_FLAGS)), "itemid")
     # Cached: the samples, their train statistics, the counter history and the online counters all derive
     # from one sort of the users' timelines, kept narrow (the counters packed) so the cache stays small.
