@@ -10,7 +10,8 @@ and Feast store already there (services profile: over the servers and loaded ver
 1. fixed offered load: ``hey -z <duration> -c 4 -q <rate/4>`` (4 connections; 200 requests/s by default,
    50 for the services profile), POST /ml/rec for one user: latency percentiles and errors;
 2. saturation: ``wrk`` closed loops at 8 and 32 connections for <duration> each, every request for a
-   user drawn at random (a Lua script), GET /users/<id>/recommendations: requests/s and errors.
+   user drawn at random (a Lua script), GET /users/<id>/recommendations: requests/s and errors;
+3. memory: each process of the service (gunicorn master, workers) after the load, peak RSS and PSS.
 
 For each run it records how much CPU the load tool itself used (its rusage / wall time, in cores of
 the 2), and the service's own per-stage mean times from /metrics. Bounded in time and only against
@@ -70,6 +71,37 @@ def run_tool(command: list[str]) -> tuple[str, float, float]:
     _, _, usage = os.wait4(process.pid, 0)
     wall = time.monotonic() - started
     return output, wall, (usage.ru_utime + usage.ru_stime) / wall
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the gunicorn master and its workers under ``online.serve``)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def process_memory(pid: int) -> dict | None:
+    """A process's command, its peak resident set (VmHWM) and its proportional set size now, GiB."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
+    except OSError:
+        return None
+    peak_kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+    pss_kib = int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE).group(1))
+    return {"pid": pid, "command": command[:80], "peak_rss_gib": round(peak_kib / 2**20, 3),
+            "pss_gib": round(pss_kib / 2**20, 3)}
 
 
 def stage_means(url: str) -> dict[str, tuple[float, float]]:
@@ -154,6 +186,9 @@ def main() -> None:
                  url])
             results[f"closed_loop_c{connections}"] = {**parse_wrk(output), "tool_cores": round(tool_cores, 2),
                                                       "stage_ms": stage_delta_ms(before, stage_means(url))}
+        # After the load: each worker's peak resident set and its share of pages now (workers fork from
+        # the master after it loaded, so their RSS counts shared pages once per worker; PSS does not).
+        results["processes"] = [m for m in map(process_memory, descendants(server.pid)) if m is not None]
     finally:
         server.terminate()
         server.wait(timeout=30)

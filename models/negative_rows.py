@@ -28,8 +28,8 @@ class NegativeRows:
     features at that moment, so nothing from later) with the sampled item's id and item features."""
 
     sources: Samples  # the train rows
-    source_rows: np.ndarray  # int64: per negative, the position of its source impression in ``sources``
-    itemids: np.ndarray  # int64: the sampled movie
+    source_rows: np.ndarray  # int32: per negative, the position of its source impression in ``sources``
+    itemids: np.ndarray  # int32: the sampled movie
     assembler: FeatureAssembler
     impressions: ImpressionIndex  # of ``sources``: what the source rows were found by
 
@@ -120,21 +120,32 @@ NEGATIVE_KEYS = ("userid", "itemid", "timestamp", "source_itemid")
 
 
 def load_negatives(path: Path, train_set: Samples, assembler: FeatureAssembler,
-                   spec: FeatureSpec = SPEC) -> NegativeRows:
+                   spec: FeatureSpec = SPEC, rows_per_batch: int = 1 << 20) -> NegativeRows:
     """The batch's narrow negatives (user, sampled item, timestamp, source item), each tied to the train row
     of its source impression (the first, where an impression repeats: the rows are equal), in one order
-    whatever the files': by source impression (user, timestamp, source item), then sampled item."""
-    table = pq.read_table(path, columns=list(NEGATIVE_KEYS))
-    items = table.column("itemid").to_numpy().astype(np.int64)
+    whatever the files': by source impression (user, timestamp, source item), then sampled item.
+
+    Read ``rows_per_batch`` rows at a time and held as int32 (source row, item): at ML-25M's size the 75 M
+    negatives' four int64 key columns alone would be 2.4 GB while they are matched."""
+    dataset = pq.ParquetDataset(path)
     impressions = ImpressionIndex.of(train_set, spec)
-    if len(items) == 0:
-        return NegativeRows(train_set, np.empty(0, dtype=np.int64), items, assembler, impressions)
-    number = impressions.find(*(table.column(name).to_numpy().astype(np.int64)
-                                for name in ("userid", "timestamp", "source_itemid")))
-    del table
-    if (number < 0).any():
-        missing = int((number < 0).sum())
-        raise ArtifactError(f"{path}: {missing} negative(s) name a source impression that is not a train sample "
-                            "(the exports are of different runs?): run the batch again")
-    order = np.lexsort((items, number))
-    return NegativeRows(train_set, impressions.first_rows[number[order]], items[order], assembler, impressions)
+    count = sum(fragment.metadata.num_rows for fragment in dataset.fragments)
+    if len(train_set) >= 2**31 or impressions.item_span >= 2**31:
+        raise ArtifactError(f"{path}: over 2**31 train rows or movie ids: the negatives' int32 keys do not fit")
+    numbers = np.empty(count, dtype=np.int32)
+    items = np.empty(count, dtype=np.int32)
+    filled = 0
+    for fragment in dataset.fragments:
+        for batch in fragment.to_batches(columns=list(NEGATIVE_KEYS), batch_size=rows_per_batch):
+            keys = {name: batch.column(name).to_numpy().astype(np.int64) for name in NEGATIVE_KEYS}
+            number = impressions.find(keys["userid"], keys["timestamp"], keys["source_itemid"])
+            if (number < 0).any():
+                missing = int((number < 0).sum())
+                raise ArtifactError(f"{fragment.path}: {missing} negative(s) name a source impression that is not a "
+                                    "train sample (the exports are of different runs?): run the batch again")
+            numbers[filled:filled + len(number)] = number
+            items[filled:filled + len(number)] = keys["itemid"]
+            filled += len(number)
+    order = np.lexsort((items, numbers))
+    source_rows = impressions.first_rows.astype(np.int32)[numbers[order]]
+    return NegativeRows(train_set, source_rows, items[order], assembler, impressions)

@@ -40,6 +40,7 @@ from models.fitting import (
 )
 from models.item_vocabulary import ItemVocabulary
 from models.negative_rows import load_negatives
+from models.process_memory import read_with_system_allocator, release_arrow_memory, resident_gib
 from models.publishing import publish_ranking, publish_recall, vectors_to_delta
 from models.samples import FeatureMetadata, load_samples
 from models.validation import ValidationRule
@@ -48,12 +49,14 @@ log = logging.getLogger(__name__)
 
 
 def train_and_publish(settings: TrainingSettings) -> dict:
+    read_with_system_allocator()
     exports = settings.training_exports
     metadata = FeatureMetadata.read(exports)
     vocabulary = ItemVocabulary.read(exports / Export.ITEM_VOCABULARY)
     train_set, test_set = load_samples(exports, Export.SAMPLES_TRAIN), load_samples(exports, Export.SAMPLES_TEST)
-    log.info("samples from %s: %d train, %d test (batch run %s)", exports, len(train_set), len(test_set),
-             metadata.run_id)
+    release_arrow_memory()
+    log.info("samples from %s: %d train, %d test (batch run %s); resident %s GiB (now, peak)", exports,
+             len(train_set), len(test_set), metadata.run_id, resident_gib())
     overrides = {k: v for k, v in (("max_epochs", settings.max_epochs), ("seed", settings.seed)) if v is not None}
     # Both models' steps and epochs at scale; the selection sample is the ranker's (BPR samples users).
     scale = {k: v for k, v in (("batch_size", settings.batch_size), ("epoch_rows", settings.epoch_rows))
@@ -73,18 +76,23 @@ def train_and_publish(settings: TrainingSettings) -> dict:
         summary[RECALL] = {k: v for k, v in recall_metadata.items() if "history" not in k} | {"path": str(folder.path)}
         if settings.vectors_to_delta:
             vectors_to_delta(settings, folder, metadata.run_id)
+        log.info("recall trained; resident %s GiB (now, peak)", resident_gib())
     if settings.train_only in (None, RANKING):
         negatives_path = exports / Export.SAMPLES_TRAIN_NEGATIVES
         negatives = None
         if settings.ranking_negatives and negatives_path.exists():
             assembler = FeatureAssembler.from_item_features(load_item_features(exports))
             negatives = load_negatives(negatives_path, train_set, assembler)
+            release_arrow_memory()
+            log.info("%d negatives loaded; resident %s GiB (now, peak)", len(negatives), resident_gib())
         ranking_splits = DataSplits.carve(train_set, test_set, plan, negatives)
+        del negatives  # the splits hold their own parts of it
         selection = {"selection_rows": settings.selection_rows} if settings.selection_rows is not None else {}
         config = replace(RANKING_TRAINING, **overrides, **scale, **selection)
         model, report = train_ranking(metadata, vocabulary, ranking_splits, VARIANTS[settings.ranking_variant], config)
         folder = publish_ranking(settings.models_dir, model, training_metadata(metadata, report, config),
                                  test_set.features)
+        log.info("ranking trained; resident %s GiB (now, peak)", resident_gib())
         summary[RANKING] = {"variant": settings.ranking_variant, **report.to_metadata(),
                             "seconds": round(report.result.seconds, 1), "path": str(folder.path)}
     return summary

@@ -130,6 +130,10 @@ def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_data
     assert report["users_evaluated"] > 0
     served = report["lists"][evaluate.SERVED]
     assert 0 <= served["hitrate@10"] <= served["hitrate@50"] <= 1
+    sampled = evaluate.main(["--output", str(settings.output_dir), "--users", "3", "--no-ease",
+                             "--report", str(settings.output_dir / "sampled.json")])
+    assert sampled["users_evaluated"] == 3
+    assert sampled["users_with_a_liked_holdout_item"] == report["users_evaluated"] > 3
     item_vectors = read_table(spark, settings, "item_vectors")
     assert item_vectors.count() == metadata["features"][1]["cardinality"] - 1  # every item id but 0
 
