@@ -79,6 +79,19 @@ class ItemIndex:
         """The catalogue by offline positives, best first, with them as scores."""
         return Ranked(self.popular.astype(np.int64), self.popularity[self.popular].astype(np.float64))
 
+    @cached_property
+    def catalogue_ids(self) -> np.ndarray:
+        """The itemids in the catalogue, ascending (0 excluded): the only ones a source may return. With the
+        releases' sparse ids these are far fewer than ``item_count`` (ML-25M: ~62K of ~209K)."""
+        known = self.known_items.copy()
+        known[:1] = False
+        return np.flatnonzero(known)
+
+    @cached_property
+    def catalogue_vectors(self) -> np.ndarray | None:
+        """The item vectors of ``catalogue_ids``, row by row: what a vector search scores."""
+        return None if self.item_vectors is None else np.ascontiguousarray(self.item_vectors[self.catalogue_ids])
+
     def neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The neighbour lists of ``itemids`` (a row each, -1 padded); an id outside the catalogue has none."""
         itemids = itemids[(itemids > 0) & (itemids < self.item_count)]
@@ -121,12 +134,6 @@ def top_n(scores: np.ndarray, n: int) -> np.ndarray:
     return kept[order][:n]
 
 
-def _ranked_from_dense(scores: np.ndarray, blocked: np.ndarray, n: int) -> Ranked:
-    scores = np.where(blocked, -np.inf, scores)
-    best = top_n(scores, n)
-    return Ranked(best.astype(np.int64), scores[best].astype(np.float64))
-
-
 def neighbour_seeds(user: UserRecallData, count: int) -> np.ndarray:
     """The user's latest ``count`` items (newest first) that lend their neighbour lists."""
     recent = user.recent[:count]
@@ -149,28 +156,30 @@ def rank_neighbours(neighbour_ids: np.ndarray, neighbour_scores: np.ndarray, see
     kept = ids > 0
     if not kept.any():
         return Ranked.empty()
-    # Dense over the ids present: a bin per itemid, the similarities added in list order (bincount).
-    size = int(ids.max()) + 1
-    seen = np.asarray(seen, dtype=np.int64)
-    blocked = np.zeros(size, dtype=bool)
-    blocked[seen[(seen > 0) & (seen < size)]] = True
-    kept &= ~blocked[np.maximum(ids, 0)]
+    kept &= ~np.isin(ids, np.asarray(seen, dtype=np.int64))
     ids = ids[kept]
     if len(ids) == 0:
         return Ranked.empty()
-    sums = np.bincount(ids, weights=similarity[kept], minlength=size)
-    present = np.zeros(size, dtype=bool)
-    present[ids] = True
-    best = top_n(np.where(present, sums, -np.inf), n)
-    return Ranked(best.astype(np.int64), sums[best])
+    # A bin per distinct id present (ascending, so ties still go to the smaller itemid); bincount adds each
+    # bin's similarities in list order.
+    present, bins = np.unique(ids, return_inverse=True)
+    sums = np.bincount(bins, weights=similarity[kept], minlength=len(present))
+    best = top_n(sums, n)
+    return Ranked(present[best].astype(np.int64), sums[best])
 
 
 def vector_search(index: ItemIndex, vector: np.ndarray | None, blocked: np.ndarray, n: int) -> Ranked:
-    """The items with the largest inner product with ``vector``, blocked ones excluded; ties by itemid."""
-    if vector is None or index.item_vectors is None:
+    """The items with the largest inner product with ``vector``, blocked ones excluded; ties by itemid.
+
+    Only the catalogue's items are scored (anything else is blocked anyway), in float32 as the vectors are:
+    widening is exact and keeps the order, so only the chosen scores are widened."""
+    if vector is None or index.catalogue_vectors is None:
         return Ranked.empty()
-    scores = index.item_vectors @ vector.astype(index.item_vectors.dtype)
-    return _ranked_from_dense(scores.astype(np.float64), blocked, n)
+    ids = index.catalogue_ids
+    scores = index.catalogue_vectors @ vector.astype(index.catalogue_vectors.dtype)
+    scores[blocked[ids]] = -np.inf
+    best = top_n(scores, n)
+    return Ranked(ids[best].astype(np.int64), scores[best].astype(np.float64))
 
 
 def vector_recall(user: UserRecallData, index: ItemIndex, n: int) -> Ranked:
