@@ -19,7 +19,7 @@ import torch
 from contracts.errors import ArtifactError
 from contracts.feature_spec import SPEC, FeatureSpec
 from models.feature_rows import FeatureAssembler
-from models.samples import Samples
+from models.samples import Samples, pack_user_seconds
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class ImpressionIndex:
         timestamps = samples.timestamps
         first = int(timestamps.min()) if len(timestamps) else 0
         item_span = int(items.max()) + 1 if len(items) else 1
-        pairs = _pack_pairs(users, timestamps, first)
+        pairs = pack_user_seconds(users, timestamps, first)
         if (pairs < 0).any():
             raise ArtifactError("samples with a user id over 2**31 or timestamps spanning over 136 years")
         order = np.lexsort((items, pairs))  # stable: the first row of an impression comes first
@@ -100,20 +100,13 @@ class ImpressionIndex:
 
     def find(self, users: np.ndarray, timestamps: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Per (user, timestamp, item), its impression's number, or -1 where there is none."""
-        pairs = _pack_pairs(users, timestamps, self.first_timestamp)
+        pairs = pack_user_seconds(users, timestamps, self.first_timestamp)
         pair_number = np.minimum(np.searchsorted(self.pair_keys, pairs), max(len(self.pair_keys) - 1, 0))
         found = (self.pair_keys[pair_number] == pairs) & (items >= 0) & (items < self.item_span)
         keys = pair_number * self.item_span + items
         number = np.minimum(np.searchsorted(self.impression_keys, keys), max(self.count - 1, 0))
         found &= self.impression_keys[number] == keys
         return np.where(found, number, -1)
-
-
-def _pack_pairs(users: np.ndarray, timestamps: np.ndarray, first_timestamp: int) -> np.ndarray:
-    """user * 2**32 + seconds since the first timestamp; -1 where that does not fit (no sample's pair is -1)."""
-    offsets = timestamps - first_timestamp
-    fits = (offsets >= 0) & (offsets < 2**32) & (users >= 0) & (users < 2**31)
-    return np.where(fits, users * 2**32 + np.where(fits, offsets, 0), -1)
 
 
 NEGATIVE_KEYS = ("userid", "itemid", "timestamp", "source_itemid")

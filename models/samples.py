@@ -121,11 +121,11 @@ def _fill_counters_as_of(features: np.ndarray, users: np.ndarray, timestamps: np
                             "(the exports are of different runs?): run the batch again")
     seconds = keys.column("event_timestamp").cast(pa.timestamp("s", tz="UTC")).cast(pa.int64()).to_numpy()
     first = int(min(int(values.min()) for values in (seconds, timestamps) if len(values))) if len(seconds) else 0
-    packed = pack_user_seconds(history_users, seconds, first)
+    packed = pack_user_seconds_or_raise(history_users, seconds, first)
     order = np.argsort(packed, kind="stable")
     packed = packed[order]
     # The last history key below (user, t): the same user's latest second before t, if that user has one.
-    before = np.searchsorted(packed, pack_user_seconds(users, timestamps, first), side="left") - 1
+    before = np.searchsorted(packed, pack_user_seconds_or_raise(users, timestamps, first), side="left") - 1
     found = (before >= 0) & (history_users[order[np.maximum(before, 0)]] == users)
     source = np.where(found, order[np.maximum(before, 0)], 0)
     empty_past = _empty_past(exports)
@@ -135,12 +135,18 @@ def _fill_counters_as_of(features: np.ndarray, users: np.ndarray, timestamps: np
 
 
 def pack_user_seconds(users: np.ndarray, seconds: np.ndarray, first: int) -> np.ndarray:
-    """user * 2**32 + seconds since ``first``: ordered as (user, time) pairs."""
+    """user * 2**32 + seconds since ``first``: ordered as (user, time) pairs; -1 where that does not fit (a
+    user id over 2**31, a time before ``first`` or 136 years after it), which no packed pair is."""
     offsets = seconds - first
-    if len(offsets) and ((offsets < 0).any() or (offsets >= 2**32).any() or (users < 0).any() or
-                         (users >= 2**31).any()):
+    fits = (offsets >= 0) & (offsets < 2**32) & (users >= 0) & (users < 2**31)
+    return np.where(fits, users * 2**32 + np.where(fits, offsets, 0), -1)
+
+
+def pack_user_seconds_or_raise(users: np.ndarray, seconds: np.ndarray, first: int) -> np.ndarray:
+    packed = pack_user_seconds(users, seconds, first)
+    if (packed < 0).any():
         raise ArtifactError("samples with a user id over 2**31 or timestamps spanning over 136 years")
-    return users * 2**32 + offsets
+    return packed
 
 
 def _empty_past(exports: Path) -> dict[str, np.float32]:
