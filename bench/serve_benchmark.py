@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import requests
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.jsonl"
@@ -73,35 +74,18 @@ def run_tool(command: list[str]) -> tuple[str, float, float]:
     return output, wall, (usage.ru_utime + usage.ru_stime) / wall
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (the gunicorn master and its workers under ``online.serve``)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
-def process_memory(pid: int) -> dict | None:
-    """A process's command, its peak resident set (VmHWM) and its proportional set size now, GiB."""
+def process_memory(process: psutil.Process) -> dict | None:
+    """A process's command, its peak resident set (VmHWM, which psutil does not give) and its proportional
+    set size now, GiB."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        command = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
-    except OSError:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        pss = process.memory_full_info().pss
+        command = " ".join(process.cmdline())
+    except (OSError, psutil.Error):
         return None
     peak_kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
-    pss_kib = int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE).group(1))
-    return {"pid": pid, "command": command[:80], "peak_rss_gib": round(peak_kib / 2**20, 3),
-            "pss_gib": round(pss_kib / 2**20, 3)}
+    return {"pid": process.pid, "command": command[:80], "peak_rss_gib": round(peak_kib / 2**20, 3),
+            "pss_gib": round(pss / 2**30, 3)}
 
 
 def stage_means(url: str) -> dict[str, tuple[float, float]]:
@@ -188,7 +172,8 @@ def main() -> None:
                                                       "stage_ms": stage_delta_ms(before, stage_means(url))}
         # After the load: each worker's peak resident set and its share of pages now (workers fork from
         # the master after it loaded, so their RSS counts shared pages once per worker; PSS does not).
-        results["processes"] = [m for m in map(process_memory, descendants(server.pid)) if m is not None]
+        below = psutil.Process(server.pid).children(recursive=True)
+        results["processes"] = [m for m in map(process_memory, below) if m is not None]
     finally:
         server.terminate()
         server.wait(timeout=30)

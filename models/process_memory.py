@@ -2,7 +2,7 @@
 
 Arrow's default allocator (mimalloc in these wheels) keeps freed pages for reuse; after the exports are read
 into NumPy nothing reuses them: at ML-25M's size, 1 GiB of the train samples' 6 GiB resident stayed with it
-even after ``release_unused``, against none with the system allocator."""
+even after ``release_unused()``, against none with the system allocator, so nothing needs releasing."""
 
 from __future__ import annotations
 
@@ -25,6 +25,3 @@ def read_with_system_allocator() -> None:
     """Arrow allocates from malloc from now on (this process only), so what a read frees goes back."""
     pa.set_memory_pool(pa.system_memory_pool())
 
-
-def release_arrow_memory() -> None:
-    pa.default_memory_pool().release_unused()

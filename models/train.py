@@ -40,7 +40,7 @@ from models.fitting import (
 )
 from models.item_vocabulary import ItemVocabulary
 from models.negative_rows import load_negatives
-from models.process_memory import read_with_system_allocator, release_arrow_memory, resident_gib
+from models.process_memory import read_with_system_allocator, resident_gib
 from models.publishing import publish_ranking, publish_recall, vectors_to_delta
 from models.samples import FeatureMetadata, load_samples
 from models.validation import ValidationRule
@@ -54,7 +54,6 @@ def train_and_publish(settings: TrainingSettings) -> dict:
     metadata = FeatureMetadata.read(exports)
     vocabulary = ItemVocabulary.read(exports / Export.ITEM_VOCABULARY)
     train_set, test_set = load_samples(exports, Export.SAMPLES_TRAIN), load_samples(exports, Export.SAMPLES_TEST)
-    release_arrow_memory()
     log.info("samples from %s: %d train, %d test (batch run %s); resident %s GiB (now, peak)", exports,
              len(train_set), len(test_set), metadata.run_id, resident_gib())
     overrides = {k: v for k, v in (("max_epochs", settings.max_epochs), ("seed", settings.seed)) if v is not None}
@@ -83,7 +82,6 @@ def train_and_publish(settings: TrainingSettings) -> dict:
         if settings.ranking_negatives and negatives_path.exists():
             assembler = FeatureAssembler.from_item_features(load_item_features(exports))
             negatives = load_negatives(negatives_path, train_set, assembler)
-            release_arrow_memory()
             log.info("%d negatives loaded; resident %s GiB (now, peak)", len(negatives), resident_gib())
         ranking_splits = DataSplits.carve(train_set, test_set, plan, negatives)
         del negatives  # the splits hold their own parts of it
