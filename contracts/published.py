@@ -57,6 +57,14 @@ def open_models(models_dir: Path) -> tuple[ModelFolder | None, ModelFolder | Non
     return found[0], found[1]
 
 
+def open_fusion(models_dir: Path) -> dict | None:
+    """The current fusion choice's metadata (its ``weights`` and the validation figures), None before one."""
+    root = models_dir / ModelFiles.FUSION
+    if not (root / ModelFiles.CURRENT).exists():
+        return None
+    return open_model(root).metadata()
+
+
 @dataclass(frozen=True)
 class Published:
     """The batch run and the two models serving now, and their versions."""

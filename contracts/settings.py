@@ -167,10 +167,25 @@ class BatchSettings(SparkSettings):
     cooccurrence_history: int = setting(
         200, "--cooccurrence-history", "latest offline items per user that count towards co-occurrence", ge=2)
     recent_items: int = setting(50, "--recent-items", "latest offline items stored per user (user_filter)", ge=1)
+    ease_lambda: float = setting(300.0, "--ease-lambda", "EASE's L2 regularisation (item_ease)", gt=0)
+    ease_max_items: int = setting(
+        10_000, "--ease-max-items", "EASE covers this many most-rated movies (a dense square of them is inverted)",
+        ge=2, le=30_000)
+    ease_per_item: int = setting(500, "--ease-per-item", "largest EASE weights kept per movie", ge=1)
+    successor_window: int = setting(10, "--successor-window", "impressions after a movie that count as its "
+                                    "successors (item_successors)", ge=1, le=40)
+    successors_per_item: int = setting(200, "--successors-per-item", "successors kept per movie", ge=1)
+    validation_size: int = setting(10, "--validation-size", "each user's last offline impressions held out for "
+                                   "the validation choices (as the hold-out holds the last 10 impressions)", ge=1)
+    validation_min_history: int = setting(
+        5, "--validation-min-history", "offline impressions a user needs before the validation ones to have them",
+        ge=1)
 
     # The settings that change what the batch writes (besides the dataset and the feature spec).
     CONTENT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "negatives_per_impression", "neighbours_per_item", "cooccurrence_history", "recent_items", "on_bad_lines")
+        "negatives_per_impression", "neighbours_per_item", "cooccurrence_history", "recent_items", "on_bad_lines",
+        "ease_lambda", "ease_max_items", "ease_per_item", "successor_window", "successors_per_item", "validation_size",
+        "validation_min_history")
 
 
 class TrainingSettings(SparkSettings):

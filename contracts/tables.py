@@ -29,6 +29,15 @@ class Table:
     NEGATIVE_SAMPLES = "negative_samples"  # (user, sampled item, timestamp, source item) per train impression
     ITEM_POPULARITY = "item_popularity"  # per item: offline positives and impressions
     ITEM_NEIGHBOURS = "item_neighbours"  # per item: top co-occurring items with their cosine
+    ITEM_EASE = "item_ease"  # per item: its largest EASE weights towards other items
+    ITEM_SUCCESSORS = "item_successors"  # per item: the items rated soon after it, weighted by distance
+    # The same item models fitted without each user's last offline impressions, and those impressions: what
+    # the choices are made on (spark_jobs/item_models.py).
+    VALIDATION_PREFIX = "validation_"
+    VALIDATION_HOLDOUT = "validation_holdout"
+    VALIDATION_ITEM_NEIGHBOURS = VALIDATION_PREFIX + ITEM_NEIGHBOURS
+    VALIDATION_ITEM_EASE = VALIDATION_PREFIX + ITEM_EASE
+    VALIDATION_ITEM_SUCCESSORS = VALIDATION_PREFIX + ITEM_SUCCESSORS
     # Written by the trainer (python -m models.train), not the batch.
     USER_VECTORS = "user_vectors"
     ITEM_VECTORS = "item_vectors"
@@ -40,7 +49,8 @@ class Table:
     ALL: tuple[str, ...] = (
         DATASET, RATINGS, USERS, ITEMS, IMPRESSIONS, ONLINE_HOLDOUT, SAMPLES, NEGATIVE_SAMPLES,
         USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, ITEM_VOCABULARY, FEATURE_METADATA, USER_TERMS, ITEM_TERMS,
-        USER_FILTER, ITEM_POPULARITY, ITEM_NEIGHBOURS,
+        USER_FILTER, ITEM_POPULARITY, ITEM_NEIGHBOURS, ITEM_EASE, ITEM_SUCCESSORS, VALIDATION_HOLDOUT,
+        VALIDATION_ITEM_NEIGHBOURS, VALIDATION_ITEM_EASE, VALIDATION_ITEM_SUCCESSORS,
     )
 
 
@@ -62,9 +72,17 @@ class Export:
     ITEMS = Table.ITEMS
     ITEM_POPULARITY = Table.ITEM_POPULARITY
     ITEM_NEIGHBOURS = Table.ITEM_NEIGHBOURS
+    ITEM_EASE = Table.ITEM_EASE
+    ITEM_SUCCESSORS = Table.ITEM_SUCCESSORS
+    VALIDATION_HOLDOUT = Table.VALIDATION_HOLDOUT
+    VALIDATION_ITEM_NEIGHBOURS = Table.VALIDATION_ITEM_NEIGHBOURS
+    VALIDATION_ITEM_EASE = Table.VALIDATION_ITEM_EASE
+    VALIDATION_ITEM_SUCCESSORS = Table.VALIDATION_ITEM_SUCCESSORS
     # Exported as they are in Delta.
     AS_IS: tuple[str, ...] = (USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, ITEM_VOCABULARY, USER_TERMS,
-                              ITEM_TERMS, USER_FILTER, ONLINE_HOLDOUT, ITEMS, ITEM_POPULARITY, ITEM_NEIGHBOURS)
+                              ITEM_TERMS, USER_FILTER, ONLINE_HOLDOUT, ITEMS, ITEM_POPULARITY, ITEM_NEIGHBOURS,
+                              ITEM_EASE, ITEM_SUCCESSORS, VALIDATION_HOLDOUT, VALIDATION_ITEM_NEIGHBOURS,
+                              VALIDATION_ITEM_EASE, VALIDATION_ITEM_SUCCESSORS)
 
     METADATA_FILE = "feature_metadata.json"  # the run's feature metadata (spec version, order, mean/std)
     MANIFEST_FILE = "manifest.json"  # run id, spec version, the Delta version each export came from, counts
@@ -75,6 +93,7 @@ class ModelFiles:
 
     RECALL = "recall"
     RANKING = "ranking"
+    FUSION = "fusion"  # the final order's weights chosen on validation (metadata.json only)
     CURRENT = "current"  # the link to the version serving now
     WEIGHTS = "weights.pt"
     METADATA = "metadata.json"

@@ -12,6 +12,8 @@ reading it until it reloads.
                                     terms (int64 LE triples genre, impressions, clicks; strongest first),
                                     vector (float32 LE; absent when the recall model has no vector)
     <prefix>:v<N>:neighbours:<itemid>  itemids (int64 LE) then similarities (float64 LE), best first
+    <prefix>:v<N>:ease:<itemid>     the same layout: the item's EASE weights (item_ease)
+    <prefix>:v<N>:sequence:<itemid> the same layout: the item's successors (item_successors)
     <prefix>:v<N>:popular           itemids (int64 LE) then positives (float64 LE), most positives first
 
 Binary little-endian arrays: a user's record decodes with ``numpy.frombuffer`` without parsing, and the
@@ -50,6 +52,11 @@ def user_key(prefix: str, version: int, userid: int) -> str:
 
 def neighbours_key(prefix: str, version: int, itemid: int) -> str:
     return f"{version_prefix(prefix, version)}:neighbours:{itemid}"
+
+
+def item_list_key(prefix: str, version: int, source: str, itemid: int) -> str:
+    """The per-item list of one of ``ITEM_LIST_SOURCES`` (named by the source)."""
+    return f"{version_prefix(prefix, version)}:{source}:{itemid}"
 
 
 def popular_key(prefix: str, version: int) -> str:

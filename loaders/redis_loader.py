@@ -26,7 +26,7 @@ from contracts.published import Published, open_published
 from contracts.settings import ServicesSettings
 from loaders import redis_layout as layout
 from models.export_readers import load_item_index, load_user_recall_data
-from models.recall_sources import ItemIndex, UserRecallData
+from models.recall_sources import ItemIndex, ItemLists, UserRecallData
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,15 @@ def write_version(client: redis.Redis, prefix: str, version: int, published: Pub
         return lambda pipe: pipe.set(layout.neighbours_key(prefix, version, itemid), blob)
 
     _in_batches(client, (neighbour_command(i) for i in with_neighbours), len(with_neighbours), "neighbours")
+    for source, lists in index.item_lists.items():
+        with_list = np.flatnonzero(np.diff(lists.offsets) > 0)
+
+        def list_command(itemid: int, source: str = source, lists: ItemLists = lists):  # noqa: ANN202
+            start, end = lists.offsets[itemid], lists.offsets[itemid + 1]
+            blob = layout.encode_ranked(lists.itemids[start:end], lists.scores[start:end])
+            return lambda pipe: pipe.set(layout.item_list_key(prefix, version, source, int(itemid)), blob)
+
+        _in_batches(client, (list_command(i) for i in with_list), len(with_list), source)
     popular = index.popular
     client.set(layout.popular_key(prefix, version), layout.encode_ranked(popular, index.popularity[popular]))
     # The meta hash goes last: a version with meta is complete.
@@ -108,13 +117,14 @@ def verify_version(client: redis.Redis, prefix: str, version: int, users: dict[i
     popular = layout.decode_ranked(client.get(layout.popular_key(prefix, version)))
     if not np.array_equal(popular.itemids, index.popular):
         raise VerificationError(f"the popularity list of version {version} reads back different")
-    counted = {"user": 0, "neighbours": 0}
+    expected = {"user": len(users), "neighbours": neighbour_items,
+                **{source: int((np.diff(lists.offsets) > 0).sum()) for source, lists in index.item_lists.items()}}
+    counted = dict.fromkeys(expected, 0)
     for kind in counted:
         for _ in client.scan_iter(match=f"{layout.version_prefix(prefix, version)}:{kind}:*", count=5000):
             counted[kind] += 1
-    if counted != {"user": len(users), "neighbours": neighbour_items}:
-        raise VerificationError(f"version {version} holds {counted['user']} users and {counted['neighbours']} "
-                                f"neighbour lists, {len(users)} and {neighbour_items} were written")
+    if counted != expected:
+        raise VerificationError(f"version {version} holds {counted} keys of each kind, {expected} were written")
 
 
 def delete_version(client: redis.Redis, prefix: str, version: int) -> None:

@@ -61,6 +61,10 @@ class StagedModel:
         import torch
 
         torch.save(model.state_dict(), self.folder.weights)
+        self.save_metadata(metadata, spec)
+
+    def save_metadata(self, metadata: dict, spec: FeatureSpec = SPEC) -> None:
+        """The version's metadata (with the spec it belongs to): all a version without weights holds."""
         full = {"spec_version": spec.version, "columns": list(spec.names), "version": self.version, **metadata}
         self.folder.metadata_path.write_text(json.dumps(full, indent=2))
 

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from contracts.errors import NotPublishedError
-from contracts.published import open_models
+from contracts.published import open_fusion, open_models
 from contracts.settings import RecallSettings
 from models.ease import Ease
 from models.export_readers import liked_holdout, load_user_features
@@ -167,7 +167,10 @@ def evaluate(exports: Path, models_dir: Path, config: RecallConfig, cutoffs: Seq
                 table.add(RANKER_ONLY, candidates.itemids[order], relevant)
         if ease is not None and user is not None:
             table.add(EASE, top_n(ease_scores(ease, user, index), k_max), relevant)
+    choice = open_fusion(models_dir)
     report = {
+        "fusion": {"weights": dict(config.fusion), "chosen_on_validation": choice is not None,
+                   **({k: v for k, v in choice.items() if k.startswith("validation")} if choice else {})},
         "down": sorted(down),
         "users_evaluated": len(targets),
         "users_with_a_liked_holdout_item": users_with_targets,
@@ -203,6 +206,15 @@ def markdown(report: dict) -> str:
             values = report["lists"][name]
             lines.append(f"| {name} | " + " | ".join(f"{values[k]:.3f}" for k in keys) + " |")
     coverage = ", ".join(f"{name} {value:.3f}" for name, value in report["recall_coverage"].items())
+    fusion = report.get("fusion", {})
+    if fusion:
+        lines.append("")
+        chosen = ("chosen on validation" if fusion["chosen_on_validation"]
+                  else "the defaults: no choice published (python -m models.fusion_choice)")
+        lines.append(f"Final order's weights ({chosen}): {fusion['weights']}.")
+        figures = {k: v for k, v in fusion.items() if k.startswith("validation")}
+        if figures:
+            lines.append(f"Validation: {figures}.")
     lines.append("")
     lines.append(f"Recall coverage of liked hold-out items ({report['recall_size']} candidates): {coverage}.")
     return "\n".join(lines)
@@ -224,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     exports = args.exports or settings.current_export_dir
     down = [name for name in args.down.split(",") if name]
-    report = evaluate(exports, settings.models_dir, RecallConfig(recall_size=settings.recall_size), with_ease=args.ease,
+    config = RecallConfig.served(settings.models_dir, settings.recall_size)
+    report = evaluate(exports, settings.models_dir, config, with_ease=args.ease,
                       down=down, users=args.users, seed=args.seed)
     path = args.report or settings.output_dir / "evaluation.json"
     path.parent.mkdir(parents=True, exist_ok=True)

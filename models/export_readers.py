@@ -11,11 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from contracts.feature_spec import SPEC, FeatureSpec
 from contracts.published import ModelFolder
 from contracts.tables import Export, ModelFiles
-from models.recall_sources import ItemIndex, UserRecallData
+from models.recall_sources import EASE, SEQUENCE, ItemIndex, ItemLists, UserRecallData
+
+# The per-item lists each ITEM_LIST_SOURCES source sums, by export (the validation ones: prefix + name).
+ITEM_LIST_EXPORTS: dict[str, str] = {EASE: Export.ITEM_EASE, SEQUENCE: Export.ITEM_SUCCESSORS}
 
 
 def _vectors(path: Path, key: str, size: int) -> np.ndarray:
@@ -26,7 +31,32 @@ def _vectors(path: Path, key: str, size: int) -> np.ndarray:
     return matrix
 
 
-def load_item_index(exports: Path, recall_model: ModelFolder | None) -> ItemIndex:
+def load_item_lists(path: Path, item_count: int) -> ItemLists:
+    """A table of (itemid, neighbours array<struct<itemid, score>>) as one ragged array, by Arrow's columns."""
+    table = pq.read_table(path, columns=["itemid", "neighbours"])
+    table = table.filter(pc.less(table["itemid"], item_count)).combine_chunks()
+    owners = table["itemid"].to_numpy().astype(np.int64)
+    lists = table["neighbours"].chunk(0) if table.num_rows else None
+    lengths = np.zeros(item_count, dtype=np.int64)
+    if lists is None:
+        return ItemLists(np.zeros(item_count + 1, dtype=np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
+    list_lengths = pc.list_value_length(lists).fill_null(0).to_numpy().astype(np.int64)
+    lengths[owners] = list_lengths
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = pc.list_flatten(lists)
+    ids = flat.field("itemid").to_numpy().astype(np.int64)
+    scores = flat.field("score").to_numpy().astype(np.float64)
+    # The table's rows in any order: put each owner's entries at its own offset.
+    source_starts = np.concatenate([[0], np.cumsum(list_lengths)[:-1]])
+    position = (np.repeat(offsets[owners] - source_starts, list_lengths) + np.arange(len(ids)))
+    itemids, values = np.empty(len(ids), np.int64), np.empty(len(ids), np.float64)
+    itemids[position], values[position] = ids, scores
+    return ItemLists(offsets, itemids, values)
+
+
+def load_item_index(exports: Path, recall_model: ModelFolder | None, list_prefix: str = "") -> ItemIndex:
+    """The catalogue's arrays; ``list_prefix`` ``validation_`` takes the item models fitted without the
+    validation impressions (``spark_jobs/item_models.py``) instead of the served ones."""
     popularity_frame = pd.read_parquet(exports / Export.ITEM_POPULARITY)
     item_count = int(popularity_frame["itemid"].max()) + 1
     popularity = np.zeros(item_count, dtype=np.float64)
@@ -42,7 +72,7 @@ def load_item_index(exports: Path, recall_model: ModelFolder | None) -> ItemInde
         items = group["itemid"].to_numpy().astype(np.int64)
         genre_items[int(genre)] = items[np.lexsort((items, -popularity[items]))]
 
-    neighbours = pd.read_parquet(exports / Export.ITEM_NEIGHBOURS)
+    neighbours = pd.read_parquet(exports / (list_prefix + Export.ITEM_NEIGHBOURS))
     width = max((len(n) for n in neighbours["neighbours"]), default=0)
     neighbour_ids = np.full((item_count, max(width, 1)), -1, dtype=np.int64)
     neighbour_scores = np.zeros((item_count, max(width, 1)), dtype=np.float64)
@@ -53,8 +83,10 @@ def load_item_index(exports: Path, recall_model: ModelFolder | None) -> ItemInde
 
     item_vectors = (None if recall_model is None
                     else _vectors(recall_model.path / ModelFiles.ITEM_VECTORS, "itemid", item_count))
+    item_lists = {source: load_item_lists(exports / (list_prefix + name), item_count)
+                  for source, name in ITEM_LIST_EXPORTS.items() if (exports / (list_prefix + name)).exists()}
     return ItemIndex(item_count, popular, popularity, genre_items, neighbour_ids, neighbour_scores, item_vectors,
-                     known)
+                     known, item_lists)
 
 
 def load_user_recall_data(exports: Path, recall_model: ModelFolder | None) -> dict[int, UserRecallData]:
@@ -87,8 +119,9 @@ def load_item_features(exports: Path) -> pd.DataFrame:
     return pd.read_parquet(exports / Export.ITEM_FEATURES)
 
 
-def liked_holdout(exports: Path) -> dict[int, set[int]]:
-    """Per user, the hold-out items they liked (label 1): what the top-K evaluations look for."""
-    holdout = pd.read_parquet(exports / Export.ONLINE_HOLDOUT, columns=["userid", "itemid", "label"])
+def liked_holdout(exports: Path, export: str = Export.ONLINE_HOLDOUT) -> dict[int, set[int]]:
+    """Per user, the hold-out items they liked (label 1): what the top-K evaluations look for (``export``
+    ``validation_holdout``: what the validation choices look for)."""
+    holdout = pd.read_parquet(exports / export, columns=["userid", "itemid", "label"])
     liked = holdout[holdout["label"] == 1]
     return {int(u): set(group["itemid"].astype(int)) for u, group in liked.groupby("userid")}

@@ -1,10 +1,9 @@
-"""The final order: reciprocal-rank fusion of the ranking model's order with two recall sources' own.
+"""The final order: a weighted sum of the candidates' scores in the recall sources' lists and the ranker's.
 
-Reciprocal-rank fusion (Cormack et al. 2009, k = 60, the paper's constant, not tuned here) of three
-orders of the candidates: the ranking model's scores, the co-occurrence source's and the vector source's
-own ranks. A candidate absent from a list gets nothing from it. The ranking model alone knows what a user
-skips and their genre taste at the moment; the co-occurrence list knows which movies go with the latest
-ones: fused, each corrects the other.
+Each input (a source's list or the ranking model's scores) is divided by its largest absolute score, so
+every input's best candidate counts as its weight; a candidate absent from a list gets nothing from it. The
+weights are chosen per dataset on validation (``models/fusion_choice.py``): an input that does not help
+there gets weight 0 and the served list does without it.
 """
 
 from __future__ import annotations
@@ -14,30 +13,41 @@ from collections.abc import Mapping
 import numpy as np
 
 from models.candidate_merge import Candidates
-from models.recall_sources import NEIGHBOURS, VECTOR, Ranked
+from models.recall_sources import RANKER, Ranked
 
-FUSION_K = 60
-FUSED_SOURCES: tuple[str, ...] = (NEIGHBOURS, VECTOR)
+FUSION_K = 60  # the rank offset of the candidates served in recall order: 1 / (FUSION_K + position)
 
 
-def fused_order(candidates: Candidates, sources: Mapping[str, Ranked], model_scores: np.ndarray,
-                k: int = FUSION_K) -> tuple[np.ndarray, np.ndarray]:
+def _scaled(values: np.ndarray) -> np.ndarray:
+    largest = float(np.abs(values).max()) if len(values) else 0.0
+    return values / largest if largest > 0 else np.zeros_like(values)
+
+
+def input_scores(candidates: Candidates, sources: Mapping[str, Ranked], model_scores: np.ndarray | None,
+                 name: str) -> np.ndarray:
+    """One input's scaled score per candidate (0 where the candidate is not in that list)."""
+    if name == RANKER:
+        if model_scores is None:
+            return np.zeros(len(candidates))
+        return _scaled(np.asarray(model_scores, dtype=np.float64).reshape(-1))
+    ranked = sources.get(name)
+    if ranked is None or len(ranked) == 0 or len(candidates) == 0:
+        return np.zeros(len(candidates))
+    # Each candidate's score in this list, by a dense look-up table (a repeated id keeps its first score).
+    size = max(int(ranked.itemids.max()), int(candidates.itemids.max())) + 1
+    score_of = np.zeros(size, dtype=np.float64)
+    score_of[ranked.itemids[::-1]] = _scaled(np.asarray(ranked.scores, dtype=np.float64))[::-1]
+    return score_of[candidates.itemids]
+
+
+def fused_order(candidates: Candidates, sources: Mapping[str, Ranked], model_scores: np.ndarray | None,
+                weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """(positions into ``candidates`` best first, fused score per candidate) by the rule above.
 
     Ties (equal fused scores) go to the smaller itemid, so the order is total and reproducible.
     """
     fused = np.zeros(len(candidates), dtype=np.float64)
-    by_model = np.lexsort((candidates.itemids, -np.asarray(model_scores, dtype=np.float64).reshape(-1)))
-    fused[by_model] += 1.0 / (k + np.arange(1, len(candidates) + 1))
-    for name in FUSED_SOURCES:
-        ranked = sources.get(name)
-        if ranked is None or len(ranked) == 0:
-            continue
-        # Each candidate's 1-based rank in this source's list (0 where absent), by a dense look-up table.
-        size = max(int(ranked.itemids.max()), int(candidates.itemids.max()) if len(candidates) else 0) + 1
-        rank_of = np.zeros(size, dtype=np.int64)
-        rank_of[ranked.itemids[::-1]] = np.arange(len(ranked), 0, -1)  # reversed: a repeated id keeps its first rank
-        rank = rank_of[candidates.itemids]
-        present = rank > 0
-        fused[present] += 1.0 / (k + rank[present])
+    for name, weight in sorted(weights.items()):
+        if weight:
+            fused += weight * input_scores(candidates, sources, model_scores, name)
     return np.lexsort((candidates.itemids, -fused)), fused

@@ -50,6 +50,9 @@ class InMemoryItemIndex:
     def neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.index.neighbour_lists(itemids)
 
+    def item_lists(self, source: str, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.lists_of(source, itemids)
+
     def search(self, query: CatalogueSearch) -> tuple[Ranked, Ranked]:
         blocked = exclusion_mask(self.index, query.seen)  # once for both searches
         return (term_search(self.index, query.bands, blocked, query.size),

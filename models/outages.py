@@ -55,6 +55,11 @@ class PartlyUnavailableItems:
             raise _down("redis")
         return self.items.neighbour_lists(itemids)
 
+    def item_lists(self, source: str, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.lists_down:
+            raise _down("redis")
+        return self.items.item_lists(source, itemids)
+
     def search(self, query: CatalogueSearch) -> tuple[Ranked, Ranked]:
         if self.search_down:
             raise _down("elasticsearch")

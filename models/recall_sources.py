@@ -5,6 +5,10 @@ Sources, each returning (itemids, scores) best first, the user's seen items alre
 - ``neighbours``: item-to-item co-occurrence. Each of the user's most recent items (newest first)
   lends its top neighbours (``item_neighbours``, from the Spark batch); a candidate's score is the sum
   of its similarities to the user's recent items.
+- ``ease``: EASE's item-item weights (``item_ease``, from the Spark batch) summed over every item the user
+  saw offline: the closed-form item model.
+- ``sequence``: what other users rated soon after the user's latest items (``item_successors``), their
+  weights summed over the user's ``sequence_seeds`` latest items.
 - ``vector``: the recall model's user vector against every item vector (inner product = the model's
   own score).
 - ``term``: the user's strongest genres (``user_terms``), each contributing its most popular items.
@@ -21,11 +25,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
-NEIGHBOURS, VECTOR, TERM, POPULARITY = "neighbours", "vector", "term", "popularity"
-SOURCE_ORDER: tuple[str, ...] = (NEIGHBOURS, VECTOR, TERM, POPULARITY)
+from contracts.published import open_fusion
+
+NEIGHBOURS, EASE, SEQUENCE, VECTOR, TERM, POPULARITY = "neighbours", "ease", "sequence", "vector", "term", "popularity"
+SOURCE_ORDER: tuple[str, ...] = (EASE, SEQUENCE, NEIGHBOURS, VECTOR, TERM, POPULARITY)
+ITEM_LIST_SOURCES: tuple[str, ...] = (EASE, SEQUENCE)  # per-item lists summed over the user's items
+RANKER = "ranker"  # the ranking model's scores, one of the final order's inputs
 
 
 @dataclass(frozen=True)
@@ -33,13 +42,27 @@ class RecallConfig:
     recall_size: int = 200
     # Share of recall_size per source; the rest of the list is filled without quotas.
     quotas: Mapping[str, float] = field(
-        default_factory=lambda: {NEIGHBOURS: 0.45, VECTOR: 0.35, TERM: 0.1, POPULARITY: 0.1}
+        default_factory=lambda: {EASE: 0.3, SEQUENCE: 0.2, NEIGHBOURS: 0.2, VECTOR: 0.2, TERM: 0.05, POPULARITY: 0.05}
     )
     neighbour_seeds: int = 20  # how many of the user's latest items lend their neighbour lists
+    sequence_seeds: int = 10  # how many of the user's latest items lend their successor lists
     term_genres: int = 3  # the user's strongest genres used by term recall
+    # The final order: per input (a source or the ranker) its weight; a candidate's score is the sum of
+    # weight x (its score in that list / the list's best score). Chosen on validation (models/fusion_choice.py);
+    # these defaults serve until a choice is published.
+    fusion: Mapping[str, float] = field(default_factory=lambda: {EASE: 1.0, SEQUENCE: 0.5})
 
     def quota_counts(self, recall_size: int) -> dict[str, int]:
         return {name: round(self.quotas.get(name, 0.0) * recall_size) for name in SOURCE_ORDER}
+
+    @classmethod
+    def served(cls, models_dir: Path, recall_size: int) -> RecallConfig:
+        """The request's configuration with the published fusion choice (the defaults before there is one)."""
+        choice = open_fusion(models_dir)
+        if choice is None:
+            return cls(recall_size=recall_size)
+        return cls(recall_size=recall_size, fusion=dict(choice["weights"]),
+                   sequence_seeds=int(choice.get("sequence_seeds", cls.sequence_seeds)))
 
 
 @dataclass(frozen=True)
@@ -58,6 +81,44 @@ class Ranked:
 
 
 @dataclass(frozen=True)
+class ItemLists:
+    """Per item a list of (item, score), best first, held as one ragged array: item i's list is
+    ``itemids[offsets[i]:offsets[i + 1]]`` (ML-25M's sparse ids reach ~209K for ~10K items with lists)."""
+
+    offsets: np.ndarray  # int64 (item_count + 1,)
+    itemids: np.ndarray  # int64
+    scores: np.ndarray  # float64
+
+    @classmethod
+    def from_lists(cls, item_count: int, lists: Mapping[int, tuple[Sequence[int], Sequence[float]]]) -> ItemLists:
+        lengths = np.zeros(item_count, dtype=np.int64)
+        for itemid, (ids, _) in lists.items():
+            if 0 <= itemid < item_count:
+                lengths[itemid] = len(ids)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        itemids = np.empty(int(offsets[-1]), dtype=np.int64)
+        scores = np.empty(int(offsets[-1]), dtype=np.float64)
+        for itemid, (ids, values) in lists.items():
+            if 0 <= itemid < item_count:
+                itemids[offsets[itemid]:offsets[itemid + 1]] = ids
+                scores[offsets[itemid]:offsets[itemid + 1]] = values
+        return cls(offsets, itemids, scores)
+
+    def of(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The lists of ``itemids`` one after another, in their order; an id without a list adds nothing."""
+        itemids = np.asarray(itemids, dtype=np.int64)
+        itemids = itemids[(itemids >= 0) & (itemids < len(self.offsets) - 1)]
+        starts, ends = self.offsets[itemids], self.offsets[itemids + 1]
+        lengths = ends - starts
+        if lengths.sum() == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        # Positions of every entry: each list's start repeated over its length plus 0, 1, 2, ...
+        shift = starts - np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        position = np.repeat(shift, lengths) + np.arange(lengths.sum())
+        return self.itemids[position], self.scores[position]
+
+
+@dataclass(frozen=True)
 class ItemIndex:
     """Everything about the catalogue that recall reads, held as arrays indexed by itemid."""
 
@@ -69,6 +130,7 @@ class ItemIndex:
     neighbour_scores: np.ndarray  # (item_count, N) float64
     item_vectors: np.ndarray | None  # (item_count, d) float32, row = itemid (row 0 unused)
     known_items: np.ndarray  # (item_count,) bool: in the catalogue
+    item_lists: Mapping[str, ItemLists] = field(default_factory=dict)  # ITEM_LIST_SOURCES' lists, where published
 
     @cached_property
     def max_popularity(self) -> float:
@@ -96,6 +158,13 @@ class ItemIndex:
         """The neighbour lists of ``itemids`` (a row each, -1 padded); an id outside the catalogue has none."""
         itemids = itemids[(itemids > 0) & (itemids < self.item_count)]
         return self.neighbour_ids[itemids], self.neighbour_scores[itemids]
+
+
+    def lists_of(self, source: str, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lists = self.item_lists.get(source)
+        if lists is None:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        return lists.of(itemids)
 
 
 @dataclass(frozen=True)
@@ -138,6 +207,32 @@ def neighbour_seeds(user: UserRecallData, count: int) -> np.ndarray:
     """The user's latest ``count`` items (newest first) that lend their neighbour lists."""
     recent = user.recent[:count]
     return recent[recent > 0]
+
+
+def item_list_seeds(user: UserRecallData, source: str, config: RecallConfig) -> np.ndarray:
+    """The items whose lists a source sums: every item seen for EASE, the latest ``sequence_seeds`` for the
+    successors (newest first)."""
+    if source == EASE:
+        return user.seen
+    recent = user.recent[:config.sequence_seeds]
+    return recent[recent > 0]
+
+
+def rank_item_lists(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, n: int) -> Ranked:
+    """A per-item-list source: each candidate's score summed over the lists (in list order), seen items and
+    ids <= 0 dropped, the best ``n`` (ties by the smaller itemid). A dense sum: an EASE request adds up to
+    hundreds of thousands of weights, where sorting them by id (``rank_neighbours``) costs ~10x more."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) == 0 or ids.max() <= 0:
+        return Ranked.empty()
+    kept = ids > 0
+    sums = np.bincount(ids[kept], weights=np.asarray(scores, dtype=np.float64)[kept])
+    present = np.bincount(ids[kept], minlength=len(sums)) > 0
+    seen = np.asarray(seen, dtype=np.int64)
+    present[seen[(seen >= 0) & (seen < len(sums))]] = False
+    values = np.where(present, sums, -np.inf)
+    best = top_n(values, n)
+    return Ranked(best.astype(np.int64), sums[best])
 
 
 def neighbour_recall(user: UserRecallData, index: ItemIndex, n: int, seeds: int) -> Ranked:

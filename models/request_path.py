@@ -4,10 +4,13 @@ the two lists are the same by construction.
 
 1. The user's recall data (``bundle.users``).
 2. Recall (``recall``): the neighbour lists of the user's latest items summed (``rank_neighbours``), the
-   term and vector searches of the catalogue, the popularity list without the seen items, merged by
-   quotas (``models/candidate_merge.py``). The user's online features are fetched meanwhile.
+   EASE lists of every item they saw and the successor lists of their latest items summed
+   (``rank_item_lists``), the term and vector searches of the catalogue, the popularity list without the
+   seen items, merged by quotas (``models/candidate_merge.py``). The user's online features are fetched
+   meanwhile.
 3. Ranking: model input rows in spec order (``FeatureAssembler``), one ranker call over all candidates.
-4. Final order: reciprocal-rank fusion (``models/fusion.py``), then the top k.
+4. Final order: the weighted sum of the sources' and the ranker's scaled scores (``models/fusion.py``), with
+   the weights chosen on validation, then the top k.
 
 One fallback rule: a user without recall data, without online features or without a single candidate gets
 the popularity list, seen items excluded where the user is known, marked ``fallback: "popularity"``.
@@ -33,6 +36,7 @@ from contracts.errors import StoreUnavailableError
 from models.candidate_merge import SOURCE_NAMES, Candidates, merge
 from models.fusion import FUSION_K, fused_order
 from models.recall_sources import (
+    ITEM_LIST_SOURCES,
     NEIGHBOURS,
     POPULARITY,
     TERM,
@@ -40,7 +44,9 @@ from models.recall_sources import (
     Ranked,
     RecallConfig,
     UserRecallData,
+    item_list_seeds,
     neighbour_seeds,
+    rank_item_lists,
     rank_neighbours,
     term_bands,
     unseen_popular,
@@ -98,6 +104,10 @@ def recall(user: UserRecallData, items: ItemIndexStore, config: RecallConfig, re
     # With remote stores the neighbour lists are read (and summed) while the catalogue is searched.
     pending_neighbours = (background or InlineExecutor()).submit(
         lambda: rank_neighbours(*items.neighbour_lists(seeds), user.seen, recall_size))
+    pending_lists = {source: (background or InlineExecutor()).submit(
+        lambda source=source: rank_item_lists(*items.item_lists(source, item_list_seeds(user, source, config)),
+                                              user.seen, recall_size))
+        for source in ITEM_LIST_SOURCES}
     bands = term_bands(user.terms, config.term_genres, items.max_popularity)
     try:
         term, vector = items.search(CatalogueSearch(bands, user.vector, user.seen, recall_size))
@@ -115,6 +125,14 @@ def recall(user: UserRecallData, items: ItemIndexStore, config: RecallConfig, re
         neighbours = Ranked.empty()
     sources = {NEIGHBOURS: neighbours, VECTOR: vector, TERM: term,
                POPULARITY: unseen_popular(items.popularity, user.seen, recall_size)}
+    for source, pending in pending_lists.items():
+        try:
+            sources[source] = pending.result()
+        except StoreUnavailableError as error:
+            if degraded is None:
+                raise
+            degraded.add(error.store)
+            sources[source] = Ranked.empty()
     return merge(sources, recall_size, config.quota_counts(recall_size)), sources
 
 
@@ -147,7 +165,7 @@ def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int, time
         scores = _scores(bundle, rows, degraded)
         if scores is None:
             return recall_order(bundle, userid, candidates, sources, k, degraded)
-        order, fused = fused_order(candidates, sources, scores)
+        order, fused = fused_order(candidates, sources, scores, bundle.recall.fusion)
     top = order[:k]
     # Python scalars in one conversion per column: numpy scalars, one at a time, cost ~10x more.
     items = tuple(

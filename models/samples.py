@@ -97,6 +97,19 @@ def load_samples(exports: Path, export: str, spec: FeatureSpec = SPEC) -> Sample
     return Samples(torch.from_numpy(features), torch.from_numpy(labels), timestamps)
 
 
+def online_user_rows_as_of(exports: Path, users: np.ndarray, timestamps: np.ndarray,
+                           spec: FeatureSpec = SPEC) -> np.ndarray:
+    """Each user's online feature row (``spec.online_user_features`` order) as of a time: demographics and
+    the 36 counters as of the latest second strictly before it, as a sample at that time has them."""
+    users, timestamps = np.asarray(users, dtype=np.int64), np.asarray(timestamps, dtype=np.int64)
+    features = np.zeros((len(users), len(spec.names)), dtype=np.float32)
+    _fill_by_key(features, users, pq.read_table(exports / Export.USER_FEATURES), "userid",
+                 [f.name for f in spec.features if f.entity is Entity.USER and f.group is FeatureGroup.SPARSE_SIDE],
+                 spec)
+    _fill_counters_as_of(features, users, timestamps, exports, spec)
+    return features[:, [spec.index_of(f.name) for f in spec.online_user_features]]
+
+
 def _fill_by_key(features: np.ndarray, keys: np.ndarray, table: pa.Table, key: str, columns: Sequence[str],
                  spec: FeatureSpec) -> None:
     """Each row's values of ``columns`` from the table's row of its key (0 where the table has none)."""

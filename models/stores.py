@@ -57,6 +57,11 @@ class ItemIndexStore(Protocol):
         without a list contributes nothing. Padding ids are <= 0."""
         ...
 
+    def item_lists(self, source: str, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of ``source``'s per-item lists (``ITEM_LIST_SOURCES``) of ``itemids``, as
+        ``neighbour_lists`` gives the neighbour lists."""
+        ...
+
     def search(self, query: CatalogueSearch) -> tuple[Ranked, Ranked]:
         """(term, vector) candidates: each item of the banded genres scored band + popularity at its best
         band; the items by inner product with the vector."""

@@ -21,8 +21,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from contracts.settings import TrainingSettings
-from contracts.tables import Export
+from contracts.settings import RecallSettings, TrainingSettings
+from contracts.tables import Export, ModelFiles
 from models.data_splits import DataSplits, Selection
 from models.export_readers import load_item_features
 from models.feature_rows import FeatureAssembler
@@ -38,6 +38,7 @@ from models.fitting import (
     train_recall_bpr,
     training_metadata,
 )
+from models.fusion_choice import choose_and_publish
 from models.item_vocabulary import ItemVocabulary
 from models.negative_rows import load_negatives
 from models.process_memory import read_with_system_allocator, resident_gib
@@ -93,6 +94,10 @@ def train_and_publish(settings: TrainingSettings) -> dict:
         log.info("ranking trained; resident %s GiB (now, peak)", resident_gib())
         summary[RANKING] = {"variant": settings.ranking_variant, **report.to_metadata(),
                             "seconds": round(report.result.seconds, 1), "path": str(folder.path)}
+    if (exports / Export.VALIDATION_HOLDOUT).exists():
+        # The final order's weights depend on both models: chosen on validation once they are published.
+        choice = choose_and_publish(exports, settings.models_dir, RecallSettings().recall_size)
+        summary[ModelFiles.FUSION] = {k: v for k, v in choice.items() if k.startswith(("weights", "validation"))}
     return summary
 
 

@@ -62,7 +62,7 @@ def load_embedded_bundle(settings: ServingSettings) -> ServingBundle:
         features = FeastFeatureClient(open_store(settings, "sqlite", settings.redis_address))
     except FileNotFoundError as error:  # an export gone, or Feast's registry not written yet
         raise NotPublishedError(f"{error} (run the batch, then python -m feature_repo.publish)") from error
-    bundle = in_memory_bundle(arrays, published.ranking_model, RecallConfig(recall_size=settings.recall_size),
-                              features, published.versions)
+    recall = RecallConfig.served(settings.models_dir, settings.recall_size)
+    bundle = in_memory_bundle(arrays, published.ranking_model, recall, features, published.versions)
     log.info("serving bundle loaded: %s", bundle.versions)
     return bundle

@@ -109,7 +109,7 @@ def evaluate_served(settings: ServingSettings, url: str, label: str, with_ease: 
                     down: Sequence[str] = ()) -> dict:
     """``down``: the servers stopped while the service answers; the offline lists are replayed without them."""
     started = time.monotonic()
-    config = RecallConfig(recall_size=settings.recall_size)
+    config = RecallConfig.served(settings.models_dir, settings.recall_size)
     k = max(CUTOFFS)
     exports = settings.current_export_dir
     targets = liked_holdout(exports)

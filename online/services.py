@@ -110,13 +110,19 @@ class ServiceItemIndex:
     def neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.redis_breaker.call(self._neighbour_lists, itemids)
 
+    def item_lists(self, source: str, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.redis_breaker.call(self._lists, [
+            redis_layout.item_list_key(self.prefix, self.version, source, int(item)) for item in itemids])
+
     def search(self, query: CatalogueSearch) -> tuple[Ranked, Ranked]:
         return self.search_breaker.call(self._search, query)
 
     def _neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(itemids) == 0:
+        return self._lists([redis_layout.neighbours_key(self.prefix, self.version, int(item)) for item in itemids])
+
+    def _lists(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if len(keys) == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        keys = [redis_layout.neighbours_key(self.prefix, self.version, int(item)) for item in itemids]
         try:
             blobs = self.client.mget(keys)
         except redis.RedisError as error:
@@ -336,7 +342,7 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
         features=GuardedFeatureClient(features, breakers["feast"]),
         assembler=FeatureAssembler.from_item_features(item_frame),
         ranker=ranker,
-        recall=RecallConfig(recall_size=settings.recall_size),
+        recall=RecallConfig.served(settings.models_dir, settings.recall_size),
         versions={"data_run": meta["data_run"], "feature_spec": SPEC.version, "recall_model": meta["recall_model"],
                   "ranking_model": ranker.version, "exports": meta["exports"], "redis": f"v{version}",
                   "elasticsearch": index, "triton": f"{ranker.model}/{ranker.model_version}"},

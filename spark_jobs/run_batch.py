@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pyspark.sql import SparkSession
 
 from contracts.settings import BatchSettings
-from spark_jobs import cooccurrence, export, features, ingest, recall_inputs, split
+from spark_jobs import cooccurrence, export, features, ingest, item_models, recall_inputs, split
 from spark_jobs.lake import Written
 from spark_jobs.runtime import JobRun, job_main
 
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 STAGES: tuple[tuple[tuple[str, JobRun], ...], ...] = (
     (("ingest", ingest.run),),
     (("split", split.run),),
-    (("features", features.run), ("recall_inputs", recall_inputs.run), ("cooccurrence", cooccurrence.run)),
+    (("features", features.run), ("recall_inputs", recall_inputs.run), ("cooccurrence", cooccurrence.run),
+     ("item_models", item_models.run)),
     (("export", export.run),),
 )
 STEP_COUNT = sum(len(stage) for stage in STAGES)

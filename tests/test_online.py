@@ -158,7 +158,7 @@ def test_offline_equals_online(client, served):
         # the offline evaluation's ordering of the same user
         candidates, sources = recall(bundle.users.get(userid), bundle.items, bundle.recall, bundle.recall.recall_size)
         scores = bundle.ranker.score(assembler.rows(userid, batch_users[userid], candidates.itemids))
-        order, _ = fused_order(candidates, sources, scores)
+        order, _ = fused_order(candidates, sources, scores, bundle.recall.fusion)
         assert itemids.tolist() == candidates.itemids[order][:50].tolist()
 
 

@@ -13,6 +13,7 @@ from models.in_memory_stores import InMemoryFeatureClient, InMemoryItemIndex, In
 from models.recall_sources import (
     NEIGHBOURS,
     POPULARITY,
+    RANKER,
     TERM,
     VECTOR,
     ItemIndex,
@@ -152,13 +153,20 @@ def test_ease_keeps_the_most_rated_movies_within_its_cap():
     assert np.isneginf(ease.scores(np.array([40]), item_count=60)[40])
 
 
-def test_fused_order_is_reciprocal_rank_fusion():
+def test_fused_order_sums_each_inputs_scaled_scores_by_weight():
     candidates = Candidates(np.array([7, 8, 9]), np.zeros(3, dtype=np.int64))
-    sources = {NEIGHBOURS: Ranked(np.array([9, 7]), np.zeros(2)), VECTOR: Ranked(np.array([5, 9]), np.zeros(2))}
-    order, fused = fused_order(candidates, sources, model_scores=np.array([0.9, 0.5, 0.1]), k=1)
-    # model ranks 7, 8, 9 -> 1/2, 1/3, 1/4; neighbours 9, 7 -> 1/2, 1/3; vector: 9 is second -> 1/3
-    assert fused.tolist() == pytest.approx([1 / 2 + 1 / 3, 1 / 3, 1 / 4 + 1 / 2 + 1 / 3])
+    sources = {NEIGHBOURS: Ranked(np.array([9, 7]), np.array([4.0, 2.0])),
+               VECTOR: Ranked(np.array([5, 9]), np.array([3.0, 1.5]))}
+    weights = {RANKER: 1.0, NEIGHBOURS: 0.5, VECTOR: 2.0}
+    order, fused = fused_order(candidates, sources, np.array([0.9, 0.45, 0.09]), weights)
+    # ranker / 0.9: 1, 0.5, 0.1; neighbours / 4: 7 -> 0.5, 9 -> 1; vector / 3: 9 -> 0.5 (5 is no candidate)
+    assert fused.tolist() == pytest.approx([1 + 0.5 * 0.5, 0.5, 0.1 + 0.5 * 1 + 2.0 * 0.5])
     assert candidates.itemids[order].tolist() == [9, 7, 8]
+    # An input with weight 0 (or no weight) changes nothing; without the ranker the sources alone decide.
+    _, without_vector = fused_order(candidates, sources, np.array([0.9, 0.45, 0.09]), {RANKER: 1.0, NEIGHBOURS: 0.5})
+    assert without_vector.tolist() == pytest.approx([1.25, 0.5, 0.6])
+    _, no_model = fused_order(candidates, sources, None, {RANKER: 1.0, NEIGHBOURS: 1.0})
+    assert no_model.tolist() == pytest.approx([0.5, 0.0, 1.0])
 
 
 def random_index(rng: np.random.Generator, item_count: int = 60) -> ItemIndex:

@@ -222,12 +222,12 @@ def test_a_stopped_dependency_degrades_the_list_names_it_then_recovers(stack):
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'recsys_degraded_responses_total{cause="redis"}' in metrics
 
-    # Two at once: the neighbour lists and popularity, ranked in-process.
+    # Two at once: the per-item lists of Redis (neighbours, EASE, successors) and popularity, ranked in-process.
     stack.stop("elasticsearch")
     stack.stop("triton")
     body = rec(client)
     assert body["degraded"] == ["elasticsearch", "triton"] and body["fallback"] is None and body["item_list"]
-    assert all(set(i["sources"]) <= {"neighbours", "popularity"} for i in body["item_list"])
+    assert all(set(i["sources"]) <= {"neighbours", "ease", "sequence", "popularity"} for i in body["item_list"])
     stack.start("triton")
     stack.start("elasticsearch")
     wait_for(lambda: rec(client)["degraded"] == [], "full lists after both restarted", timeout=120)

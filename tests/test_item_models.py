@@ -1,0 +1,98 @@
+"""The batch's item models (spark_jobs/item_models.py) and how the request path sums their lists."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from chispa import assert_df_equality
+
+from contracts.tables import Export
+from models.ease import Ease
+from models.export_readers import load_item_lists
+from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights, mean_ndcg, validation_users
+from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
+from spark_jobs.item_models import ease_lists, ease_pairs, item_successors, mark_validation, validation_holdout
+
+
+def test_successors_weight_each_following_item_by_its_distance(spark):
+    # user 1: 10, 20, 30 (20 and 30 in the same second: ordered by itemid); user 2: 20, 10
+    rows = [(1, 10, 1), (1, 30, 2), (1, 20, 2), (2, 20, 5), (2, 10, 6)]
+    impressions = spark.createDataFrame(rows, "userid int, itemid int, timestamp long")
+    got = {r.itemid: [(n.itemid, round(n.score, 5)) for n in r.neighbours]
+           for r in item_successors(impressions, window=2, per_item=5).collect()}
+    # 10 -> 20 at distance 1 (weight 1), 30 at 2 (1/2): total 1.5, divided by 2.5
+    # 20 -> 30 at 1 (user 1) and 10 at 1 (user 2): total 2, divided by 3; tie on score: the smaller id first
+    assert got == {10: [(20, round(1 / 2.5, 5)), (30, round(0.5 / 2.5, 5))],
+                   20: [(10, round(1 / 3, 5)), (30, round(1 / 3, 5))]}
+    assert [n.itemid for n in item_successors(impressions, window=2, per_item=1)
+            .filter("itemid = 20").collect()[0].neighbours] == [10]
+
+
+def test_validation_marks_each_users_last_impressions_after_enough_history(spark):
+    rows = [(1, item, item) for item in range(1, 8)] + [(2, 1, 1), (2, 2, 2)]
+    offline = spark.createDataFrame([(*r, 4.0, 1) for r in rows],
+                                    "userid int, itemid int, timestamp long, rating double, label int")
+    marked = mark_validation(offline, validation_size=2, min_history=3)
+    held = sorted((r.userid, r.itemid) for r in marked.filter("validation").collect())
+    assert held == [(1, 6), (1, 7)]  # user 2 has no 3 impressions before their last 2
+    expected = spark.createDataFrame([(1, 6, 4.0, 1, 6), (1, 7, 4.0, 1, 7)],
+                                     "userid int, itemid int, rating double, label int, timestamp long")
+    assert_df_equality(validation_holdout(marked), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_ease_lists_are_the_reference_ease_weights(spark):
+    rng = np.random.default_rng(3)
+    pairs = np.unique(np.stack([rng.integers(0, 120, 1500), rng.integers(1, 60, 1500)], axis=1), axis=0)
+    frame = spark.createDataFrame([(int(u), int(i)) for u, i in pairs], "userid int, itemid int")
+    picked = ease_pairs(frame, max_items=40).toArrow()
+    lists = ease_lists(picked, lam=50.0, per_item=10).to_pylist()
+    reference = Ease.fit([pairs[pairs[:, 0] == u, 1] for u in range(120)], lam=50.0, max_items=40)
+    assert [row["itemid"] for row in lists] == reference.itemids.tolist()
+    for position, row in enumerate(lists):
+        weights = reference.weights[position]
+        largest = np.argsort(-np.abs(weights), kind="stable")[:10]
+        best = largest[np.lexsort((largest, -weights[largest]))]
+        assert [n["itemid"] for n in row["neighbours"]] == reference.itemids[best].tolist()
+        np.testing.assert_allclose([n["score"] for n in row["neighbours"]], weights[best], rtol=1e-5)
+
+
+def test_item_lists_read_back_in_any_row_order_and_sum_like_the_reference(tmp_path):
+    lists = {5: ([7, 3], [0.5, 0.25]), 2: ([5], [1.0]), 7: ([3, 2, 5], [0.75, 0.5, 0.125])}
+    rows = [{"itemid": i, "neighbours": [{"itemid": a, "score": b} for a, b in zip(*lists[i], strict=True)]}
+            for i in (7, 2, 5)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "lists.parquet")
+    loaded = load_item_lists(tmp_path / "lists.parquet", item_count=9)
+    expected = ItemLists.from_lists(9, lists)
+    for field in ("offsets", "itemids", "scores"):
+        np.testing.assert_array_equal(getattr(loaded, field), getattr(expected, field))
+    ids, scores = loaded.of(np.array([7, 5, 8, 4]))  # 8 and 4 have no list
+    assert ids.tolist() == [3, 2, 5, 7, 3]
+    ranked = rank_item_lists(ids, scores, seen=np.array([7, 5]), n=5)
+    assert ranked.itemids.tolist() == [3, 2]  # 3: 0.75 + 0.25; 2: 0.5; the seen 5 and 7 dropped
+    assert ranked.scores.tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_fusion_choice_weights_the_input_that_finds_the_targets_and_drops_the_noise():
+    rng = np.random.default_rng(5)
+    scored = []
+    for _ in range(60):
+        itemids = rng.permutation(np.arange(1, 81))
+        relevant = frozenset(itemids[:5].tolist())
+        informative = np.where(np.isin(itemids, list(relevant)), 1.0, 0.0) * rng.uniform(0.6, 1.0, 80) \
+            + rng.uniform(0.0, 0.5, 80)
+        noise = rng.uniform(0.0, 1.0, (len(FUSION_INPUTS) - 1, 80))
+        inputs = np.vstack([noise[:1], informative, noise[1:]])  # the second input carries the signal
+        scored.append(ScoredCandidates(itemids, inputs, relevant))
+    # Start from the noise alone: the ascent must find the informative input and weight it above the noise.
+    start = dict.fromkeys(FUSION_INPUTS, 1.0) | {FUSION_INPUTS[1]: 0.0}
+    weights, chosen = choose_weights(scored, start)
+    assert all(weights[FUSION_INPUTS[1]] > weights[name] for name in FUSION_INPUTS if name != FUSION_INPUTS[1])
+    assert chosen > mean_ndcg(scored, np.array([start[name] for name in FUSION_INPUTS])) + 0.2
+
+
+def test_validation_users_are_seen_as_before_their_validation_impressions(tmp_path):
+    user = UserRecallData(3, seen=np.array([1, 2, 5, 8, 9]), recent=np.array([9, 8, 5, 2]), terms=[], vector=None)
+    pq.write_table(pa.table({"userid": [3, 3, 4], "itemid": [9, 8, 1]}), tmp_path / Export.VALIDATION_HOLDOUT)
+    view = validation_users({3: user}, tmp_path)
+    assert list(view) == [3]  # user 4 has no recall data
+    assert view[3].seen.tolist() == [1, 2, 5] and view[3].recent.tolist() == [5, 2]
