@@ -108,14 +108,14 @@ class ItemLists:
         """The lists of ``itemids`` one after another, in their order; an id without a list adds nothing."""
         itemids = np.asarray(itemids, dtype=np.int64)
         itemids = itemids[(itemids >= 0) & (itemids < len(self.offsets) - 1)]
-        starts, ends = self.offsets[itemids], self.offsets[itemids + 1]
-        lengths = ends - starts
-        if lengths.sum() == 0:
+        # Slices of the flat arrays joined in one copy: cheaper than gathering by computed positions (an EASE
+        # request joins a list per item seen, ~250 lists and ~125K entries for a heavy ML-100K user).
+        bounds = zip(self.offsets[itemids].tolist(), self.offsets[itemids + 1].tolist(), strict=True)
+        spans = [(start, end) for start, end in bounds if end > start]
+        if not spans:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        # Positions of every entry: each list's start repeated over its length plus 0, 1, 2, ...
-        shift = starts - np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        position = np.repeat(shift, lengths) + np.arange(lengths.sum())
-        return self.itemids[position], self.scores[position]
+        return (np.concatenate([self.itemids[start:end] for start, end in spans]),
+                np.concatenate([self.scores[start:end] for start, end in spans]))
 
 
 @dataclass(frozen=True)
@@ -223,11 +223,15 @@ def rank_item_lists(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, n: in
     ids <= 0 dropped, the best ``n`` (ties by the smaller itemid). A dense sum: an EASE request adds up to
     hundreds of thousands of weights, where sorting them by id (``rank_neighbours``) costs ~10x more."""
     ids = np.asarray(ids, dtype=np.int64)
-    if len(ids) == 0 or ids.max() <= 0:
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(ids) and ids.min() <= 0:  # padding: the stores' lists have none, so the copy is rarely made
+        kept = ids > 0
+        ids, scores = ids[kept], scores[kept]
+    if len(ids) == 0:
         return Ranked.empty()
-    kept = ids > 0
-    sums = np.bincount(ids[kept], weights=np.asarray(scores, dtype=np.float64)[kept])
-    present = np.bincount(ids[kept], minlength=len(sums)) > 0
+    sums = np.bincount(ids, weights=scores)
+    present = np.zeros(len(sums), dtype=bool)
+    present[ids] = True
     seen = np.asarray(seen, dtype=np.int64)
     present[seen[(seen >= 0) & (seen < len(sums))]] = False
     values = np.where(present, sums, -np.inf)

@@ -5,12 +5,12 @@ without each user's last ``validation_size`` offline impressions (what the valid
 
 - ``item_ease``: EASE (Steck 2019), B = I - P diagMat(1 / diag(P)), P = (X'X + lambda I)^-1, diag(B) = 0,
   over the ``ease_max_items`` most-rated movies. X'X is the co-occurrence count of every pair of movies over
-  whole histories. Spark picks the movies and the (user, movie) pairs; the driver forms X'X as a sparse
-  product (the same n^2 pairs per user as a self-join, without shuffling them: a heavy user's thousands of
-  ratings would otherwise become millions of shuffled rows) and inverts it. A movie beyond the cap is
-  neither a seed nor a candidate of this source. Each movie keeps its ``ease_per_item`` weights largest in
-  size (negative ones too): a user's score for a movie is the sum of its weights from the movies they saw,
-  EASE's own score where nothing was cut.
+  whole histories. The driver collects the (user, movie) impressions once (both fits come from them), forms
+  X'X as a sparse product (the same n^2 pairs per user as a self-join, without shuffling them: a heavy
+  user's thousands of ratings would otherwise become millions of shuffled rows) and inverts it. A movie
+  beyond the cap is neither a seed nor a candidate of this source. Each movie keeps its ``ease_per_item``
+  weights largest in size (negative ones too): a user's score for a movie is the sum of its weights from the
+  movies they saw, EASE's own score where nothing was cut.
 - ``item_successors``: the movies a user rated after each movie, within the next ``successor_window``
   impressions of their timeline, weighted 1 / distance; a movie's weights divided by (their total + 1),
   its ``successors_per_item`` largest kept. A sequence-aware source: what follows the latest movies.
@@ -36,7 +36,6 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from scipy import sparse
 
 from contracts.settings import BatchSettings
@@ -47,15 +46,6 @@ from spark_jobs.runtime import job_main
 from spark_jobs.split import Split
 
 log = logging.getLogger(__name__)
-
-ITEM_LIST_SCHEMA = T.StructType([
-    T.StructField("itemid", T.IntegerType(), False),
-    T.StructField("neighbours", T.ArrayType(T.StructType([
-        T.StructField("itemid", T.IntegerType(), False),
-        T.StructField("score", T.FloatType(), False),
-    ]), False), False),
-])
-
 
 def mark_validation(offline: DataFrame, validation_size: int, min_history: int) -> DataFrame:
     """Adds ``validation``: true on each user's last ``validation_size`` offline impressions (by timestamp, then
@@ -88,9 +78,13 @@ def best_per_item(scored: DataFrame, per_item: int) -> DataFrame:
 
 def item_successors(impressions: DataFrame, window: int, per_item: int) -> DataFrame:
     """The rule in the module docstring, from one sort of each user's timeline."""
-    timeline = Window.partitionBy("userid").orderBy("timestamp", "itemid").rowsBetween(1, window)
-    following = impressions.select("itemid", F.collect_list("itemid").over(timeline).alias("following"))
-    pairs = following.select("itemid", F.posexplode("following").alias("distance", "neighbour"))
+    timeline = Window.partitionBy("userid").orderBy("timestamp", "itemid")
+    # The next ``window`` items as lead() columns of one window pass (a collect_list over a sliding frame
+    # builds an array per row and costs several times more), then one row per (item, distance, successor).
+    following = impressions.select("itemid", F.array(*(F.lead("itemid", d).over(timeline)
+                                                        for d in range(1, window + 1))).alias("following"))
+    pairs = (following.select("itemid", F.posexplode("following").alias("distance", "neighbour"))
+             .filter(F.col("neighbour").isNotNull()))
     # 1 / distance in units of 1 / lcm(1..window): whole numbers, so the sums are exact in any order (a
     # cluster adds them in another order than a local run, and floating-point sums would differ in their last bits).
     unit = math.lcm(*range(1, window + 1))
@@ -102,20 +96,22 @@ def item_successors(impressions: DataFrame, window: int, per_item: int) -> DataF
     return best_per_item(scored, per_item)
 
 
-def ease_pairs(impressions: DataFrame, max_items: int) -> DataFrame:
-    """(userid, itemid) seen, for the ``max_items`` movies seen by most users (ties by the smaller id)."""
-    user_items = impressions.select("userid", "itemid").distinct()
-    most_rated = Window.orderBy(F.desc("users"), F.asc("itemid"))
-    covered = (user_items.groupBy("itemid").agg(F.count(F.lit(1)).alias("users"))
-               .withColumn("rank", F.row_number().over(most_rated)).filter(F.col("rank") <= max_items)
-               .select("itemid"))
-    return user_items.join(F.broadcast(covered), "itemid")
+def most_rated_pairs(users: np.ndarray, items: np.ndarray, max_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (user, movie) pairs of the ``max_items`` movies seen by most users (ties by the smaller id)."""
+    pairs = np.unique(np.stack([np.asarray(users, np.int64), np.asarray(items, np.int64)], axis=1), axis=0)
+    users, items = pairs[:, 0], pairs[:, 1]
+    itemids, counts = np.unique(items, return_counts=True)
+    if len(itemids) > max_items:
+        covered = itemids[np.lexsort((itemids, -counts))[:max_items]]
+        kept = np.isin(items, covered)
+        users, items = users[kept], items[kept]
+    return users, items
 
 
-def ease_lists(pairs: pa.Table, lam: float, per_item: int) -> pa.Table:
-    """(userid, itemid) pairs -> each movie's ``per_item`` EASE weights largest in size, as ITEM_LIST_SCHEMA."""
-    users = np.asarray(pairs.column("userid"), dtype=np.int64)
-    items = np.asarray(pairs.column("itemid"), dtype=np.int64)
+def ease_weights(users: np.ndarray, items: np.ndarray, lam: float, per_item: int, max_items: int) -> pa.Table:
+    """(user, movie) impressions -> (itemid, neighbour, score): each covered movie's ``per_item`` EASE weights
+    largest in size."""
+    users, items = most_rated_pairs(users, items, max_items)
     itemids, column = np.unique(items, return_inverse=True)
     _, row = np.unique(users, return_inverse=True)
     matrix = sparse.csr_matrix((np.ones(len(row), dtype=np.float64), (row, column)),
@@ -137,32 +133,36 @@ def ease_lists(pairs: pa.Table, lam: float, per_item: int) -> pa.Table:
     else:
         best, best_weights = np.empty((len(itemids), 0), np.int64), np.empty((len(itemids), 0))
     nonzero = best_weights != 0
-    offsets = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]).astype(np.int32)
-    entries = pa.StructArray.from_arrays(
-        [pa.array(itemids[best[nonzero]].astype(np.int32)), pa.array(best_weights[nonzero].astype(np.float32))],
-        names=["itemid", "score"])
-    return pa.table({"itemid": pa.array(itemids.astype(np.int32)),
-                     "neighbours": pa.ListArray.from_arrays(pa.array(offsets), entries)})
+    owners = np.repeat(itemids, nonzero.sum(axis=1))
+    return pa.table({"itemid": pa.array(owners.astype(np.int32)),
+                     "neighbour": pa.array(itemids[best[nonzero]].astype(np.int32)),
+                     "score": pa.array(best_weights[nonzero])})
 
 
-def item_ease(spark: SparkSession, impressions: DataFrame, settings: BatchSettings) -> DataFrame:
-    pairs = ease_pairs(impressions, settings.ease_max_items).toArrow()
-    lists = ease_lists(pairs, settings.ease_lambda, settings.ease_per_item)
-    log.info("item_ease: %d movies from %d (user, movie) pairs", lists.num_rows, pairs.num_rows)
-    return spark.createDataFrame(lists, ITEM_LIST_SCHEMA)
+def item_ease(spark: SparkSession, users: np.ndarray, items: np.ndarray, settings: BatchSettings) -> DataFrame:
+    weights = ease_weights(users, items, settings.ease_lambda, settings.ease_per_item, settings.ease_max_items)
+    log.info("item_ease: %d weights from %d impressions", weights.num_rows, len(users))
+    # Flat primitive columns cross from Arrow to Spark fast (nested lists of structs took ~15 s at ML-100K);
+    # Spark groups them into lists as every other list table.
+    return best_per_item(spark.createDataFrame(weights), settings.ease_per_item)
 
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
     marked = mark_validation(offline, settings.validation_size, settings.validation_min_history).cache()
     before_validation = marked.filter(~F.col("validation"))
-    tables = [(Table.VALIDATION_HOLDOUT, validation_holdout(marked))]
-    for prefix, impressions in (("", offline), (Table.VALIDATION_PREFIX, before_validation)):
-        tables += [
-            (prefix + Table.ITEM_EASE, item_ease(spark, impressions, settings)),
-            (prefix + Table.ITEM_SUCCESSORS,
-             item_successors(impressions, settings.successor_window, settings.successors_per_item)),
-        ]
+    # One collect of (user, movie, validation) gives both EASE fits: the driver builds their Gram matrices.
+    pairs = marked.select("userid", "itemid", "validation").toArrow()
+    users, items = (np.asarray(pairs.column(name), dtype=np.int64) for name in ("userid", "itemid"))
+    fit = ~np.asarray(pairs.column("validation"), dtype=bool)
+    tables = [
+        (Table.VALIDATION_HOLDOUT, validation_holdout(marked)),
+        (Table.ITEM_EASE, item_ease(spark, users, items, settings)),
+        (Table.VALIDATION_ITEM_EASE, item_ease(spark, users[fit], items[fit], settings)),
+    ]
+    for prefix, impressions in (("", marked), (Table.VALIDATION_PREFIX, before_validation)):
+        tables.append((prefix + Table.ITEM_SUCCESSORS,
+                       item_successors(impressions, settings.successor_window, settings.successors_per_item)))
     tables.append((Table.VALIDATION_ITEM_NEIGHBOURS,
                    latest_per_user(before_validation, settings.cooccurrence_history).transform(
                        lambda pairs: item_neighbours(pairs, settings.neighbours_per_item))))

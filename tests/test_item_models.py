@@ -11,7 +11,7 @@ from models.ease import Ease
 from models.export_readers import load_item_lists
 from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights, mean_ndcg, validation_users
 from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
-from spark_jobs.item_models import ease_lists, ease_pairs, item_successors, mark_validation, validation_holdout
+from spark_jobs.item_models import best_per_item, ease_weights, item_successors, mark_validation, validation_holdout
 
 
 def test_successors_weight_each_following_item_by_its_distance(spark):
@@ -42,18 +42,18 @@ def test_validation_marks_each_users_last_impressions_after_enough_history(spark
 
 def test_ease_lists_are_the_reference_ease_weights(spark):
     rng = np.random.default_rng(3)
-    pairs = np.unique(np.stack([rng.integers(0, 120, 1500), rng.integers(1, 60, 1500)], axis=1), axis=0)
-    frame = spark.createDataFrame([(int(u), int(i)) for u, i in pairs], "userid int, itemid int")
-    picked = ease_pairs(frame, max_items=40).toArrow()
-    lists = ease_lists(picked, lam=50.0, per_item=10).to_pylist()
+    users, items = rng.integers(0, 120, 1500), rng.integers(1, 60, 1500)  # with repeats: counted once
+    pairs = np.unique(np.stack([users, items], axis=1), axis=0)
+    weights = ease_weights(users, items, lam=50.0, per_item=10, max_items=40)
+    lists = {r.itemid: r.neighbours for r in best_per_item(spark.createDataFrame(weights), 10).collect()}
     reference = Ease.fit([pairs[pairs[:, 0] == u, 1] for u in range(120)], lam=50.0, max_items=40)
-    assert [row["itemid"] for row in lists] == reference.itemids.tolist()
-    for position, row in enumerate(lists):
-        weights = reference.weights[position]
-        largest = np.argsort(-np.abs(weights), kind="stable")[:10]
-        best = largest[np.lexsort((largest, -weights[largest]))]
-        assert [n["itemid"] for n in row["neighbours"]] == reference.itemids[best].tolist()
-        np.testing.assert_allclose([n["score"] for n in row["neighbours"]], weights[best], rtol=1e-5)
+    assert sorted(lists) == reference.itemids.tolist()
+    for position, itemid in enumerate(reference.itemids):
+        row = reference.weights[position]
+        largest = np.argsort(-np.abs(row), kind="stable")[:10]  # by size, negative weights too
+        best = largest[np.lexsort((largest, -row[largest]))]
+        assert [n.itemid for n in lists[itemid]] == reference.itemids[best].tolist()
+        np.testing.assert_allclose([n.score for n in lists[itemid]], row[best], rtol=1e-5)
 
 
 def test_item_lists_read_back_in_any_row_order_and_sum_like_the_reference(tmp_path):
