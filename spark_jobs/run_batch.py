@@ -1,5 +1,5 @@
-"""The whole batch in one Spark session: ingest, split, then features, recall inputs and co-occurrence
-side by side, then export.
+"""The whole batch in one Spark session: ingest, split, then features, recall inputs, co-occurrence and the
+item models side by side, then export.
 
     python -m spark_jobs.run_batch [--data DIR] [--output DIR]
     spark-submit --properties-file spark_jobs/delta.conf spark_jobs/run_batch.py --data DIR
