@@ -172,6 +172,7 @@ class BatchSettings(SparkSettings):
         10_000, "--ease-max-items", "EASE covers this many most-rated movies (a dense square of them is inverted)",
         ge=2, le=30_000)
     ease_per_item: int = setting(500, "--ease-per-item", "largest EASE weights kept per movie", ge=1)
+    ease_per_user: int = setting(200, "--ease-per-user", "length of each user's EASE list (user_ease)", ge=1)
     successor_window: int = setting(10, "--successor-window", "impressions after a movie that count as its "
                                     "successors (item_successors)", ge=1, le=40)
     successors_per_item: int = setting(200, "--successors-per-item", "successors kept per movie", ge=1)
@@ -184,8 +185,8 @@ class BatchSettings(SparkSettings):
     # The settings that change what the batch writes (besides the dataset and the feature spec).
     CONTENT_FIELDS: ClassVar[tuple[str, ...]] = (
         "negatives_per_impression", "neighbours_per_item", "cooccurrence_history", "recent_items", "on_bad_lines",
-        "ease_lambda", "ease_max_items", "ease_per_item", "successor_window", "successors_per_item", "validation_size",
-        "validation_min_history")
+        "ease_lambda", "ease_max_items", "ease_per_item", "ease_per_user", "successor_window", "successors_per_item",
+        "validation_size", "validation_min_history")
 
 
 class TrainingSettings(SparkSettings):

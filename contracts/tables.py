@@ -31,6 +31,7 @@ class Table:
     ITEM_NEIGHBOURS = "item_neighbours"  # per item: top co-occurring items with their cosine
     ITEM_EASE = "item_ease"  # per item: its largest EASE weights towards other items
     ITEM_SUCCESSORS = "item_successors"  # per item: the items rated soon after it, weighted by distance
+    USER_EASE = "user_ease"  # per user: their EASE list (item_ease summed over what they saw), best first
     # The same item models fitted without each user's last offline impressions, and those impressions: what
     # the choices are made on (spark_jobs/item_models.py).
     VALIDATION_PREFIX = "validation_"
@@ -38,6 +39,7 @@ class Table:
     VALIDATION_ITEM_NEIGHBOURS = VALIDATION_PREFIX + ITEM_NEIGHBOURS
     VALIDATION_ITEM_EASE = VALIDATION_PREFIX + ITEM_EASE
     VALIDATION_ITEM_SUCCESSORS = VALIDATION_PREFIX + ITEM_SUCCESSORS
+    VALIDATION_USER_EASE = VALIDATION_PREFIX + USER_EASE
     # Written by the trainer (python -m models.train), not the batch.
     USER_VECTORS = "user_vectors"
     ITEM_VECTORS = "item_vectors"
@@ -49,8 +51,8 @@ class Table:
     ALL: tuple[str, ...] = (
         DATASET, RATINGS, USERS, ITEMS, IMPRESSIONS, ONLINE_HOLDOUT, SAMPLES, NEGATIVE_SAMPLES,
         USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, ITEM_VOCABULARY, FEATURE_METADATA, USER_TERMS, ITEM_TERMS,
-        USER_FILTER, ITEM_POPULARITY, ITEM_NEIGHBOURS, ITEM_EASE, ITEM_SUCCESSORS, VALIDATION_HOLDOUT,
-        VALIDATION_ITEM_NEIGHBOURS, VALIDATION_ITEM_EASE, VALIDATION_ITEM_SUCCESSORS,
+        USER_FILTER, ITEM_POPULARITY, ITEM_NEIGHBOURS, ITEM_EASE, ITEM_SUCCESSORS, USER_EASE, VALIDATION_HOLDOUT,
+        VALIDATION_ITEM_NEIGHBOURS, VALIDATION_ITEM_EASE, VALIDATION_ITEM_SUCCESSORS, VALIDATION_USER_EASE,
     )
 
 
@@ -78,11 +80,13 @@ class Export:
     VALIDATION_ITEM_NEIGHBOURS = Table.VALIDATION_ITEM_NEIGHBOURS
     VALIDATION_ITEM_EASE = Table.VALIDATION_ITEM_EASE
     VALIDATION_ITEM_SUCCESSORS = Table.VALIDATION_ITEM_SUCCESSORS
+    USER_EASE = Table.USER_EASE
+    VALIDATION_USER_EASE = Table.VALIDATION_USER_EASE
     # Exported as they are in Delta.
     AS_IS: tuple[str, ...] = (USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, ITEM_VOCABULARY, USER_TERMS,
                               ITEM_TERMS, USER_FILTER, ONLINE_HOLDOUT, ITEMS, ITEM_POPULARITY, ITEM_NEIGHBOURS,
-                              ITEM_EASE, ITEM_SUCCESSORS, VALIDATION_HOLDOUT, VALIDATION_ITEM_NEIGHBOURS,
-                              VALIDATION_ITEM_EASE, VALIDATION_ITEM_SUCCESSORS)
+                              ITEM_EASE, ITEM_SUCCESSORS, USER_EASE, VALIDATION_HOLDOUT, VALIDATION_ITEM_NEIGHBOURS,
+                              VALIDATION_ITEM_EASE, VALIDATION_ITEM_SUCCESSORS, VALIDATION_USER_EASE)
 
     METADATA_FILE = "feature_metadata.json"  # the run's feature metadata (spec version, order, mean/std)
     MANIFEST_FILE = "manifest.json"  # run id, spec version, the Delta version each export came from, counts

@@ -10,7 +10,9 @@ reading it until it reloads.
     <prefix>:v<N>:meta              hash: data_run, recall_model, feature_spec, users, items, loaded_at
     <prefix>:v<N>:user:<userid>     hash: seen (int64 LE), recent (int64 LE, newest first),
                                     terms (int64 LE triples genre, impressions, clicks; strongest first),
-                                    vector (float32 LE; absent when the recall model has no vector)
+                                    vector (float32 LE; absent when the recall model has no vector),
+                                    ease (the user's EASE list: itemids int64 LE then scores float64 LE;
+                                    absent when the batch published none)
     <prefix>:v<N>:neighbours:<itemid>  itemids (int64 LE) then similarities (float64 LE), best first
     <prefix>:v<N>:ease:<itemid>     the same layout: the item's EASE weights (item_ease)
     <prefix>:v<N>:sequence:<itemid> the same layout: the item's successors (item_successors)
@@ -77,6 +79,8 @@ def encode_user(user: UserRecallData) -> dict[str, bytes]:
     }
     if user.vector is not None:
         record["vector"] = np.asarray(user.vector, dtype=VECTOR).tobytes()
+    if user.ease is not None:
+        record["ease"] = encode_ranked(user.ease.itemids, user.ease.scores)
     return record
 
 
@@ -89,6 +93,7 @@ def decode_user(userid: int, record: dict[bytes, bytes]) -> UserRecallData:
         np.frombuffer(record[b"recent"], dtype=INT).astype(np.int64),
         [(int(g), int(i), int(c)) for g, i, c in terms],
         None if vector is None else np.frombuffer(vector, dtype=VECTOR).astype(np.float32),
+        decode_ranked(record[b"ease"]) if b"ease" in record else None,
     )
 
 

@@ -111,7 +111,11 @@ def verify_version(client: redis.Redis, prefix: str, version: int, users: dict[i
                 and list(found.terms) == [tuple(map(int, t)) for t in expected.terms]
                 and ((found.vector is None and expected.vector is None)
                      or (found.vector is not None and expected.vector is not None
-                         and np.array_equal(found.vector, expected.vector))))
+                         and np.array_equal(found.vector, expected.vector)))
+                and ((found.ease is None and expected.ease is None)
+                     or (found.ease is not None and expected.ease is not None
+                         and np.array_equal(found.ease.itemids, expected.ease.itemids)
+                         and np.array_equal(found.ease.scores, expected.ease.scores))))
         if not same:
             raise VerificationError(f"user {userid} reads back different from what was written (version {version})")
     popular = layout.decode_ranked(client.get(layout.popular_key(prefix, version)))

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 from contracts.feature_spec import SPEC, FeatureSpec
 from contracts.published import ModelFolder
 from contracts.tables import Export, ModelFiles
-from models.recall_sources import EASE, SEQUENCE, ItemIndex, ItemLists, UserRecallData
+from models.recall_sources import SEQUENCE, ItemIndex, ItemLists, Ranked, UserRecallData
 
 # The per-item lists each ITEM_LIST_SOURCES source sums, by export (the validation ones: prefix + name).
-ITEM_LIST_EXPORTS: dict[str, str] = {EASE: Export.ITEM_EASE, SEQUENCE: Export.ITEM_SUCCESSORS}
+ITEM_LIST_EXPORTS: dict[str, str] = {SEQUENCE: Export.ITEM_SUCCESSORS}
 
 
 def _vectors(path: Path, key: str, size: int) -> np.ndarray:
@@ -31,11 +31,12 @@ def _vectors(path: Path, key: str, size: int) -> np.ndarray:
     return matrix
 
 
-def load_item_lists(path: Path, item_count: int) -> ItemLists:
-    """A table of (itemid, neighbours array<struct<itemid, score>>) as one ragged array, by Arrow's columns."""
-    table = pq.read_table(path, columns=["itemid", "neighbours"])
-    table = table.filter(pc.less(table["itemid"], item_count)).combine_chunks()
-    owners = table["itemid"].to_numpy().astype(np.int64)
+def load_item_lists(path: Path, item_count: int, owner: str = "itemid") -> ItemLists:
+    """A table of (``owner``, neighbours array<struct<itemid, score>>) as one ragged array indexed by the owner
+    (below ``item_count``), by Arrow's columns."""
+    table = pq.read_table(path, columns=[owner, "neighbours"])
+    table = table.filter(pc.less(table[owner], item_count)).combine_chunks()
+    owners = table[owner].to_numpy().astype(np.int64)
     lists = table["neighbours"].chunk(0) if table.num_rows else None
     lengths = np.zeros(item_count, dtype=np.int64)
     if lists is None:
@@ -89,7 +90,19 @@ def load_item_index(exports: Path, recall_model: ModelFolder | None, list_prefix
                      known, item_lists)
 
 
-def load_user_recall_data(exports: Path, recall_model: ModelFolder | None) -> dict[int, UserRecallData]:
+def load_user_ease(path: Path) -> dict[int, Ranked]:
+    """Per user their EASE list (``user_ease`` or ``validation_user_ease``), best first."""
+    users = pq.read_table(path, columns=["userid"])["userid"].to_numpy()
+    lists = load_item_lists(path, int(users.max(initial=0)) + 1, owner="userid")
+    owners = np.flatnonzero(np.diff(lists.offsets) > 0)
+    return {int(owner): Ranked(lists.itemids[lists.offsets[owner]:lists.offsets[owner + 1]],
+                               lists.scores[lists.offsets[owner]:lists.offsets[owner + 1]]) for owner in owners}
+
+
+def load_user_recall_data(exports: Path, recall_model: ModelFolder | None,
+                          ease_export: str = Export.USER_EASE) -> dict[int, UserRecallData]:
+    """Every user's recall data; ``ease_export`` ``validation_user_ease`` gives the EASE lists of the
+    validation fit."""
     filters = pd.read_parquet(exports / Export.USER_FILTER)
     user_terms = pd.read_parquet(exports / Export.USER_TERMS)
     terms = dict(zip(user_terms["userid"], user_terms["terms"], strict=True))
@@ -97,13 +110,15 @@ def load_user_recall_data(exports: Path, recall_model: ModelFolder | None) -> di
     if recall_model is not None:
         frame = pd.read_parquet(recall_model.path / ModelFiles.USER_VECTORS)
         vectors = dict(zip(frame["userid"], frame["vector"], strict=True))
+    ease = load_user_ease(exports / ease_export) if (exports / ease_export).exists() else {}
     users = {}
     for userid, seen, recent in zip(filters["userid"], filters["seen_itemids"], filters["recent_itemids"],
                                     strict=True):
         user_terms = [(int(t["genre_id"]), int(t["impressions"]), int(t["clicks"])) for t in terms.get(userid, [])]
         vector = None if vectors is None or userid not in vectors else np.asarray(vectors[userid], dtype=np.float32)
         users[int(userid)] = UserRecallData(int(userid), np.asarray(seen, dtype=np.int64),
-                                            np.asarray(recent, dtype=np.int64), user_terms, vector)
+                                            np.asarray(recent, dtype=np.int64), user_terms, vector,
+                                            ease.get(int(userid)))
     return users
 
 

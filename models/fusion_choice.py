@@ -3,14 +3,15 @@
     python -m models.fusion_choice [--output DIR]     (also the last step of python -m models.train)
 
 Validation: each user's last ``validation_size`` offline impressions (``validation_holdout``), with the item
-models the batch fitted without them (``validation_item_*``) and each user's seen and latest items without
-them. Through the request path's own recall (``models.request_path.recall``) and ranker, every validation
-user's candidates are scored once per input (``FUSION_INPUTS``: the item-model sources and the ranker);
-then coordinate ascent over ``WEIGHT_GRID`` maximises NDCG@50 of the fused top 50 over those users, one
-weight at a time, until no change helps. That is done for each count of seeds of the sequence source
-(``SEQUENCE_SEEDS_GRID``; it changes the candidates), and the best pair is kept. Beyond ``VALIDATION_USERS``
-users, a fixed random sample of them. An input that does not raise it keeps weight 0 and the served list
-does without it. The hold-out is never read here.
+models the batch fitted without them (``validation_item_*``, and the EASE lists ``validation_user_ease``) and
+each user's seen and latest items without them. Through the request path's own recall
+(``models.request_path.recall``) and ranker, every validation user's candidates are scored once per input
+(``FUSION_INPUTS``: the item-model sources and the ranker); then coordinate ascent over ``WEIGHT_GRID``
+maximises NDCG@50 of the fused top 50 over those users, one weight at a time, until no change helps. That
+is done for each count of seeds of the sequence source (``SEQUENCE_SEEDS_GRID``; it changes the
+candidates), and the best pair is kept. Beyond ``VALIDATION_USERS`` users, a fixed random sample of them.
+An input that does not raise NDCG@50 keeps weight 0 and the served list does without it. The hold-out is
+never read here.
 
 The ranker scores a validation user's candidates with their features as of their first validation
 impression (``online_user_rows_as_of``, the samples' point-in-time rule), not the served ones, which count
@@ -138,7 +139,7 @@ class ValidationData:
              seed: int = SAMPLE_SEED) -> ValidationData:
         recall_model, ranking_model = open_models(models_dir)
         index = load_item_index(exports, recall_model, list_prefix=Table.VALIDATION_PREFIX)
-        users = validation_users(load_user_recall_data(exports, recall_model), exports)
+        users = validation_users(load_user_recall_data(exports, recall_model, Export.VALIDATION_USER_EASE), exports)
         targets = {u: items for u, items in liked_holdout(exports, Export.VALIDATION_HOLDOUT).items() if u in users}
         if len(targets) > max_users:
             chosen = np.random.default_rng(seed).choice(np.array(sorted(targets)), max_users, replace=False)

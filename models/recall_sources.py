@@ -5,8 +5,8 @@ Sources, each returning (itemids, scores) best first, the user's seen items alre
 - ``neighbours``: item-to-item co-occurrence. Each of the user's most recent items (newest first)
   lends its top neighbours (``item_neighbours``, from the Spark batch); a candidate's score is the sum
   of its similarities to the user's recent items.
-- ``ease``: EASE's item-item weights (``item_ease``, from the Spark batch) summed over every item the user
-  saw offline: the closed-form item model.
+- ``ease``: EASE, the closed-form item model: the user's own list (``user_ease``, from the Spark batch), its
+  item-item weights (``item_ease``) summed over every item they saw offline, seen items excluded, best first.
 - ``sequence``: what other users rated soon after the user's latest items (``item_successors``), their
   weights summed over the user's ``sequence_seeds`` latest items.
 - ``vector``: the recall model's user vector against every item vector (inner product = the model's
@@ -33,7 +33,7 @@ from contracts.published import open_fusion
 
 NEIGHBOURS, EASE, SEQUENCE, VECTOR, TERM, POPULARITY = "neighbours", "ease", "sequence", "vector", "term", "popularity"
 SOURCE_ORDER: tuple[str, ...] = (EASE, SEQUENCE, NEIGHBOURS, VECTOR, TERM, POPULARITY)
-ITEM_LIST_SOURCES: tuple[str, ...] = (EASE, SEQUENCE)  # per-item lists summed over the user's items
+ITEM_LIST_SOURCES: tuple[str, ...] = (SEQUENCE,)  # per-item lists summed over the user's items
 RANKER = "ranker"  # the ranking model's scores, one of the final order's inputs
 
 
@@ -174,6 +174,7 @@ class UserRecallData:
     recent: np.ndarray  # latest offline itemids, newest first
     terms: Sequence[tuple[int, int, int]]  # (genre id, impressions, clicks), strongest first
     vector: np.ndarray | None  # the recall model's user vector
+    ease: Ranked | None = None  # the user's EASE list, seen items excluded, best first (None: not published)
 
 
 def exclusion_mask(index: ItemIndex, seen: np.ndarray) -> np.ndarray:
@@ -210,18 +211,23 @@ def neighbour_seeds(user: UserRecallData, count: int) -> np.ndarray:
 
 
 def item_list_seeds(user: UserRecallData, source: str, config: RecallConfig) -> np.ndarray:
-    """The items whose lists a source sums: every item seen for EASE, the latest ``sequence_seeds`` for the
-    successors (newest first)."""
-    if source == EASE:
-        return user.seen
+    """The items whose lists a source sums: the latest ``sequence_seeds`` for the successors (newest first)."""
     recent = user.recent[:config.sequence_seeds]
     return recent[recent > 0]
 
 
+def ease_recall(user: UserRecallData, n: int) -> Ranked:
+    """The user's EASE list (computed by the batch over their whole history: a heavy user's sum runs over
+    hundreds of movies' weights, too many to add up per request), its first ``n``."""
+    if user.ease is None:
+        return Ranked.empty()
+    return Ranked(user.ease.itemids[:n], user.ease.scores[:n])
+
+
 def rank_item_lists(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, n: int) -> Ranked:
     """A per-item-list source: each candidate's score summed over the lists (in list order), seen items and
-    ids <= 0 dropped, the best ``n`` (ties by the smaller itemid). A dense sum: an EASE request adds up to
-    hundreds of thousands of weights, where sorting them by id (``rank_neighbours``) costs ~10x more."""
+    ids <= 0 dropped, the best ``n`` (ties by the smaller itemid). A dense sum by bincount: sorting the
+    entries by id (``rank_neighbours``) costs several times more once there are thousands."""
     ids = np.asarray(ids, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     if len(ids) and ids.min() <= 0:  # padding: the stores' lists have none, so the copy is rarely made

@@ -3,9 +3,9 @@ with ``recommend`` and the offline evaluation (``models/evaluate.py``) replays t
 the two lists are the same by construction.
 
 1. The user's recall data (``bundle.users``).
-2. Recall (``recall``): the neighbour lists of the user's latest items summed (``rank_neighbours``), the
-   EASE lists of every item they saw and the successor lists of their latest items summed
-   (``rank_item_lists``), the term and vector searches of the catalogue, the popularity list without the
+2. Recall (``recall``): the user's EASE list, the neighbour lists of their latest items summed
+   (``rank_neighbours``), the successor lists of their latest items summed (``rank_item_lists``), the term
+   and vector searches of the catalogue, the popularity list without the
    seen items, merged by quotas (``models/candidate_merge.py``). The user's online features are fetched
    meanwhile.
 3. Ranking: model input rows in spec order (``FeatureAssembler``), one ranker call over all candidates.
@@ -36,6 +36,7 @@ from contracts.errors import StoreUnavailableError
 from models.candidate_merge import SOURCE_NAMES, Candidates, merge
 from models.fusion import FUSION_K, fused_order
 from models.recall_sources import (
+    EASE,
     ITEM_LIST_SOURCES,
     NEIGHBOURS,
     POPULARITY,
@@ -44,6 +45,7 @@ from models.recall_sources import (
     Ranked,
     RecallConfig,
     UserRecallData,
+    ease_recall,
     item_list_seeds,
     neighbour_seeds,
     rank_item_lists,
@@ -123,7 +125,7 @@ def recall(user: UserRecallData, items: ItemIndexStore, config: RecallConfig, re
             raise
         degraded.add(error.store)
         neighbours = Ranked.empty()
-    sources = {NEIGHBOURS: neighbours, VECTOR: vector, TERM: term,
+    sources = {EASE: ease_recall(user, recall_size), NEIGHBOURS: neighbours, VECTOR: vector, TERM: term,
                POPULARITY: unseen_popular(items.popularity, user.seen, recall_size)}
     for source, pending in pending_lists.items():
         try:

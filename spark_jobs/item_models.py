@@ -11,16 +11,19 @@ without each user's last ``validation_size`` offline impressions (what the valid
   beyond the cap is neither a seed nor a candidate of this source. Each movie keeps its ``ease_per_item``
   weights largest in size (negative ones too): a user's score for a movie is the sum of its weights from the
   movies they saw, EASE's own score where nothing was cut.
+- ``user_ease``: each user's ``ease_per_user`` best EASE scores, movies they saw excluded: what the ``ease``
+  source serves (a heavy user's sum runs over hundreds of movies' weights, too many per request).
 - ``item_successors``: the movies a user rated after each movie, within the next ``successor_window``
   impressions of their timeline, weighted 1 / distance; a movie's weights divided by (their total + 1),
   its ``successors_per_item`` largest kept. A sequence-aware source: what follows the latest movies.
 - ``validation_holdout``: each user's last ``validation_size`` offline impressions (users with at least
   ``validation_min_history`` offline impressions before them), shaped as ``online_holdout``.
-- ``validation_item_ease``, ``validation_item_successors``, ``validation_item_neighbours``: the three item
-  models fitted without those impressions (the co-occurrence lists as ``spark_jobs/cooccurrence.py`` makes
-  them), so a choice made on validation never sees its targets.
+- ``validation_item_ease``, ``validation_user_ease``, ``validation_item_successors``,
+  ``validation_item_neighbours``: the item models fitted without those impressions (the co-occurrence lists
+  as ``spark_jobs/cooccurrence.py`` makes them), so a choice made on validation never sees its targets.
 
-Every list has the shape of ``item_neighbours``: (itemid, neighbours array<struct<itemid, score>>).
+Every list has the shape of ``item_neighbours``: (itemid, neighbours array<struct<itemid, score>>); the user
+lists (userid, neighbours ...).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ if __package__ in (None, ""):  # run as a file by spark-submit
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -64,11 +68,11 @@ def validation_holdout(marked: DataFrame) -> DataFrame:
     return marked.filter("validation").select("userid", "itemid", "rating", "label", "timestamp")
 
 
-def best_per_item(scored: DataFrame, per_item: int) -> DataFrame:
-    """(itemid, neighbour, score) -> (itemid, neighbours) with the ``per_item`` best, ties by the smaller id."""
-    best_first = Window.partitionBy("itemid").orderBy(F.desc("score"), F.asc("neighbour"))
+def best_per_item(scored: DataFrame, per_item: int, owner: str = "itemid") -> DataFrame:
+    """(owner, neighbour, score) -> (owner, neighbours) with the ``per_item`` best, ties by the smaller id."""
+    best_first = Window.partitionBy(owner).orderBy(F.desc("score"), F.asc("neighbour"))
     kept = scored.withColumn("rank", F.row_number().over(best_first)).filter(F.col("rank") <= per_item)
-    return kept.groupBy("itemid").agg(
+    return kept.groupBy(owner).agg(
         F.transform(
             F.array_sort(F.collect_list(F.struct("rank", "neighbour", "score"))),
             lambda entry: F.struct(entry["neighbour"].alias("itemid"), entry["score"].cast("float").alias("score")),
@@ -108,19 +112,59 @@ def most_rated_pairs(users: np.ndarray, items: np.ndarray, max_items: int) -> tu
     return users, items
 
 
-def ease_weights(users: np.ndarray, items: np.ndarray, lam: float, per_item: int, max_items: int) -> pa.Table:
-    """(user, movie) impressions -> (itemid, neighbour, score): each covered movie's ``per_item`` EASE weights
-    largest in size."""
+@dataclass(frozen=True)
+class EaseFit:
+    itemids: np.ndarray  # int64 (n,): the covered movies, ascending: the rows and columns of ``weights``
+    weights: np.ndarray  # float64 (n, n), zero diagonal: row i holds i's weights towards every movie
+    userids: np.ndarray  # int64 (u,): the users, ascending: the rows of ``history``
+    history: sparse.csr_matrix  # (u, n) 1 where the user saw the movie
+
+
+def fit_ease(users: np.ndarray, items: np.ndarray, lam: float, max_items: int) -> EaseFit:
+    """EASE's closed form over the ``max_items`` most-rated movies of these (user, movie) impressions."""
     users, items = most_rated_pairs(users, items, max_items)
     itemids, column = np.unique(items, return_inverse=True)
-    _, row = np.unique(users, return_inverse=True)
-    matrix = sparse.csr_matrix((np.ones(len(row), dtype=np.float64), (row, column)),
-                               shape=(int(row.max()) + 1 if len(row) else 0, len(itemids)))
-    gram = (matrix.T @ matrix).toarray()
+    userids, row = np.unique(users, return_inverse=True)
+    history = sparse.csr_matrix((np.ones(len(row), dtype=np.float64), (row, column)),
+                                shape=(len(userids), len(itemids)))
+    gram = (history.T @ history).toarray()
     gram[np.diag_indices(len(itemids))] += lam
     inverse = np.linalg.inv(gram)
-    weights = -inverse / np.diag(inverse)  # column j divided by P_jj: row i holds i's weights towards every j
+    weights = -inverse / np.diag(inverse)  # column j divided by P_jj
     weights[np.diag_indices(len(itemids))] = 0.0
+    return EaseFit(itemids, weights, userids, history)
+
+
+def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 2048) -> pa.Table:
+    """(userid, neighbour, score): each user's ``per_user`` best EASE scores (their history times the weights),
+    movies they saw excluded, ties by the smaller id. By blocks of users: the scores of one block are a
+    dense (block, movies) matrix."""
+    owners, neighbours, scores = [], [], []
+    keep = min(per_user, len(fit.itemids))
+    for start in range(0, len(fit.userids), users_per_block):
+        block = fit.history[start:start + users_per_block]
+        summed = np.asarray(block @ fit.weights)
+        summed[block.toarray() > 0] = -np.inf
+        if keep == 0:
+            continue
+        best = np.argpartition(-summed, keep - 1, axis=1)[:, :keep]
+        best_scores = np.take_along_axis(summed, best, axis=1)
+        order = np.lexsort((best, -best_scores), axis=1)
+        best, best_scores = np.take_along_axis(best, order, axis=1), np.take_along_axis(best_scores, order, axis=1)
+        finite = np.isfinite(best_scores)
+        owners.append(np.repeat(fit.userids[start:start + users_per_block], finite.sum(axis=1)))
+        neighbours.append(fit.itemids[best[finite]])
+        scores.append(best_scores[finite])
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    return pa.table({"userid": pa.array(joined(owners).astype(np.int32)),
+                     "neighbour": pa.array(joined(neighbours).astype(np.int32)),
+                     "score": pa.array(joined(scores).astype(np.float64))})
+
+
+def ease_weights(fit: EaseFit, per_item: int) -> pa.Table:
+    """(itemid, neighbour, score): each covered movie's ``per_item`` EASE weights largest in size."""
+    itemids, weights = fit.itemids, fit.weights
     keep = min(per_item, max(len(itemids) - 1, 0))
     # The largest weights by size, negative ones too: a user's EASE score sums them all, and dropping the
     # negative ones changes the order (ML-100K: NDCG@50 0.239 against EASE's own 0.247).
@@ -139,12 +183,17 @@ def ease_weights(users: np.ndarray, items: np.ndarray, lam: float, per_item: int
                      "score": pa.array(best_weights[nonzero])})
 
 
-def item_ease(spark: SparkSession, users: np.ndarray, items: np.ndarray, settings: BatchSettings) -> DataFrame:
-    weights = ease_weights(users, items, settings.ease_lambda, settings.ease_per_item, settings.ease_max_items)
-    log.info("item_ease: %d weights from %d impressions", weights.num_rows, len(users))
+def item_ease(spark: SparkSession, users: np.ndarray, items: np.ndarray,
+              settings: BatchSettings) -> tuple[DataFrame, DataFrame]:
+    """(item_ease, user_ease) of one fit."""
+    fit = fit_ease(users, items, settings.ease_lambda, settings.ease_max_items)
+    weights, per_user = ease_weights(fit, settings.ease_per_item), user_ease(fit, settings.ease_per_user)
+    log.info("item_ease: %d weights, user_ease: %d users' lists, from %d impressions", weights.num_rows,
+             len(fit.userids), len(users))
     # Flat primitive columns cross from Arrow to Spark fast (nested lists of structs took ~15 s at ML-100K);
     # Spark groups them into lists as every other list table.
-    return best_per_item(spark.createDataFrame(weights), settings.ease_per_item)
+    return (best_per_item(spark.createDataFrame(weights), settings.ease_per_item),
+            best_per_item(spark.createDataFrame(per_user), settings.ease_per_user, owner="userid"))
 
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
@@ -155,10 +204,12 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     pairs = marked.select("userid", "itemid", "validation").toArrow()
     users, items = (np.asarray(pairs.column(name), dtype=np.int64) for name in ("userid", "itemid"))
     fit = ~np.asarray(pairs.column("validation"), dtype=bool)
+    served_ease, served_user_ease = item_ease(spark, users, items, settings)
+    validation_ease, validation_user_ease = item_ease(spark, users[fit], items[fit], settings)
     tables = [
         (Table.VALIDATION_HOLDOUT, validation_holdout(marked)),
-        (Table.ITEM_EASE, item_ease(spark, users, items, settings)),
-        (Table.VALIDATION_ITEM_EASE, item_ease(spark, users[fit], items[fit], settings)),
+        (Table.ITEM_EASE, served_ease), (Table.USER_EASE, served_user_ease),
+        (Table.VALIDATION_ITEM_EASE, validation_ease), (Table.VALIDATION_USER_EASE, validation_user_ease),
     ]
     for prefix, impressions in (("", marked), (Table.VALIDATION_PREFIX, before_validation)):
         tables.append((prefix + Table.ITEM_SUCCESSORS,

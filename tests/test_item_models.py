@@ -11,7 +11,15 @@ from models.ease import Ease
 from models.export_readers import load_item_lists
 from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights, mean_ndcg, validation_users
 from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
-from spark_jobs.item_models import best_per_item, ease_weights, item_successors, mark_validation, validation_holdout
+from spark_jobs.item_models import (
+    best_per_item,
+    ease_weights,
+    fit_ease,
+    item_successors,
+    mark_validation,
+    user_ease,
+    validation_holdout,
+)
 
 
 def test_successors_weight_each_following_item_by_its_distance(spark):
@@ -44,7 +52,8 @@ def test_ease_lists_are_the_reference_ease_weights(spark):
     rng = np.random.default_rng(3)
     users, items = rng.integers(0, 120, 1500), rng.integers(1, 60, 1500)  # with repeats: counted once
     pairs = np.unique(np.stack([users, items], axis=1), axis=0)
-    weights = ease_weights(users, items, lam=50.0, per_item=10, max_items=40)
+    fit = fit_ease(users, items, lam=50.0, max_items=40)
+    weights = ease_weights(fit, per_item=10)
     lists = {r.itemid: r.neighbours for r in best_per_item(spark.createDataFrame(weights), 10).collect()}
     reference = Ease.fit([pairs[pairs[:, 0] == u, 1] for u in range(120)], lam=50.0, max_items=40)
     assert sorted(lists) == reference.itemids.tolist()
@@ -54,6 +63,17 @@ def test_ease_lists_are_the_reference_ease_weights(spark):
         best = largest[np.lexsort((largest, -row[largest]))]
         assert [n.itemid for n in lists[itemid]] == reference.itemids[best].tolist()
         np.testing.assert_allclose([n.score for n in lists[itemid]], row[best], rtol=1e-5)
+    # Each user's list: the reference's scores of their history, seen movies excluded, best 7 (in blocks of 16).
+    per_user = {r.userid: r.neighbours for r in best_per_item(
+        spark.createDataFrame(user_ease(fit, per_user=7, users_per_block=16)), 7, owner="userid").collect()}
+    for userid in (0, 37, 119):
+        seen = pairs[pairs[:, 0] == userid, 1]
+        scores = reference.scores(seen, item_count=60)
+        scores[seen] = -np.inf
+        finite = np.flatnonzero(np.isfinite(scores))
+        best = finite[np.lexsort((finite, -scores[finite]))][:7]
+        assert [n.itemid for n in per_user[userid]] == best.tolist()
+        np.testing.assert_allclose([n.score for n in per_user[userid]], scores[best], rtol=1e-5)
 
 
 def test_item_lists_read_back_in_any_row_order_and_sum_like_the_reference(tmp_path):
