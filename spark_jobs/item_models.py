@@ -18,8 +18,8 @@ without each user's last ``validation_size`` offline impressions (what the valid
   its ``successors_per_item`` largest kept. A sequence-aware source: what follows the latest movies.
 - ``validation_holdout``: each user's last ``validation_size`` offline impressions (users with at least
   ``validation_min_history`` offline impressions before them), shaped as ``online_holdout``.
-- ``validation_item_ease``, ``validation_user_ease``, ``validation_item_successors``,
-  ``validation_item_neighbours``: the item models fitted without those impressions (the co-occurrence lists
+- ``validation_user_ease``, ``validation_item_successors``, ``validation_item_neighbours``: the item models
+  fitted without those impressions (the co-occurrence lists
   as ``spark_jobs/cooccurrence.py`` makes them), so a choice made on validation never sees its targets.
 
 Every list has the shape of ``item_neighbours``: (itemid, neighbours array<struct<itemid, score>>); the user
@@ -183,17 +183,18 @@ def ease_weights(fit: EaseFit, per_item: int) -> pa.Table:
                      "score": pa.array(best_weights[nonzero])})
 
 
-def item_ease(spark: SparkSession, users: np.ndarray, items: np.ndarray,
-              settings: BatchSettings) -> tuple[DataFrame, DataFrame]:
-    """(item_ease, user_ease) of one fit."""
-    fit = fit_ease(users, items, settings.ease_lambda, settings.ease_max_items)
-    weights, per_user = ease_weights(fit, settings.ease_per_item), user_ease(fit, settings.ease_per_user)
-    log.info("item_ease: %d weights, user_ease: %d users' lists, from %d impressions", weights.num_rows,
-             len(fit.userids), len(users))
-    # Flat primitive columns cross from Arrow to Spark fast (nested lists of structs took ~15 s at ML-100K);
-    # Spark groups them into lists as every other list table.
-    return (best_per_item(spark.createDataFrame(weights), settings.ease_per_item),
-            best_per_item(spark.createDataFrame(per_user), settings.ease_per_user, owner="userid"))
+def ease_tables(spark: SparkSession, fit: EaseFit, settings: BatchSettings) -> tuple[DataFrame, DataFrame]:
+    """(item_ease, user_ease) of one fit.
+
+    Flat primitive columns cross from Arrow to Spark fast (nested lists of structs took ~15 s at ML-100K);
+    Spark groups them into lists as every other list table."""
+    return (best_per_item(spark.createDataFrame(ease_weights(fit, settings.ease_per_item)), settings.ease_per_item),
+            user_ease_table(spark, fit, settings))
+
+
+def user_ease_table(spark: SparkSession, fit: EaseFit, settings: BatchSettings) -> DataFrame:
+    return best_per_item(spark.createDataFrame(user_ease(fit, settings.ease_per_user)), settings.ease_per_user,
+                         owner="userid")
 
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
@@ -204,12 +205,16 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     pairs = marked.select("userid", "itemid", "validation").toArrow()
     users, items = (np.asarray(pairs.column(name), dtype=np.int64) for name in ("userid", "itemid"))
     fit = ~np.asarray(pairs.column("validation"), dtype=bool)
-    served_ease, served_user_ease = item_ease(spark, users, items, settings)
-    validation_ease, validation_user_ease = item_ease(spark, users[fit], items[fit], settings)
+    served = fit_ease(users, items, settings.ease_lambda, settings.ease_max_items)
+    before = fit_ease(users[fit], items[fit], settings.ease_lambda, settings.ease_max_items)
+    log.info("EASE over %d movies from %d impressions (validation fit: %d)", len(served.itemids), len(users),
+             int(fit.sum()))
+    served_ease, served_user_ease = ease_tables(spark, served, settings)
     tables = [
         (Table.VALIDATION_HOLDOUT, validation_holdout(marked)),
         (Table.ITEM_EASE, served_ease), (Table.USER_EASE, served_user_ease),
-        (Table.VALIDATION_ITEM_EASE, validation_ease), (Table.VALIDATION_USER_EASE, validation_user_ease),
+        # Validation reads the users' lists only: the choice replays them, never the per-movie weights.
+        (Table.VALIDATION_USER_EASE, user_ease_table(spark, before, settings)),
     ]
     for prefix, impressions in (("", marked), (Table.VALIDATION_PREFIX, before_validation)):
         tables.append((prefix + Table.ITEM_SUCCESSORS,
