@@ -38,6 +38,7 @@ from contracts.published import open_models
 from contracts.settings import RecallSettings
 from contracts.tables import Export, ModelFiles, Table
 from models.artifacts import StagedModel
+from models.evaluate import metrics_at
 from models.export_readers import (
     liked_holdout,
     load_item_features,
@@ -87,18 +88,12 @@ class ScoredCandidates:
     relevant: frozenset[int]
 
 
-def ndcg_at(itemids: np.ndarray, relevant: frozenset[int], k: int) -> float:
-    gains = np.fromiter((item in relevant for item in itemids[:k].tolist()), dtype=np.float64)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    return float(gains @ discounts[:len(gains)]) / float(discounts[:min(len(relevant), k)].sum())
-
-
 def mean_ndcg(scored: Sequence[ScoredCandidates], weights: np.ndarray, k: int = CHOICE_K) -> float:
     total = 0.0
     for user in scored:
         fused = weights @ user.inputs
         order = np.lexsort((user.itemids, -fused))
-        total += ndcg_at(user.itemids[order], user.relevant, k)
+        total += metrics_at(user.itemids[order], user.relevant, k).ndcg
     return total / max(len(scored), 1)
 
 
