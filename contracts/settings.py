@@ -44,6 +44,7 @@ RecallObjective = Literal["bpr", "pointwise"]
 RankingVariant = Literal["fm", "fm_dense", "deepfm"]
 SelectOn = Literal["validation", "test"]
 TrainOnly = Literal["recall", "ranking"]
+RankerSelection = Literal["candidates", "auc"]
 
 
 def setting(default: Any, flag: str, description: str, **constraints: Any) -> Any:
@@ -200,6 +201,16 @@ class TrainingSettings(SparkSettings):
     ranking_negatives: bool = setting(
         True, "--no-negatives", "train the ranker on rated rows only, without the batch's sampled negatives")
     ranking_variant: RankingVariant = setting("fm_dense", "--variant", "ranking model variant")
+    popular_negatives: int = setting(
+        0, "--popular-negatives", "ranker: unrated movies drawn per train impression in proportion to their "
+        "popularity (label 0), beside the batch's uniform ones, like the recalled candidates (default none: on ML-100K "
+        "validation 2 of them lowered the fused NDCG@50, BENCHMARKS.md)", ge=0)
+    popular_exponent: float = setting(
+        1.0, "--popular-exponent", "ranker: the popularity draws' weight is (impressions of the movie) ** this", ge=0)
+    ranker_selection: RankerSelection = setting(
+        "candidates", "--ranker-selection", "what picks the ranker's epoch: NDCG@50 of its order of the validation "
+        "users' recalled candidates (default, where the batch wrote a validation hold-out) or the AUC on the "
+        "selection rows")
     max_epochs: int | None = setting(None, "--max-epochs", "at most this many epochs (default each model's own)",
                                      ge=1)
     select_on: SelectOn = setting(

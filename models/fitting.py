@@ -15,12 +15,21 @@ from torch import nn
 from contracts.feature_spec import SPEC
 from contracts.tables import ModelFiles
 from models.bpr_training import BprConfig, Interactions, train_bpr
+from models.candidate_selection import SELECTION_K, CandidateSelection
 from models.data_splits import ON_VALIDATION, DataSplits
 from models.item_vocabulary import ItemVocabulary
 from models.matrix_factorization import MatrixFactorization
 from models.ranking_model import GroupedFactorizationMachine, RankingConfig
 from models.samples import FeatureMetadata, Samples
-from models.training_loop import Forward, TrainingConfig, TrainingResult, auc, seed_everything, train
+from models.training_loop import (
+    Forward,
+    SelectionScore,
+    TrainingConfig,
+    TrainingResult,
+    auc,
+    seed_everything,
+    train,
+)
 from models.training_rows import RowUnion
 from models.validation import ValidationRule, validation_mask
 
@@ -37,6 +46,10 @@ VARIANTS: dict[str, RankingConfig] = {
 RECALL_TRAINING = TrainingConfig(learning_rate=1e-3, weight_decay=0.0)
 RECALL_BPR = BprConfig()
 RANKING_TRAINING = TrainingConfig()
+SELECTED_BY = {
+    "selection_auc": "AUC on the selection rows (rated rows and sampled negatives)",
+    "selection_score": f"NDCG@{SELECTION_K} of the validation users' recalled candidates in the ranker's order alone",
+}
 
 
 def recall_forward(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
@@ -55,12 +68,15 @@ class TrainingReport:
 
     def to_metadata(self) -> dict:
         plan = self.splits.selection_plan
+        chosen = self.result.history[self.result.best_epoch - 1] if self.result.best_epoch else {}
         return {
             "selected_on": plan.select_on,
-            "validation_rule": plan.rule.to_dict() if plan.select_on == ON_VALIDATION else None,
+            "validation_rule": self.splits.selection_rows if plan.select_on == ON_VALIDATION else None,
             "rows": {"fit": len(self.splits.fit), "selection": len(self.splits.selection),
                      "test": len(self.splits.test)},
-            "selection_auc": self.result.best_selection_score,
+            "selected_by": SELECTED_BY[self.result.selected_by],
+            "selection_auc": chosen.get("selection_auc", self.result.best_selection_score),
+            f"selection_ndcg@{SELECTION_K}": chosen.get("selection_score"),
             "best_epoch": self.result.best_epoch,
             "refit_on_train_and_validation": plan.refit,
             "test_auc": self.test_auc,
@@ -68,19 +84,21 @@ class TrainingReport:
 
 
 def fit_and_evaluate(build: Callable[[], nn.Module], forward: Forward, splits: DataSplits,
-                     config: TrainingConfig, name: str) -> tuple[nn.Module, TrainingReport]:
-    """Select the epoch on the selection set, optionally refit, then take the test AUC once."""
+                     config: TrainingConfig, name: str,
+                     selection_score: SelectionScore | None = None) -> tuple[nn.Module, TrainingReport]:
+    """Select the epoch on the selection set (or ``selection_score``), optionally refit, then take the test AUC
+    once."""
     seed_everything(config.seed)
     model = build()
-    result = train(model, forward, splits.fit, splits.selection, config, name=name)
+    result = train(model, forward, splits.fit, splits.selection, config, name=name, selection_score=selection_score)
     if splits.selection_plan.refit:
         seed_everything(config.seed)
         model = build()
         train(model, forward, RowUnion((splits.fit, splits.selection)), None,
               replace(config, max_epochs=result.best_epoch), name=f"{name} refit")
     test_auc = auc(model, forward, splits.test, config.eval_batch_size)
-    log.info("%s: selected on %s (AUC %.4f, epoch %d), test AUC %.4f", name, splits.selection_plan.select_on,
-             result.best_selection_score, result.best_epoch, test_auc)
+    log.info("%s: selected on %s (%s %.4f, epoch %d), test AUC %.4f", name, splits.selection_plan.select_on,
+             result.selected_by, result.best_selection_score, result.best_epoch, test_auc)
     return model, TrainingReport(result, test_auc, splits)
 
 
@@ -93,12 +111,14 @@ def train_recall(metadata: FeatureMetadata, vocabulary: ItemVocabulary, splits: 
 
 
 def train_ranking(metadata: FeatureMetadata, vocabulary: ItemVocabulary, splits: DataSplits,
-                  model_config: RankingConfig = VARIANTS["fm_dense"],
-                  config: TrainingConfig = RANKING_TRAINING) -> tuple[GroupedFactorizationMachine, TrainingReport]:
+                  model_config: RankingConfig = VARIANTS["fm_dense"], config: TrainingConfig = RANKING_TRAINING,
+                  candidates: CandidateSelection | None = None) -> tuple[GroupedFactorizationMachine, TrainingReport]:
+    """With ``candidates``, the epoch is the one whose order of the validation candidates is best."""
     def build() -> GroupedFactorizationMachine:
         return GroupedFactorizationMachine(metadata.cardinalities, vocabulary, model_config)
 
-    return fit_and_evaluate(build, ranking_forward, splits, config, RANKING)
+    score = candidates.mean_ndcg if candidates is not None and len(candidates) else None
+    return fit_and_evaluate(build, ranking_forward, splits, config, RANKING, score)
 
 
 def training_metadata(metadata: FeatureMetadata, report: TrainingReport, config: TrainingConfig) -> dict:

@@ -15,9 +15,10 @@ never read here.
 
 The ranker scores a validation user's candidates with their features as of their first validation
 impression (``online_user_rows_as_of``, the samples' point-in-time rule), not the served ones, which count
-the validation impressions. What validation does not mask (said in the choice's metadata): the ranker and
-the vector model were trained on offline rows that include most validation impressions, so the ``vector``
-source supplies candidates only (not weighted) and the ranker's weight is an upper bound of what it earns.
+the validation impressions; it was trained without the validation impressions (its selection slice is
+``validation_holdout``, ``models/data_splits.py``). What validation does not mask (said in the choice's
+metadata): the vector model is refitted on all offline impressions, so the ``vector`` source supplies
+candidates only (not weighted).
 """
 
 from __future__ import annotations
@@ -30,28 +31,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from contracts.errors import NotPublishedError
 from contracts.published import open_models
 from contracts.settings import RecallSettings
-from contracts.tables import Export, ModelFiles, Table
+from contracts.tables import Export, ModelFiles
 from models.artifacts import StagedModel
 from models.evaluate import metrics_at
-from models.export_readers import (
-    liked_holdout,
-    load_item_features,
-    load_item_index,
-    load_user_recall_data,
-)
-from models.feature_rows import FeatureAssembler
 from models.fusion import input_scores
-from models.in_memory_stores import InMemoryItemIndex
-from models.onnx_ranker import OnnxRanker
-from models.recall_sources import EASE, NEIGHBOURS, RANKER, SEQUENCE, RecallConfig, UserRecallData
+from models.recall_sources import EASE, NEIGHBOURS, RANKER, SEQUENCE, RecallConfig
 from models.request_path import recall
-from models.samples import online_user_rows_as_of
+from models.validation_replay import ValidationData
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +51,6 @@ WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 
 SEQUENCE_SEEDS_GRID: tuple[int, ...] = (3, 5, 10, 20)  # the latest items whose successors are summed
 CHOICE_K = 50
 MAX_ROUNDS = 5
-VALIDATION_USERS = 5_000  # a fixed random sample of the validation users beyond this many
-SAMPLE_SEED = 0
-
-
-def validation_users(users: Mapping[int, UserRecallData], exports: Path) -> dict[int, UserRecallData]:
-    """The users with validation impressions, as they were before them: seen and latest items without them
-    (the latest ``validation_size`` offline impressions are the head of ``recent``)."""
-    held = pd.read_parquet(exports / Export.VALIDATION_HOLDOUT, columns=["userid", "itemid"])
-    view = {}
-    for userid, group in held.groupby("userid"):
-        user = users.get(int(userid))
-        if user is None:
-            continue
-        items = group["itemid"].to_numpy().astype(np.int64)
-        view[int(userid)] = replace(user, seen=user.seen[~np.isin(user.seen, items)],
-                                    recent=user.recent[~np.isin(user.recent, items)])
-    return view
 
 
 @dataclass(frozen=True)
@@ -117,36 +91,6 @@ def choose_weights(scored: Sequence[ScoredCandidates], start: Mapping[str, float
     return {name: float(w) for name, w in zip(FUSION_INPUTS, weights, strict=True)}, best
 
 
-@dataclass(frozen=True)
-class ValidationData:
-    """What the validation replay reads: the validation item models, users as before their validation
-    impressions, their liked validation items and their feature rows as of the first of them."""
-
-    items: InMemoryItemIndex
-    users: dict[int, UserRecallData]
-    targets: dict[int, set[int]]
-    features: dict[int, np.ndarray]
-    assembler: FeatureAssembler
-    ranker: OnnxRanker | None
-
-    @classmethod
-    def load(cls, exports: Path, models_dir: Path, max_users: int = VALIDATION_USERS,
-             seed: int = SAMPLE_SEED) -> ValidationData:
-        recall_model, ranking_model = open_models(models_dir)
-        index = load_item_index(exports, recall_model, list_prefix=Table.VALIDATION_PREFIX)
-        users = validation_users(load_user_recall_data(exports, recall_model, Export.VALIDATION_USER_EASE), exports)
-        targets = {u: items for u, items in liked_holdout(exports, Export.VALIDATION_HOLDOUT).items() if u in users}
-        if len(targets) > max_users:
-            chosen = np.random.default_rng(seed).choice(np.array(sorted(targets)), max_users, replace=False)
-            targets = {int(u): targets[int(u)] for u in chosen}
-        held = pd.read_parquet(exports / Export.VALIDATION_HOLDOUT, columns=["userid", "timestamp"])
-        first_held = held[held["userid"].isin(list(targets))].groupby("userid")["timestamp"].min()
-        rows = online_user_rows_as_of(exports, first_held.index.to_numpy(), first_held.to_numpy())
-        return cls(InMemoryItemIndex(index), users, targets, dict(zip(first_held.index.astype(int), rows, strict=True)),
-                   FeatureAssembler.from_item_features(load_item_features(exports)),
-                   OnnxRanker(ranking_model) if ranking_model is not None else None)
-
-
 def score_validation(data: ValidationData, config: RecallConfig) -> list[ScoredCandidates]:
     users, targets, features, assembler, ranker, items = (data.users, data.targets, data.features, data.assembler,
                                                           data.ranker, data.items)
@@ -167,12 +111,16 @@ def score_validation(data: ValidationData, config: RecallConfig) -> list[ScoredC
     return scored
 
 
-def choose_and_publish(exports: Path, models_dir: Path, recall_size: int) -> dict:
+def choose_and_publish(exports: Path, models_dir: Path, recall_size: int, data: ValidationData | None = None) -> dict:
+    """``data``: the validation replay already loaded (``models.train`` has it for the ranker's selection)."""
     started = time.monotonic()
     if not (exports / Export.VALIDATION_HOLDOUT).exists():
         raise NotPublishedError(f"no {Export.VALIDATION_HOLDOUT} in {exports}: rerun the batch (spark_jobs.run_batch)")
     defaults = RecallConfig(recall_size=recall_size)
-    data = ValidationData.load(exports, models_dir)
+    if data is None:
+        data = ValidationData.load(exports, models_dir)
+    else:
+        data = data.with_ranker(open_models(models_dir)[1])
     trials = {}
     for seeds in SEQUENCE_SEEDS_GRID:
         config = replace(defaults, sequence_seeds=seeds)
@@ -194,7 +142,7 @@ def choose_and_publish(exports: Path, models_dir: Path, recall_size: int) -> dic
             [defaults.fusion.get(name, 0.0) for name in FUSION_INPUTS])), 4),
         f"validation_ndcg@{CHOICE_K}_each_input_alone": alone,
         "recall_size": recall_size, "grid": list(WEIGHT_GRID), "exports": str(exports.resolve()),
-        "not_masked": "the ranker and the vector model were trained on rows that include validation impressions",
+        "not_masked": "the vector model is refitted on all offline impressions, validation ones included",
         "seconds": round(time.monotonic() - started, 1),
     }
     best_alone = max(alone, key=alone.get)

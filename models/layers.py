@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
-from torchfm.layer import FeaturesEmbedding
+from torchfm.layer import FeaturesEmbedding, FeaturesLinear
 
 from models.item_vocabulary import ItemVocabulary
 
@@ -65,6 +66,28 @@ class IdToIndex(nn.Module):
         return torch.where(inside, self.table[torch.where(inside, ids, torch.zeros_like(ids))], torch.zeros_like(ids))
 
 
+def lookup(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """``table(ids)``, with a faster gradient on CPU while training: index_select's backward is one scatter-add,
+    while nn.Embedding's sorts the ids first, 3-4x slower for a batch of 1,024 rows of 19-23 fields (most of
+    a training step). The same values and gradients; evaluated (and exported to ONNX) it is the table itself,
+    one Gather without shape arithmetic."""
+    if not table.training:
+        return table(ids)
+    return table.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, table.embedding_dim)
+
+
+def with_offsets(ids: torch.Tensor, offsets: np.ndarray) -> torch.Tensor:
+    """Each field's ids shifted into its own rows of a shared table (torchfm's layout)."""
+    return ids + ids.new_tensor(offsets).unsqueeze(0)
+
+
+class LinearTerms(FeaturesLinear):
+    """torchfm's per-value biases (same parameters), summed over the fields with ``lookup``."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.sum(lookup(self.fc, with_offsets(ids, self.offsets)), dim=1) + self.bias
+
+
 class GroupEmbedding(nn.Module):
     """One embedding size for a group of sparse fields (ids 16-d, side features 2-d, ...)."""
 
@@ -75,4 +98,5 @@ class GroupEmbedding(nn.Module):
         self.embedding = FeaturesEmbedding(list(cardinalities), dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.embedding(ids)  # (batch, fields, dim)
+        # (batch, fields, dim): torchfm's FeaturesEmbedding, looked up with ``lookup``
+        return lookup(self.embedding.embedding, with_offsets(ids, self.embedding.offsets))

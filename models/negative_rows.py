@@ -50,6 +50,13 @@ class NegativeRows:
     def subset(self, mask: np.ndarray) -> NegativeRows:
         return NegativeRows(self.sources, self.source_rows[mask], self.itemids[mask], self.assembler, self.impressions)
 
+    def joined(self, other: NegativeRows) -> NegativeRows:
+        """These negatives and ``other``'s, drawn for the same source rows, as one set."""
+        if other.sources is not self.sources:
+            raise ValueError("negatives of different source rows cannot be joined")
+        return NegativeRows(self.sources, np.concatenate([self.source_rows, other.source_rows]),
+                            np.concatenate([self.itemids, other.itemids]), self.assembler, self.impressions)
+
     def drawn_for(self, selected: np.ndarray) -> np.ndarray:
         """True for the negatives drawn for an impression of which some train row is ``selected`` (a mask over
         ``sources``): matched on (user, item, timestamp), so a repeated impression counts once."""

@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from torchfm.layer import FactorizationMachine, FeaturesLinear, MultiLayerPerceptron
+from torchfm.layer import FactorizationMachine, MultiLayerPerceptron
 
 from contracts.feature_spec import SPEC, FeatureGroup, FeatureSpec
 from contracts.published import ModelFolder
 from contracts.tables import ModelFiles
 from models.item_vocabulary import ItemVocabulary
-from models.layers import ColumnSelect, GroupEmbedding, IdToIndex, contiguous_span, select_columns
+from models.layers import ColumnSelect, GroupEmbedding, IdToIndex, LinearTerms, contiguous_span, select_columns
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class GroupedFactorizationMachine(nn.Module):
         # The item column is range-checked by its lookup table; the others by their cardinality.
         limits = [vocabulary.max_itemid + 1 if f.name == "itemid" else cardinalities[f.name] for f in sparse]
         self.sparse_input = ColumnSelect([spec.index_of(f.name) for f in sparse], limits)
-        self.linear = FeaturesLinear([cardinalities[f.name] for f in sparse])
+        self.linear = LinearTerms([cardinalities[f.name] for f in sparse])
         # torchfm leaves these per-value biases at nn.Embedding's N(0, 1): summed over 23 fields that is
         # logit noise of std ~5 at the start. Starting from zero, like MF biases, trains faster and better.
         nn.init.zeros_(self.linear.fc.weight)

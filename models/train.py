@@ -21,9 +21,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+from contracts.published import open_models
 from contracts.settings import RecallSettings, TrainingSettings
 from contracts.tables import Export, ModelFiles
-from models.data_splits import DataSplits, Selection
+from models.candidate_selection import CandidateSelection
+from models.data_splits import ON_VALIDATION, DataSplits, Selection, ValidationHoldout
 from models.export_readers import load_item_features
 from models.feature_rows import FeatureAssembler
 from models.fitting import (
@@ -41,10 +43,13 @@ from models.fitting import (
 from models.fusion_choice import choose_and_publish
 from models.item_vocabulary import ItemVocabulary
 from models.negative_rows import load_negatives
+from models.popular_negatives import popular_negatives
 from models.process_memory import read_with_system_allocator, resident_gib
 from models.publishing import publish_ranking, publish_recall, vectors_to_delta
+from models.recall_sources import RecallConfig
 from models.samples import FeatureMetadata, load_samples
 from models.validation import ValidationRule
+from models.validation_replay import ValidationData
 
 log = logging.getLogger(__name__)
 
@@ -77,26 +82,42 @@ def train_and_publish(settings: TrainingSettings) -> dict:
         if settings.vectors_to_delta:
             vectors_to_delta(settings, folder, metadata.run_id)
         log.info("recall trained; resident %s GiB (now, peak)", resident_gib())
+    replay = None
     if settings.train_only in (None, RANKING):
+        # The ranker learns nothing the validation replay holds out, so the choices made there are fair to it.
+        held_out = ValidationHoldout.read(exports) if plan.select_on == ON_VALIDATION else None
         negatives_path = exports / Export.SAMPLES_TRAIN_NEGATIVES
         negatives = None
         if settings.ranking_negatives and negatives_path.exists():
             assembler = FeatureAssembler.from_item_features(load_item_features(exports))
             negatives = load_negatives(negatives_path, train_set, assembler)
-            log.info("%d negatives loaded; resident %s GiB (now, peak)", len(negatives), resident_gib())
-        ranking_splits = DataSplits.carve(train_set, test_set, plan, negatives)
+            if settings.popular_negatives:
+                fit_rows = ~DataSplits.selection_mask(train_set, plan, negatives, held_out)[0]
+                negatives = negatives.joined(popular_negatives(
+                    negatives, fit_rows, settings.popular_negatives, overrides.get("seed", RANKING_TRAINING.seed),
+                    settings.popular_exponent))
+            log.info("%d negatives; resident %s GiB (now, peak)", len(negatives), resident_gib())
+        ranking_splits = DataSplits.carve(train_set, test_set, plan, negatives, held_out)
         del negatives  # the splits hold their own parts of it
+        candidates = None
+        if held_out is not None and settings.ranker_selection == "candidates" and open_models(settings.models_dir)[0]:
+            replay = ValidationData.load(exports, settings.models_dir)
+            candidates = CandidateSelection.recall(replay, RecallConfig(recall_size=RecallSettings().recall_size))
         selection = {"selection_rows": settings.selection_rows} if settings.selection_rows is not None else {}
         config = replace(RANKING_TRAINING, **overrides, **scale, **selection)
-        model, report = train_ranking(metadata, vocabulary, ranking_splits, VARIANTS[settings.ranking_variant], config)
-        folder = publish_ranking(settings.models_dir, model, training_metadata(metadata, report, config),
-                                 test_set.features)
+        model, report = train_ranking(metadata, vocabulary, ranking_splits, VARIANTS[settings.ranking_variant], config,
+                                      candidates)
+        ranking_metadata = {**training_metadata(metadata, report, config),
+                            "negatives": {"uniform_per_impression": "the batch's negatives_per_impression",
+                                          "popular_per_impression": settings.popular_negatives,
+                                          "popular_exponent": settings.popular_exponent}}
+        folder = publish_ranking(settings.models_dir, model, ranking_metadata, test_set.features)
         log.info("ranking trained; resident %s GiB (now, peak)", resident_gib())
         summary[RANKING] = {"variant": settings.ranking_variant, **report.to_metadata(),
                             "seconds": round(report.result.seconds, 1), "path": str(folder.path)}
     if (exports / Export.VALIDATION_HOLDOUT).exists():
         # The final order's weights depend on both models: chosen on validation once they are published.
-        choice = choose_and_publish(exports, settings.models_dir, RecallSettings().recall_size)
+        choice = choose_and_publish(exports, settings.models_dir, RecallSettings().recall_size, replay)
         summary[ModelFiles.FUSION] = {k: v for k, v in choice.items() if k.startswith(("weights", "validation"))}
     return summary
 

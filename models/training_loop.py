@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # (model, feature batch) -> logits; the recall model takes two id columns, the ranker the whole row.
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+# model -> a figure to maximise (the ranker's: NDCG@50 of its order of the validation candidates).
+SelectionScore = Callable[[nn.Module], float]
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,11 @@ class TrainingConfig:
 
 @dataclass
 class TrainingResult:
-    best_selection_score: float  # AUC (or Recall@K) on the selection set; nan for a fixed-epoch refit
+    best_selection_score: float  # AUC (or Recall@K, or the selection score) of the best epoch; nan for a refit
     best_epoch: int
-    history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, selection_auc, seconds
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, selection_auc[, selection_score], seconds
     seconds: float = 0.0
+    selected_by: str = "selection_auc"  # the history entry the epoch was chosen on
 
 
 def seed_everything(seed: int) -> None:
@@ -70,8 +73,9 @@ def auc(model: nn.Module, forward: Forward, rows: TrainingRows, batch_size: int 
 
 
 def train(model: nn.Module, forward: Forward, train_set: TrainingRows, selection_set: TrainingRows | None,
-          config: TrainingConfig, name: str = "model") -> TrainingResult:
-    """Trains in place; on return the model holds the weights of its best selection-AUC epoch.
+          config: TrainingConfig, name: str = "model", selection_score: SelectionScore | None = None) -> TrainingResult:
+    """Trains in place; on return the model holds the weights of its best selection-AUC epoch, or of its best
+    ``selection_score`` epoch where one is given (the AUC is still taken and recorded).
 
     Without a selection set it runs exactly ``config.max_epochs`` epochs and keeps the last weights
     (a refit for an epoch count chosen earlier).
@@ -83,7 +87,8 @@ def train(model: nn.Module, forward: Forward, train_set: TrainingRows, selection
     loss_fn = nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(config.seed)
     initial = float("-inf") if selection_set is not None else float("nan")
-    result = TrainingResult(best_selection_score=initial, best_epoch=0)
+    selected_by = "selection_score" if selection_score is not None else "selection_auc"
+    result = TrainingResult(best_selection_score=initial, best_epoch=0, selected_by=selected_by)
     best_state = copy.deepcopy(model.state_dict())
     started = time.monotonic()
     for epoch in range(1, config.max_epochs + 1):
@@ -104,22 +109,25 @@ def train(model: nn.Module, forward: Forward, train_set: TrainingRows, selection
         entry = {"epoch": epoch, "loss": total_loss / len(order)}
         if selection_set is not None:
             entry["selection_auc"] = auc(model, forward, selection_set, config.eval_batch_size)
+            if selection_score is not None:
+                entry["selection_score"] = selection_score(model)
         entry["seconds"] = round(time.monotonic() - epoch_started, 2)
         result.history.append(entry)
-        log.info("%s epoch %d: loss %.4f, selection AUC %.4f (%.1f s)", name, epoch, entry["loss"],
-                 entry.get("selection_auc", float("nan")), entry["seconds"])
+        log.info("%s epoch %d: loss %.4f, selection AUC %.4f, score %.4f (%.1f s)", name, epoch, entry["loss"],
+                 entry.get("selection_auc", float("nan")), entry.get("selection_score", float("nan")),
+                 entry["seconds"])
         if selection_set is None:
             result.best_epoch = epoch
             continue
-        if entry["selection_auc"] > result.best_selection_score:
-            result.best_selection_score, result.best_epoch = entry["selection_auc"], epoch
+        if entry[selected_by] > result.best_selection_score:
+            result.best_selection_score, result.best_epoch = entry[selected_by], epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - result.best_epoch >= config.patience:
-            log.info("%s: no better selection AUC for %d epochs, stopping", name, config.patience)
+            log.info("%s: no better %s for %d epochs, stopping", name, selected_by, config.patience)
             break
     if selection_set is not None:
         model.load_state_dict(best_state)
     result.seconds = time.monotonic() - started
-    log.info("%s: best selection AUC %.4f at epoch %d, %.1f s", name, result.best_selection_score, result.best_epoch,
-             result.seconds)
+    log.info("%s: best %s %.4f at epoch %d, %.1f s", name, selected_by, result.best_selection_score,
+             result.best_epoch, result.seconds)
     return result

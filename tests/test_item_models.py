@@ -9,8 +9,9 @@ from chispa import assert_df_equality
 from contracts.tables import Export
 from models.ease import Ease
 from models.export_readers import load_item_lists
-from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights, mean_ndcg, validation_users
+from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights, mean_ndcg
 from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
+from models.validation_replay import validation_users
 from spark_jobs.item_models import (
     best_per_item,
     ease_weights,

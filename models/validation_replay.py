@@ -1,0 +1,79 @@
+"""What a validation replay reads: the users of the batch's validation hold-out (``validation_holdout``: each
+user's last ``validation_size`` offline impressions) as they were before it, the item models the batch fitted
+without it (``validation_item_*``, the EASE lists ``validation_user_ease``), their liked validation items, and
+their feature rows as of the first validation impression (the samples' point-in-time rule).
+
+Two choices replay it through the request path's own recall: the ranker's epoch (``models/candidate_selection.py``)
+and the final order's weights (``models/fusion_choice.py``). The hold-out is never read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from contracts.published import ModelFolder, open_models
+from contracts.tables import Export, Table
+from models.export_readers import liked_holdout, load_item_features, load_item_index, load_user_recall_data
+from models.feature_rows import FeatureAssembler
+from models.in_memory_stores import InMemoryItemIndex
+from models.onnx_ranker import OnnxRanker
+from models.recall_sources import UserRecallData
+from models.samples import online_user_rows_as_of
+
+VALIDATION_USERS = 5_000  # a fixed random sample of the validation users beyond this many
+SAMPLE_SEED = 0
+
+
+def validation_users(users: Mapping[int, UserRecallData], exports: Path) -> dict[int, UserRecallData]:
+    """The users with validation impressions, as they were before them: seen and latest items without them
+    (the latest ``validation_size`` offline impressions are the head of ``recent``)."""
+    held = pd.read_parquet(exports / Export.VALIDATION_HOLDOUT, columns=["userid", "itemid"])
+    view = {}
+    for userid, group in held.groupby("userid"):
+        user = users.get(int(userid))
+        if user is None:
+            continue
+        items = group["itemid"].to_numpy().astype(np.int64)
+        view[int(userid)] = replace(user, seen=user.seen[~np.isin(user.seen, items)],
+                                    recent=user.recent[~np.isin(user.recent, items)])
+    return view
+
+
+@dataclass(frozen=True)
+class ValidationData:
+    """The validation item models, users as before their validation impressions, their liked validation
+    items and their feature rows as of the first of them; the ranker once one is published."""
+
+    items: InMemoryItemIndex
+    users: dict[int, UserRecallData]
+    targets: dict[int, set[int]]
+    features: dict[int, np.ndarray]
+    assembler: FeatureAssembler
+    ranker: OnnxRanker | None
+
+    @classmethod
+    def load(cls, exports: Path, models_dir: Path, max_users: int = VALIDATION_USERS,
+             seed: int = SAMPLE_SEED) -> ValidationData:
+        """Needs the recall model (its vectors are a recall source); the ranker is read where one is published."""
+        recall_model, ranking_model = open_models(models_dir)
+        index = load_item_index(exports, recall_model, list_prefix=Table.VALIDATION_PREFIX)
+        users = validation_users(load_user_recall_data(exports, recall_model, Export.VALIDATION_USER_EASE), exports)
+        targets = {u: items for u, items in liked_holdout(exports, Export.VALIDATION_HOLDOUT).items() if u in users}
+        if len(targets) > max_users:
+            chosen = np.random.default_rng(seed).choice(np.array(sorted(targets)), max_users, replace=False)
+            targets = {int(u): targets[int(u)] for u in chosen}
+        held = pd.read_parquet(exports / Export.VALIDATION_HOLDOUT, columns=["userid", "timestamp"])
+        first_held = held[held["userid"].isin(list(targets))].groupby("userid")["timestamp"].min()
+        rows = online_user_rows_as_of(exports, first_held.index.to_numpy(), first_held.to_numpy())
+        return cls(InMemoryItemIndex(index), users, targets, dict(zip(first_held.index.astype(int), rows, strict=True)),
+                   FeatureAssembler.from_item_features(load_item_features(exports)),
+                   OnnxRanker(ranking_model) if ranking_model is not None else None)
+
+    def with_ranker(self, ranking_model: ModelFolder | None) -> ValidationData:
+        return replace(self, ranker=OnnxRanker(ranking_model) if ranking_model is not None else None)
+
