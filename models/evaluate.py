@@ -170,6 +170,8 @@ def evaluate(exports: Path, models_dir: Path, config: RecallConfig, cutoffs: Seq
     choice = open_fusion(models_dir)
     report = {
         "fusion": {"weights": dict(config.fusion), "chosen_on_validation": choice is not None,
+                   "sequence_seeds": config.sequence_seeds,
+                   "not_asked": [name for name in SOURCE_ORDER if not config.asks(name)],
                    **({k: v for k, v in choice.items() if k.startswith("validation")} if choice else {})},
         "down": sorted(down),
         "users_evaluated": len(targets),
@@ -211,7 +213,9 @@ def markdown(report: dict) -> str:
         lines.append("")
         chosen = ("chosen on validation" if fusion["chosen_on_validation"]
                   else "the defaults: no choice published (python -m models.fusion_choice)")
-        lines.append(f"Final order's weights ({chosen}): {fusion['weights']}.")
+        lines.append(f"Final order's weights ({chosen}): {fusion['weights']}; candidates per source: "
+                     f"{report['quotas']} of {report['recall_size']}, sequence seeds {fusion.get('sequence_seeds')}"
+                     + (f"; not asked: {', '.join(fusion['not_asked'])}" if fusion.get("not_asked") else "") + ".")
         figures = {k: v for k, v in fusion.items() if k.startswith("validation")}
         if figures:
             lines.append(f"Validation: {figures}.")

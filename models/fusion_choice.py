@@ -38,9 +38,10 @@ from contracts.published import open_models
 from contracts.settings import RecallSettings
 from contracts.tables import Export, ModelFiles
 from models.artifacts import StagedModel
+from models.candidate_merge import merge
 from models.evaluate import metrics_at
 from models.fusion import input_scores
-from models.recall_sources import EASE, NEIGHBOURS, RANKER, SEQUENCE, RecallConfig
+from models.recall_sources import EASE, NEIGHBOURS, RANKER, SEQUENCE, SOURCE_ORDER, Ranked, RecallConfig
 from models.request_path import recall
 from models.validation_replay import ValidationData
 
@@ -49,8 +50,11 @@ log = logging.getLogger(__name__)
 FUSION_INPUTS: tuple[str, ...] = (EASE, SEQUENCE, NEIGHBOURS, RANKER)
 WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 SEQUENCE_SEEDS_GRID: tuple[int, ...] = (3, 5, 10, 20)  # the latest items whose successors are summed
+QUOTA_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)  # a source's share of the recalled candidates
 CHOICE_K = 50
 MAX_ROUNDS = 5
+QUOTA_ROUNDS = 2
+QUOTA_MARGIN = 2.0  # standard errors of the paired per-user gain a new quota must beat
 
 
 @dataclass(frozen=True)
@@ -62,13 +66,25 @@ class ScoredCandidates:
     relevant: frozenset[int]
 
 
-def mean_ndcg(scored: Sequence[ScoredCandidates], weights: np.ndarray, k: int = CHOICE_K) -> float:
-    total = 0.0
-    for user in scored:
+def user_ndcgs(scored: Sequence[ScoredCandidates], weights: np.ndarray, k: int = CHOICE_K) -> np.ndarray:
+    ndcgs = np.empty(len(scored))
+    for position, user in enumerate(scored):
         fused = weights @ user.inputs
         order = np.lexsort((user.itemids, -fused))
-        total += metrics_at(user.itemids[order], user.relevant, k).ndcg
-    return total / max(len(scored), 1)
+        ndcgs[position] = metrics_at(user.itemids[order], user.relevant, k).ndcg
+    return ndcgs
+
+
+def mean_ndcg(scored: Sequence[ScoredCandidates], weights: np.ndarray, k: int = CHOICE_K) -> float:
+    return float(user_ndcgs(scored, weights, k).mean()) if len(scored) else 0.0
+
+
+def clearly_better(trial: np.ndarray, current: np.ndarray) -> bool:
+    """Paired over the same users: the mean gain is over QUOTA_MARGIN standard errors of the per-user gains."""
+    gains = trial - current
+    if len(gains) < 2:
+        return bool(gains.sum() > 0)
+    return bool(gains.mean() > QUOTA_MARGIN * gains.std(ddof=1) / np.sqrt(len(gains)))
 
 
 def choose_weights(scored: Sequence[ScoredCandidates], start: Mapping[str, float]) -> tuple[dict[str, float], float]:
@@ -91,24 +107,76 @@ def choose_weights(scored: Sequence[ScoredCandidates], start: Mapping[str, float
     return {name: float(w) for name, w in zip(FUSION_INPUTS, weights, strict=True)}, best
 
 
-def score_validation(data: ValidationData, config: RecallConfig) -> list[ScoredCandidates]:
-    users, targets, features, assembler, ranker, items = (data.users, data.targets, data.features, data.assembler,
-                                                          data.ranker, data.items)
-    scored = []
-    for userid, relevant in tqdm(sorted(targets.items()), desc="validation candidates", mininterval=2.0, disable=None):
-        user = users.get(userid)
+@dataclass(frozen=True)
+class UserPool:
+    """One validation user's list from every source (all asked) and the ranker's scores of their union: any
+    quotas' merge of them is scored without recalling again."""
+
+    sources: dict[str, Ranked]
+    union: np.ndarray  # sorted distinct itemids of all the lists
+    model_scores: np.ndarray | None  # per ``union`` item
+    relevant: frozenset[int]
+
+
+def pool_validation(data: ValidationData, config: RecallConfig) -> list[UserPool]:
+    every_source = replace(config, quotas={name: 1.0 for name in SOURCE_ORDER})
+    pools = []
+    for userid, relevant in tqdm(sorted(data.targets.items()), desc="validation candidates", mininterval=2.0,
+                                 disable=None):
+        user = data.users.get(userid)
         if user is None:
             continue
-        candidates, sources = recall(user, items, config, config.recall_size)
-        if len(candidates) == 0:
+        _, sources = recall(user, data.items, every_source, config.recall_size)
+        union = np.unique(np.concatenate([ranked.itemids for ranked in sources.values()] or [np.empty(0, np.int64)]))
+        if len(union) == 0:
             continue
         model_scores = None
-        if ranker is not None and userid in features:
-            rows = assembler.rows(userid, features[userid], candidates.itemids)
-            model_scores = np.asarray(ranker.score(rows), dtype=np.float64).reshape(-1)
+        if data.ranker is not None and userid in data.features:
+            rows = data.assembler.rows(userid, data.features[userid], union)
+            model_scores = np.asarray(data.ranker.score(rows), dtype=np.float64).reshape(-1)
+        pools.append(UserPool(sources, union, model_scores, frozenset(relevant)))
+    return pools
+
+
+def score_pools(pools: Sequence[UserPool], config: RecallConfig) -> list[ScoredCandidates]:
+    """Each user's candidates as the request path merges them under ``config`` (its quotas; the sources it does
+    not ask left out), with each input's scaled score."""
+    quotas = config.quota_counts(config.recall_size)
+    scored = []
+    for pool in pools:
+        sources = {name: ranked for name, ranked in pool.sources.items() if config.asks(name)}
+        candidates = merge(sources, config.recall_size, quotas)
+        if len(candidates) == 0:
+            continue
+        model_scores = (None if pool.model_scores is None
+                        else pool.model_scores[np.searchsorted(pool.union, candidates.itemids)])
         inputs = np.stack([input_scores(candidates, sources, model_scores, name) for name in FUSION_INPUTS])
-        scored.append(ScoredCandidates(candidates.itemids, inputs, frozenset(relevant)))
+        scored.append(ScoredCandidates(candidates.itemids, inputs, pool.relevant))
     return scored
+
+
+def choose_quotas(pools: Sequence[UserPool], config: RecallConfig) -> tuple[dict[str, float], float]:
+    """Coordinate ascent over QUOTA_GRID, one source's share at a time, with the weights of ``config``. A share
+    replaces the current one only when it is clearly better on the same users (``clearly_better``): the
+    candidates are coarse to change and small gains there did not carry over to the hold-out; a smaller share
+    that scores exactly the same also wins (a source asked for nothing and weighted 0 is not recalled)."""
+    weights = np.array([float(config.fusion.get(name, 0.0)) for name in FUSION_INPUTS])
+    quotas = {name: float(config.quotas.get(name, 0.0)) for name in SOURCE_ORDER}
+    current = user_ndcgs(score_pools(pools, config), weights)
+    for _ in range(QUOTA_ROUNDS):
+        improved = False
+        for name in SOURCE_ORDER:
+            for value in QUOTA_GRID:
+                trial = {**quotas, name: value}
+                if value == quotas[name] or not any(trial.values()):
+                    continue
+                scores = user_ndcgs(score_pools(pools, replace(config, quotas=trial)), weights)
+                same = np.array_equal(scores, current)
+                if clearly_better(scores, current) or (same and value < quotas[name]):
+                    quotas, current, improved = trial, scores, True
+        if not improved:
+            break
+    return quotas, float(current.mean()) if len(current) else 0.0
 
 
 def choose_and_publish(exports: Path, models_dir: Path, recall_size: int, data: ValidationData | None = None) -> dict:
@@ -121,27 +189,37 @@ def choose_and_publish(exports: Path, models_dir: Path, recall_size: int, data: 
         data = ValidationData.load(exports, models_dir)
     else:
         data = data.with_ranker(open_models(models_dir)[1])
+    # The weights for each sequence-seed count (each recalls again), then the quotas and the weights again for
+    # the best count (merges of the same lists).
     trials = {}
     for seeds in SEQUENCE_SEEDS_GRID:
         config = replace(defaults, sequence_seeds=seeds)
-        scored = score_validation(data, config)
-        weights, chosen_ndcg = choose_weights(scored, defaults.fusion)
-        trials[seeds] = (chosen_ndcg, weights, scored)
+        pools = pool_validation(data, config)
+        weights, chosen_ndcg = choose_weights(score_pools(pools, config), defaults.fusion)
+        trials[seeds] = (chosen_ndcg, weights, pools)
         log.info("sequence seeds %d: NDCG@%d %.4f with %s", seeds, CHOICE_K, chosen_ndcg, weights)
     sequence_seeds = max(trials, key=lambda seeds: (trials[seeds][0], -seeds))
-    chosen_ndcg, weights, scored = trials[sequence_seeds]
+    _, weights, pools = trials[sequence_seeds]
+    config = replace(defaults, sequence_seeds=sequence_seeds, fusion=weights)
+    quotas, _ = choose_quotas(pools, config)
+    weights, chosen_ndcg = choose_weights(score_pools(pools, replace(config, quotas=quotas)), weights)
+    config = replace(config, quotas=quotas, fusion=weights)
+    log.info("quotas %s, then weights %s: NDCG@%d %.4f", quotas, weights, CHOICE_K, chosen_ndcg)
+    scored = score_pools(pools, config)
     alone = {name: round(mean_ndcg(scored, np.eye(len(FUSION_INPUTS))[position]), 4)
              for position, name in enumerate(FUSION_INPUTS)}
-    default_scored = trials[defaults.sequence_seeds][2] if defaults.sequence_seeds in trials else scored
+    default_pools = trials[defaults.sequence_seeds][2] if defaults.sequence_seeds in trials else pools
     metadata = {
-        "model": ModelFiles.FUSION, "weights": weights, "sequence_seeds": sequence_seeds,
+        "model": ModelFiles.FUSION, "weights": weights, "quotas": quotas, "sequence_seeds": sequence_seeds,
+        "not_asked": [name for name in SOURCE_ORDER if not config.asks(name)],
         "validation_users": len(scored),
         f"validation_ndcg@{CHOICE_K}_by_sequence_seeds": {seeds: round(t[0], 4) for seeds, t in trials.items()},
         f"validation_ndcg@{CHOICE_K}": round(chosen_ndcg, 4),
-        f"validation_ndcg@{CHOICE_K}_defaults": round(mean_ndcg(default_scored, np.array(
+        f"validation_ndcg@{CHOICE_K}_defaults": round(mean_ndcg(score_pools(default_pools, defaults), np.array(
             [defaults.fusion.get(name, 0.0) for name in FUSION_INPUTS])), 4),
         f"validation_ndcg@{CHOICE_K}_each_input_alone": alone,
-        "recall_size": recall_size, "grid": list(WEIGHT_GRID), "exports": str(exports.resolve()),
+        "recall_size": recall_size, "grid": list(WEIGHT_GRID), "quota_grid": list(QUOTA_GRID),
+        "exports": str(exports.resolve()),
         "not_masked": "the vector model is refitted on all offline impressions, validation ones included",
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -55,14 +55,21 @@ class RecallConfig:
     def quota_counts(self, recall_size: int) -> dict[str, int]:
         return {name: round(self.quotas.get(name, 0.0) * recall_size) for name in SOURCE_ORDER}
 
+    def asks(self, source: str) -> bool:
+        """Whether a request recalls this source at all: it has a quota or a weight in the final order. One
+        with neither (validation found it adds nothing) is not asked, which spares its store a round trip."""
+        return self.quotas.get(source, 0.0) > 0 or self.fusion.get(source, 0.0) > 0
+
     @classmethod
     def served(cls, models_dir: Path, recall_size: int) -> RecallConfig:
         """The request's configuration with the published fusion choice (the defaults before there is one)."""
         choice = open_fusion(models_dir)
         if choice is None:
             return cls(recall_size=recall_size)
+        defaults = cls()
         return cls(recall_size=recall_size, fusion=dict(choice["weights"]),
-                   sequence_seeds=int(choice.get("sequence_seeds", cls.sequence_seeds)))
+                   quotas=dict(choice.get("quotas", defaults.quotas)),
+                   sequence_seeds=int(choice.get("sequence_seeds", defaults.sequence_seeds)))
 
 
 @dataclass(frozen=True)

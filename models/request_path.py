@@ -6,8 +6,8 @@ the two lists are the same by construction.
 2. Recall (``recall``): the user's EASE list, the neighbour lists of their latest items summed
    (``rank_neighbours``), the successor lists of their latest items summed (``rank_item_lists``), the term
    and vector searches of the catalogue, the popularity list without the
-   seen items, merged by quotas (``models/candidate_merge.py``). The user's online features are fetched
-   meanwhile.
+   seen items, merged by quotas (``models/candidate_merge.py``); a source with neither a quota nor a weight
+   (validation found it adds nothing) is not asked. The user's online features are fetched meanwhile.
 3. Ranking: model input rows in spec order (``FeatureAssembler``), one ranker call over all candidates.
 4. Final order: the weighted sum of the sources' and the ranker's scaled scores (``models/fusion.py``), with
    the weights chosen on validation, then the top k.
@@ -40,6 +40,7 @@ from models.recall_sources import (
     ITEM_LIST_SOURCES,
     NEIGHBOURS,
     POPULARITY,
+    SOURCE_ORDER,
     TERM,
     VECTOR,
     Ranked,
@@ -100,33 +101,34 @@ def recall(user: UserRecallData, items: ItemIndexStore, config: RecallConfig, re
            degraded: set[str] | None = None) -> tuple[Candidates, dict[str, Ranked]]:
     """Each source's candidates (up to ``recall_size``, seen items excluded) and their merge.
 
-    With a ``degraded`` set, a store that does not answer adds its name there and its sources are empty
-    (the popularity list, held in memory, always answers); without one, its error propagates."""
-    seeds = neighbour_seeds(user, config.neighbour_seeds)
-    # With remote stores the neighbour lists are read (and summed) while the catalogue is searched.
-    pending_neighbours = (background or InlineExecutor()).submit(
-        lambda: rank_neighbours(*items.neighbour_lists(seeds), user.seen, recall_size))
-    pending_lists = {source: (background or InlineExecutor()).submit(
-        lambda source=source: rank_item_lists(*items.item_lists(source, item_list_seeds(user, source, config)),
-                                              user.seen, recall_size))
-        for source in ITEM_LIST_SOURCES}
-    bands = term_bands(user.terms, config.term_genres, items.max_popularity)
-    try:
-        term, vector = items.search(CatalogueSearch(bands, user.vector, user.seen, recall_size))
-    except StoreUnavailableError as error:
-        if degraded is None:
-            raise
-        degraded.add(error.store)
-        term, vector = Ranked.empty(), Ranked.empty()
-    try:
-        neighbours = pending_neighbours.result()
-    except StoreUnavailableError as error:
-        if degraded is None:
-            raise
-        degraded.add(error.store)
-        neighbours = Ranked.empty()
-    sources = {EASE: ease_recall(user, recall_size), NEIGHBOURS: neighbours, VECTOR: vector, TERM: term,
-               POPULARITY: unseen_popular(items.popularity, user.seen, recall_size)}
+    A source the configuration does not ask (``RecallConfig.asks``: no quota, no weight) is not recalled and
+    its store not called. With a ``degraded`` set, a store that does not answer adds its name there and its
+    sources are empty (the popularity list, held in memory, always answers); without one, its error propagates."""
+    asked = {source for source in SOURCE_ORDER if config.asks(source)}
+    run = (background or InlineExecutor()).submit
+    # With remote stores the neighbour and successor lists are read (and summed) while the catalogue is searched.
+    pending_lists = {}
+    if NEIGHBOURS in asked:
+        seeds = neighbour_seeds(user, config.neighbour_seeds)
+        pending_lists[NEIGHBOURS] = run(lambda: rank_neighbours(*items.neighbour_lists(seeds), user.seen, recall_size))
+    for source in asked.intersection(ITEM_LIST_SOURCES):
+        pending_lists[source] = run(lambda source=source: rank_item_lists(
+            *items.item_lists(source, item_list_seeds(user, source, config)), user.seen, recall_size))
+    bands = term_bands(user.terms, config.term_genres, items.max_popularity) if TERM in asked else ()
+    vector = user.vector if VECTOR in asked else None
+    sources: dict[str, Ranked] = {}
+    if TERM in asked or VECTOR in asked:
+        try:
+            sources[TERM], sources[VECTOR] = items.search(CatalogueSearch(bands, vector, user.seen, recall_size))
+        except StoreUnavailableError as error:
+            if degraded is None:
+                raise
+            degraded.add(error.store)
+            sources[TERM], sources[VECTOR] = Ranked.empty(), Ranked.empty()
+    if EASE in asked:
+        sources[EASE] = ease_recall(user, recall_size)
+    if POPULARITY in asked:
+        sources[POPULARITY] = unseen_popular(items.popularity, user.seen, recall_size)
     for source, pending in pending_lists.items():
         try:
             sources[source] = pending.result()
@@ -135,6 +137,7 @@ def recall(user: UserRecallData, items: ItemIndexStore, config: RecallConfig, re
                 raise
             degraded.add(error.store)
             sources[source] = Ranked.empty()
+    sources = {name: sources[name] for name in SOURCE_ORDER if name in asked and name in sources}
     return merge(sources, recall_size, config.quota_counts(recall_size)), sources
 
 

@@ -117,3 +117,33 @@ def test_validation_users_are_seen_as_before_their_validation_impressions(tmp_pa
     view = validation_users({3: user}, tmp_path)
     assert list(view) == [3]  # user 4 has no recall data
     assert view[3].seen.tolist() == [1, 2, 5] and view[3].recent.tolist() == [5, 2]
+
+
+def test_quota_choice_makes_room_for_the_source_that_finds_the_targets_and_stops_asking_the_useless_one():
+    from dataclasses import replace
+
+    from models.fusion_choice import UserPool, choose_quotas, clearly_better, score_pools
+    from models.recall_sources import Ranked, RecallConfig
+
+    def ranked(itemids: list[int]) -> Ranked:
+        return Ranked(np.array(itemids, dtype=np.int64), np.linspace(1.0, 0.5, len(itemids)))
+
+    pools = []
+    for user in range(40):
+        ease = [100 + user * 20 + i for i in range(12)]  # the liked item is its 7th
+        popular = list(range(1, 13))
+        pools.append(UserPool({"ease": ranked(ease), "popularity": ranked(popular), "term": Ranked.empty()},
+                              np.unique(ease + popular), None, frozenset({ease[6]})))
+    # ease's 1 + popularity's 5, then the fill alternates: 10 candidates without ease's 7th
+    config = RecallConfig(recall_size=10, quotas={"ease": 0.1, "popularity": 0.5, "term": 0.05},
+                          fusion={"ease": 1.0})
+    before = score_pools(pools, config)
+    assert not any(next(iter(pool.relevant)) in s.itemids for pool, s in zip(pools, before, strict=True))
+    quotas, ndcg = choose_quotas(pools, config)
+    assert quotas["popularity"] == 0.0 and ndcg > 0.3  # the candidates are ease's 10: its 7th is one
+    assert quotas["term"] == 0.0  # an empty source scores the same without a share: not asked any more
+    chosen = replace(config, quotas=quotas)
+    assert not chosen.asks("popularity") and not chosen.asks("term") and chosen.asks("ease")
+    # noise is not a gain: +-0.01 around zero over 40 users is within two standard errors
+    noise = np.resize([0.01, -0.01], 40)
+    assert not clearly_better(0.5 + noise, np.full(40, 0.5)) and clearly_better(np.full(40, 0.52), np.full(40, 0.5))

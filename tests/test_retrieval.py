@@ -220,3 +220,32 @@ def test_sources_equal_their_definitions_on_random_catalogues():
         neighbours = neighbour_recall(u, index, n, seeds=6)
         assert neighbours.itemids.tolist() == expected
         assert neighbours.scores.tolist() == [sums[item] for item in expected]
+
+
+def test_a_source_without_quota_or_weight_is_not_recalled_and_its_store_not_called():
+    from models.outages import PartlyUnavailableItems
+
+    items = InMemoryItemIndex(index_of_six_items())
+    without_search = RecallConfig(quotas={NEIGHBOURS: 0.5, POPULARITY: 0.5}, fusion={POPULARITY: 1.0})
+    assert not without_search.asks(TERM) and not without_search.asks(VECTOR) and without_search.asks(POPULARITY)
+    # the catalogue search does not answer: a config that asks it is degraded, one that does not is not
+    down = PartlyUnavailableItems(items, lists_down=False, search_down=True)
+    degraded: set[str] = set()
+    candidates, sources = recall(user(seen=(1,)), down, without_search, 6, degraded=degraded)
+    assert degraded == set() and set(sources) == {NEIGHBOURS, POPULARITY}
+    assert sorted(candidates.itemids.tolist()) == [2, 3, 4, 5, 6]
+    recall(user(seen=(1,)), down, RecallConfig(), 6, degraded=degraded)
+    assert degraded == {"elasticsearch"}
+
+
+def test_the_served_configuration_is_the_published_choice(tmp_path):
+    from contracts.tables import ModelFiles
+    from models.artifacts import StagedModel
+
+    assert RecallConfig.served(tmp_path, 120) == RecallConfig(recall_size=120)  # nothing published: defaults
+    quotas = {"ease": 0.2, "sequence": 0.3, "neighbours": 0.3, "vector": 0.2, "term": 0.0, "popularity": 0.0}
+    with StagedModel(tmp_path, ModelFiles.FUSION) as staged:
+        staged.save_metadata({"weights": {"ease": 0.5, "ranker": 0.3}, "quotas": quotas, "sequence_seeds": 5})
+    served = RecallConfig.served(tmp_path, 120)
+    assert served.quotas == quotas and served.fusion == {"ease": 0.5, "ranker": 0.3} and served.sequence_seeds == 5
+    assert not served.asks(TERM) and not served.asks(POPULARITY) and served.asks(VECTOR)
