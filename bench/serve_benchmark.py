@@ -1,7 +1,7 @@
 """Latency and throughput of the recommendation service under gunicorn, measured with hey and wrk.
 
     python bench/serve_benchmark.py [--output output] [--duration 20] [--profile embedded|services]
-                                    [--rate 200] [--warmup 200] [--workers 2]
+                                    [--rate 200] [--warmup 200] [--workers 2] [--threads N]
 
 Starts ``python -m online.serve`` (``--workers``, 2 by default) on a free 127.0.0.1 port over the batch output, models
 and Feast store already there (services profile: over the servers and loaded versions that the
@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None,
                         help="requests before measuring (200; services 1500: Elasticsearch's JIT warms slowly)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=None, help="request threads per worker (the profile's default)")
     args = parser.parse_args()
     workers = args.workers
     rate = args.rate or (50.0 if args.profile == "services" else 200.0)
@@ -134,9 +135,11 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     log = tempfile.NamedTemporaryFile("w", prefix="serve-bench-", suffix=".log", delete=False)
     server = subprocess.Popen([sys.executable, "-m", "online.serve", "--output", str(args.output), "--port", str(port),
-                               "--workers", str(workers), "--profile", args.profile], cwd=ROOT, stdout=log,
+                               "--workers", str(workers), "--profile", args.profile,
+                               *(["--threads", str(args.threads)] if args.threads else [])], cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT)
     results: dict = {"date": time.strftime("%Y-%m-%d"), "profile": args.profile, "workers": workers,
+                     "threads": args.threads or "the profile's default",
                      "cpus": os.cpu_count(), "cpu_model": cpu_model(), "offered_per_s": rate}
     try:
         deadline = time.monotonic() + 120

@@ -304,6 +304,9 @@ class ServingSettings(RecallSettings, LocalServicesSettings):
     serve_host: str = setting("127.0.0.1", "--host", "address the recommendation service binds")
     serve_port: int = setting(8000, "--port", "port of the recommendation service", ge=1, le=65535)
     serve_workers: int = setting(2, "--workers", "gunicorn worker processes", ge=1)
+    serve_threads: int | None = setting(
+        None, "--threads", "request threads per worker (gunicorn's gthread worker above 1; default 1: on 2 cores 4 "
+        "threads took the services profile's p99 at 50/s from 71 to 60 ms but its p50 from 37 to 39 ms)", ge=1)
     serve_access_log: bool = setting(
         False, "--access-log",
         "gunicorn's access log, a line per request on stdout (off by default, as in gunicorn: /metrics counts "
@@ -314,6 +317,10 @@ class ServingSettings(RecallSettings, LocalServicesSettings):
     @property
     def url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
+
+    @property
+    def request_threads(self) -> int:
+        return self.serve_threads or 1
 
 
 class EndToEndSettings(BatchSettings, TrainingSettings, ServingSettings):

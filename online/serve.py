@@ -46,6 +46,8 @@ class ServiceApplication(BaseApplication):
     def load_config(self) -> None:
         options: dict[str, Any] = {"bind": f"{self.settings.serve_host}:{self.settings.serve_port}",
                                    "workers": self.settings.serve_workers, "proc_name": "recsys"}
+        if self.settings.request_threads > 1:  # gunicorn's gthread worker: waits on the servers overlap
+            options["threads"] = self.settings.request_threads
         if self.settings.serve_access_log:
             options["accesslog"] = "-"
         for key, value in options.items():

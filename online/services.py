@@ -318,7 +318,8 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
             raise NotPublishedError(f"redis version {version} holds {key} {meta[key]}, elasticsearch {index} holds "
                                 f"{es_meta.get(key)}: run both loaders on the same batch and models")
     # Requests overlap their waits on the servers: the user's features and the neighbour lists meanwhile.
-    background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stores")
+    # Up to three waits per request (features, neighbour and successor lists), for each request thread.
+    background = ThreadPoolExecutor(max_workers=3 * settings.request_threads, thread_name_prefix="stores")
     breakers = {name: CircuitBreaker(name, settings.breaker_seconds) for name in DEPENDENCIES}
     items = ServiceItemIndex(client, settings.redis_prefix, version, search, index, int(meta["items"]),
                              breakers["redis"], breakers["elasticsearch"])

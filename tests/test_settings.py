@@ -77,3 +77,13 @@ def test_flags_round_trip_to_a_child_command():
         assert stage.parse(narrowed.as_flags()) == narrowed
     assert mine.narrowed(TrainingSettings).ranking_negatives is False
     assert mine.narrowed(BatchSettings).negatives_per_impression == 2
+
+
+def test_request_threads_make_gunicorn_use_its_threaded_worker():
+    from online.serve import ServiceApplication
+
+    assert ServingSettings.parse([], "").request_threads == 1
+    threaded = ServingSettings.parse(["--threads", "3", "--workers", "1"], "")
+    app = ServiceApplication(threaded)  # load_config only: nothing is bound or started
+    assert threaded.request_threads == 3 and app.cfg.threads == 3 and app.cfg.workers == 1
+    assert ServiceApplication(ServingSettings.parse([], "")).cfg.threads == 1
