@@ -72,11 +72,13 @@ class DataSplits:
     @staticmethod
     def selection_mask(train_set: Samples, plan: Selection, negatives: NegativeRows | None = None,
                        held_out: ValidationHoldout | None = None) -> tuple[np.ndarray, dict]:
-        """The train rows ``carve`` makes the selection slice, and what they are (for the metadata)."""
+        """The train rows ``carve`` makes the selection slice, and what they are (for the metadata): the held-out
+        impressions where they are train rows, else the plan's rule."""
         if held_out is not None:
             mask = held_out.mask(train_set, negatives.impressions if negatives is not None else None)
-            return mask, {"rows": f"the batch's {Export.VALIDATION_HOLDOUT} impressions",
-                          "impressions": len(held_out.userids), "train_rows": int(mask.sum())}
+            if mask.any():  # else (data too small for a validation hold-out) the rule below
+                return mask, {"rows": f"the batch's {Export.VALIDATION_HOLDOUT} impressions",
+                              "impressions": len(held_out.userids), "train_rows": int(mask.sum())}
         mask = validation_mask(train_set.column("userid"), train_set.column("itemid"), train_set.timestamps,
                                plan.rule)
         return mask, plan.rule.to_dict()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from contracts.errors import PlatformError
 
 MAX_RECALL_SIZE = 2000
@@ -13,6 +15,24 @@ MAX_USERID = 2**31 - 1
 
 class RequestError(PlatformError, ValueError):
     """A client error; the message says which field and why."""
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The body as JSON, or a RequestError saying what is wrong and where: its syntax with the line, column and
+    character, bytes that are not UTF-8, or nesting deeper than orjson's limit (1,024 levels; Python's own
+    parser would overflow its stack on 16 KB of brackets)."""
+    if not raw.strip():
+        raise RequestError("the body is empty: send a JSON object like {\"userid\": 12}")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as failure:
+        where = f" at line {failure.lineno} column {failure.colno} (char {failure.pos})" if failure.msg else ""
+        reason = failure.msg or str(failure)
+        if "recursion" in reason.lower():
+            raise RequestError("the body nests arrays or objects deeper than 1024 levels") from None
+        if "utf-8" in reason.lower():
+            raise RequestError(f"the body is not UTF-8 text: {reason}") from None
+        raise RequestError(f"the body is not valid JSON: {reason}{where}"[:300]) from None
 
 
 @dataclass(frozen=True)

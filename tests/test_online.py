@@ -100,7 +100,7 @@ def test_seen_items_are_never_returned_and_unknown_users_get_popularity(client, 
     ({"userid": 2.5}, "must be an integer"),
     ({"userid": "abc"}, "must be an integer"),
     ({"userid": True}, "must be an integer"),
-    ({"userid": 10**30}, "between 1 and"),
+    ({"userid": 10**30}, "'userid' must be"),  # orjson reads it as a float: not an integer
     ({"userid": 1, "k": 0}, "'k' must be between 1 and 200"),
     ({"userid": 1, "k": 201}, "'k' must be between 1 and 200"),
     ({"userid": 1, "recall_size": 10, "k": 11}, "'k' must be between 1 and 10"),
@@ -114,10 +114,29 @@ def test_bad_input_is_a_400_with_a_message(client, body, message):
 
 def test_malformed_requests_and_unknown_routes_are_json_errors(client):
     assert client.post("/ml/rec", data="{not json", content_type="application/json").status_code == 400
+    malformed = client.post("/ml/rec", data='{"userid": 1,\n "k": }', content_type="application/json")
+    assert malformed.status_code == 400 and "line 2 column 7" in malformed.get_json()["error"]
+    # 16 KB of brackets, under the body limit: Python's json would overflow its stack (a 500 before)
+    nested = client.post("/ml/rec", data="[" * 16_000, content_type="application/json")
+    assert nested.status_code == 400 and "deeper than 1024" in nested.get_json()["error"]
+    not_utf8 = client.post("/ml/rec", data=b'{"userid": "\xff\xfe"}', content_type="application/json")
+    assert not_utf8.status_code == 400 and "UTF-8" in not_utf8.get_json()["error"]
+    assert "empty" in client.post("/ml/rec", data=b"", content_type="application/json").get_json()["error"]
     assert client.post("/ml/rec", data="userid=1", content_type="text/plain").status_code == 415
     assert client.post("/ml/rec", data="x" * 20_000, content_type="application/json").status_code == 413
     for response in (client.get("/nowhere"), client.get("/ml/rec"), client.get("/users/x/recommendations")):
         assert response.status_code in (400, 404, 405) and "error" in response.get_json()
+
+
+def test_the_reference_clients_call_without_a_content_type_is_answered(client):
+    """online/main/s2_client.py of the reference design: requests.post(url, data=json.dumps({"userid": 1}))."""
+    import requests
+
+    prepared = requests.Request("POST", "http://localhost/ml/rec", data=json.dumps({"userid": 1})).prepare()
+    assert "Content-Type" not in prepared.headers  # what that client sends
+    response = client.post("/ml/rec", data=prepared.body)
+    assert response.status_code == 200 and response.get_json()["userid"] == 1
+    assert len(response.get_json()["item_list"]) > 0
 
 
 def test_a_failing_store_degrades_the_list_and_names_it(served):

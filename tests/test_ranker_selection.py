@@ -141,3 +141,11 @@ def test_the_training_lookup_has_the_embeddings_values_and_gradients():
     (fast * weights).sum().backward()
     torch.testing.assert_close(table.weight.grad, expected)
     assert lookup(table.eval(), ids).equal(table(ids))
+
+
+def test_an_empty_validation_holdout_falls_back_to_the_rule(tmp_path):
+    train_set = random_samples(300, seed=5)
+    empty = np.empty(0, dtype=np.int64)
+    splits = DataSplits.carve(train_set, random_samples(20, seed=6), Selection(),
+                              held_out=ValidationHoldout(empty, empty, empty))
+    assert len(splits.selection) > 0 and splits.selection_rows == Selection().rule.to_dict()
