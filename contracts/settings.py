@@ -227,6 +227,10 @@ class TrainingSettings(SparkSettings):
                                      "all; at ML-25M's size an epoch of the ranker's ~90 M rows takes hours)", ge=1)
     selection_rows: int | None = setting(None, "--selection-rows", "ranking model: a fixed random sample of this "
                                          "many validation rows picks the epoch (default all)", ge=1)
+    quota_choice: bool = setting(
+        True, "--keep-quotas", "keep the default recall quotas instead of choosing them on validation (the weights "
+        "are still chosen): every source stays asked, which a test of each store's outage needs on data so small that "
+        "any quotas recall the same candidates")
     vectors_to_delta: bool = setting(True, "--no-delta",
                                      "skip writing the vectors as Delta tables (saves starting Spark)")
 

@@ -179,8 +179,10 @@ def choose_quotas(pools: Sequence[UserPool], config: RecallConfig) -> tuple[dict
     return quotas, float(current.mean()) if len(current) else 0.0
 
 
-def choose_and_publish(exports: Path, models_dir: Path, recall_size: int, data: ValidationData | None = None) -> dict:
-    """``data``: the validation replay already loaded (``models.train`` has it for the ranker's selection)."""
+def choose_and_publish(exports: Path, models_dir: Path, recall_size: int, data: ValidationData | None = None,
+                       quota_choice: bool = True) -> dict:
+    """``data``: the validation replay already loaded (``models.train`` has it for the ranker's selection);
+    ``quota_choice`` False keeps the default quotas."""
     started = time.monotonic()
     if not (exports / Export.VALIDATION_HOLDOUT).exists():
         raise NotPublishedError(f"no {Export.VALIDATION_HOLDOUT} in {exports}: rerun the batch (spark_jobs.run_batch)")
@@ -201,7 +203,7 @@ def choose_and_publish(exports: Path, models_dir: Path, recall_size: int, data: 
     sequence_seeds = max(trials, key=lambda seeds: (trials[seeds][0], -seeds))
     _, weights, pools = trials[sequence_seeds]
     config = replace(defaults, sequence_seeds=sequence_seeds, fusion=weights)
-    quotas, _ = choose_quotas(pools, config)
+    quotas = choose_quotas(pools, config)[0] if quota_choice else dict(config.quotas)
     weights, chosen_ndcg = choose_weights(score_pools(pools, replace(config, quotas=quotas)), weights)
     config = replace(config, quotas=quotas, fusion=weights)
     log.info("quotas %s, then weights %s: NDCG@%d %.4f", quotas, weights, CHOICE_K, chosen_ndcg)
@@ -210,7 +212,9 @@ def choose_and_publish(exports: Path, models_dir: Path, recall_size: int, data: 
              for position, name in enumerate(FUSION_INPUTS)}
     default_pools = trials[defaults.sequence_seeds][2] if defaults.sequence_seeds in trials else pools
     metadata = {
-        "model": ModelFiles.FUSION, "weights": weights, "quotas": quotas, "sequence_seeds": sequence_seeds,
+        "model": ModelFiles.FUSION, "weights": weights, "quotas": quotas,
+        "quotas_chosen": "on validation" if quota_choice else "the defaults (--keep-quotas)",
+        "sequence_seeds": sequence_seeds,
         "not_asked": [name for name in SOURCE_ORDER if not config.asks(name)],
         "validation_users": len(scored),
         f"validation_ndcg@{CHOICE_K}_by_sequence_seeds": {seeds: round(t[0], 4) for seeds, t in trials.items()},
@@ -238,10 +242,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     RecallSettings.add_arguments(parser)
     parser.add_argument("--exports", type=Path, default=None, help="batch exports (default <output>/exports/current)")
+    parser.add_argument("--keep-quotas", action="store_true", help="keep the default recall quotas (the weights are "
+                        "still chosen)")
     args = parser.parse_args(argv)
     settings = RecallSettings.from_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return choose_and_publish(args.exports or settings.current_export_dir, settings.models_dir, settings.recall_size)
+    return choose_and_publish(args.exports or settings.current_export_dir, settings.models_dir, settings.recall_size,
+                              quota_choice=not args.keep_quotas)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,8 @@ def train_and_publish(settings: TrainingSettings) -> dict:
                             "seconds": round(report.result.seconds, 1), "path": str(folder.path)}
     if (exports / Export.VALIDATION_HOLDOUT).exists():
         # The final order's weights depend on both models: chosen on validation once they are published.
-        choice = choose_and_publish(exports, settings.models_dir, RecallSettings().recall_size, replay)
+        choice = choose_and_publish(exports, settings.models_dir, RecallSettings().recall_size, replay,
+                                    settings.quota_choice)
         summary[ModelFiles.FUSION] = {k: v for k, v in choice.items() if k.startswith(("weights", "validation"))}
     return summary
 

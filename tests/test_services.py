@@ -25,6 +25,7 @@ from contracts.published import open_model, open_models
 from contracts.settings import FeastSettings, ServingSettings
 from feature_repo import publish
 from loaders import es_loader, redis_layout, redis_loader, triton_repo
+from models import fusion_choice
 from models import train as train_models
 from models.export_readers import load_user_recall_data
 from models.ranking_model import load_ranking
@@ -49,6 +50,11 @@ class Stack:
     def start(self, name: str) -> None:
         self.processes[name] = local_services.start(local_services.BUILDERS[name](self.settings), self.settings)
 
+    def start_stopped(self) -> None:
+        for name in local_services.BUILDERS:
+            if name not in self.processes:
+                self.start(name)
+
 
 @pytest.fixture(scope="module")
 def stack(tiny_batch, tmp_path_factory) -> Iterator[Stack]:
@@ -67,6 +73,9 @@ def stack(tiny_batch, tmp_path_factory) -> Iterator[Stack]:
     try:
         if None in open_models(settings.models_dir):
             train_models.main(["--output", str(settings.output_dir), "--max-epochs", "2", "--no-delta"])
+        # On 90 movies any quotas recall the same candidates, so the chosen ones ask no store but Redis: every
+        # store must be asked here for its outage to show.
+        fusion_choice.main(["--output", str(settings.output_dir), "--keep-quotas"])
         running.start("redis")
         running.start("elasticsearch")
         publish.publish(FeastSettings(**settings.narrowed(FeastSettings).model_dump(exclude={"online_store"}),
@@ -80,6 +89,14 @@ def stack(tiny_batch, tmp_path_factory) -> Iterator[Stack]:
     finally:
         for process in running.processes.values():
             local_services.stop_process(process)
+
+
+@pytest.fixture(autouse=True)
+def every_server_after(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that fails with a server stopped leaves it started for the next ones (one failure, not a cascade)."""
+    yield
+    if "stack" in request.fixturenames:
+        request.getfixturevalue("stack").start_stopped()
 
 
 def redis_client(settings: ServingSettings) -> redis.Redis:
