@@ -176,6 +176,8 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
         "exports": exported,
         "counts": counts,
         "spec_version": metadata["spec_version"],
+        # What the readers apply the batch's rules with (the service's posted ratings: the recent list's length).
+        "batch_settings": {name: getattr(settings, name) for name in BatchSettings.CONTENT_FIELDS},
     }
     (run_dir / Export.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     guard_against_shrinking(settings, counts, run_dir)

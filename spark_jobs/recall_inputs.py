@@ -60,12 +60,16 @@ def user_terms(online_counters: DataFrame) -> DataFrame:
 
 
 def user_filter(offline_impressions: DataFrame, recent_items: int = 50) -> DataFrame:
-    """Seen items (sorted) and the latest ``recent_items`` (newest first, by timestamp then itemid)."""
-    newest_first = F.sort_array(F.collect_list(F.struct("timestamp", "itemid")), asc=False)
+    """Seen items (sorted) and the latest ``recent_items`` (newest first, by timestamp then itemid) with their
+    timestamps and labels: the service applies a posted rating to them with the batch's rules
+    (``models/user_updates.py``: the counters over the latest PIT_HISTORY, the recent list)."""
+    newest_first = F.sort_array(F.collect_list(F.struct("timestamp", "itemid", "label")), asc=False)
+    recent = F.slice(newest_first, 1, recent_items)
     return offline_impressions.groupBy("userid").agg(
-        F.array_sort(F.collect_set("itemid")).alias("seen_itemids"),
-        F.slice(newest_first, 1, recent_items)["itemid"].alias("recent_itemids"),
-    )
+        F.array_sort(F.collect_set("itemid")).alias("seen_itemids"), recent.alias("recent"),
+    ).select("userid", "seen_itemids", F.col("recent")["itemid"].alias("recent_itemids"),
+             F.col("recent")["timestamp"].cast("array<long>").alias("recent_timestamps"),
+             F.col("recent")["label"].cast("array<int>").alias("recent_labels"))
 
 
 def item_popularity(items: DataFrame, offline_impressions: DataFrame) -> DataFrame:

@@ -15,11 +15,12 @@ def test_user_terms_keep_seen_genres_strongest_first(spark):
 
 
 def test_user_filter_recent_items_and_item_terms(spark):
-    offline = spark.createDataFrame([(1, 5, 100), (1, 3, 300), (1, 5, 200), (1, 9, 300), (1, 4, 50), (2, 8, 1)],
-                                    "userid int, itemid int, timestamp long")
-    got = {r.userid: (r.seen_itemids, r.recent_itemids) for r in user_filter(offline, recent_items=3).collect()}
-    # newest first; the same second is ordered by itemid, descending like the rest
-    assert got == {1: ([3, 4, 5, 9], [9, 3, 5]), 2: ([8], [8])}
+    offline = spark.createDataFrame([(1, 5, 100, 1), (1, 3, 300, 0), (1, 5, 200, 0), (1, 9, 300, 1), (1, 4, 50, 1),
+                                     (2, 8, 1, 0)], "userid int, itemid int, timestamp long, label int")
+    got = {r.userid: (r.seen_itemids, r.recent_itemids, r.recent_timestamps, r.recent_labels)
+           for r in user_filter(offline, recent_items=3).collect()}
+    # newest first; the same second is ordered by itemid, descending like the rest; timestamps and labels aligned
+    assert got == {1: ([3, 4, 5, 9], [9, 3, 5], [300, 300, 200], [1, 0, 0]), 2: ([8], [8], [1], [0])}
     items = spark.createDataFrame([(1, "A", [2, 4])], "itemid int, title string, genre_ids array<int>")
     assert [tuple(r) for r in item_terms(items).collect()] == [(1, [2, 4])]
 
