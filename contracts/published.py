@@ -73,6 +73,8 @@ class Published:
     recall_model: ModelFolder
     ranking_model: ModelFolder
     versions: dict[str, str]  # data_run, feature_spec, recall_model, ranking_model, exports
+    # The last event-log record the run read (its ratings include every posted one up to it); 0: none.
+    events_through: int = 0
 
 
 def open_exports(exports: Path) -> dict:
@@ -96,4 +98,4 @@ def open_published(lake: LakeSettings, exports: Path | None = None) -> Published
     resolved = folder.resolve()
     versions = {"data_run": manifest["run_id"], "feature_spec": SPEC.version, "recall_model": recall_model.version,
                 "ranking_model": ranking_model.version, "exports": resolved.name}
-    return Published(resolved, recall_model, ranking_model, versions)
+    return Published(resolved, recall_model, ranking_model, versions, int(manifest.get("events_through", 0)))

@@ -315,12 +315,21 @@ class ServingSettings(RecallSettings, LocalServicesSettings):
         False, "--access-log",
         "gunicorn's access log, a line per request on stdout (off by default, as in gunicorn: /metrics counts "
         "requests by route and status, and the line costs ~4%% of a request's CPU)")
+    api_token: str | None = setting(
+        None, "--api-token", "bearer token the write routes require (POST /users/<id>/events, /events, "
+        "/admin/reload); without one those routes are off (404). Also RECSYS_API_TOKEN")
+    event_log_dir: Path | None = setting(
+        None, "--event-log", "folder of the posted ratings' log, append-only segment files (default <output>/events)")
     metrics_dir: Path | None = setting(
         None, "--metrics-dir", "folder of the workers' Prometheus files (default: a new temporary one per server run)")
 
     @property
     def url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.event_log_dir or self.output_dir / "events"
 
     @property
     def request_threads(self) -> int:

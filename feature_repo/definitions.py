@@ -4,7 +4,9 @@ Entities ``user`` (join key ``userid``) and ``item`` (``itemid``); feature views
 user's demographics and standardised genre counters, as served after the batch) and ``item_fv``
 (the movie's genre flags); feature services ``ml_user`` and ``ml_item``. ``user_history_fv`` (service
 ``ml_user_history``) holds the same counters as of every second a user had impressions: the
-point-in-time source for training sets (offline only). Field names, dtypes and order come from
+point-in-time source for training sets (offline only). ``user_fv``'s source is the push source
+``ml_user_push`` over the batch's table: materialise reads the table, and the service pushes a user's row
+after each rating posted to it. Field names, dtypes and order come from
 ``contracts.feature_spec.SPEC``: a feature added to the spec reaches Feast without editing this file.
 
 ``feast_objects(output_dir, offline_store)`` builds them from explicit values: the sources read the batch's
@@ -24,7 +26,7 @@ from dataclasses import fields as fields_of
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.data_source import DataSource
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.table_format import DeltaFormat
@@ -32,7 +34,15 @@ from feast.types import FeastType, Float32, Int32
 
 from contracts.feature_spec import SPEC, Feature
 from contracts.tables import Table
-from feature_repo.names import HISTORY_SERVICE, HISTORY_VIEW, ITEM_SERVICE, ITEM_VIEW, USER_SERVICE, USER_VIEW
+from feature_repo.names import (
+    HISTORY_SERVICE,
+    HISTORY_VIEW,
+    ITEM_SERVICE,
+    ITEM_VIEW,
+    USER_PUSH_SOURCE,
+    USER_SERVICE,
+    USER_VIEW,
+)
 
 FEAST_TYPES: dict[str, FeastType] = {"int32": Int32, "float32": Float32}
 
@@ -80,8 +90,11 @@ def feast_objects(output_dir: Path | str, offline_store: str = "file") -> FeastO
 
     user = Entity(name="user", join_keys=["userid"], value_type=ValueType.INT32, description="a MovieLens user")
     item = Entity(name="item", join_keys=["itemid"], value_type=ValueType.INT32, description="a MovieLens movie")
-    user_fv = view(USER_VIEW, user, SPEC.online_user_features,
-                   source("ml_user_source", Table.USER_FEATURES, "user features of the current batch run"), True)
+    # Materialised from the batch's table; the service pushes a user's row after each rating posted to it.
+    user_push = PushSource(name=USER_PUSH_SOURCE, batch_source=source(
+        "ml_user_source", Table.USER_FEATURES, "user features of the current batch run"),
+        description="a user's features after a rating posted to the service (online/live_users.py)")
+    user_fv = view(USER_VIEW, user, SPEC.online_user_features, user_push, True)
     item_fv = view(ITEM_VIEW, item, SPEC.online_item_features,
                    source("ml_item_source", Table.ITEM_FEATURES, "item features of the current batch run"), True)
     user_history_fv = view(HISTORY_VIEW, user, SPEC.dense, source(

@@ -7,6 +7,7 @@ from the same arrays. Nothing here trains or writes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,11 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from contracts.feature_spec import SPEC, FeatureSpec
+from contracts.feature_spec import GENRE_IDS, SPEC, FeatureSpec, genre_flag_name
 from contracts.published import ModelFolder
 from contracts.tables import Export, ModelFiles
 from models.recall_sources import SEQUENCE, ItemIndex, ItemLists, Ranked, UserRecallData
+from models.user_updates import COUNTER_NAMES, DEMOGRAPHICS, BatchUserStates, UpdateRules
 
 # The per-item lists each ITEM_LIST_SOURCES source sums, by export (the validation ones: prefix + name).
 ITEM_LIST_EXPORTS: dict[str, str] = {SEQUENCE: Export.ITEM_SUCCESSORS}
@@ -140,3 +142,54 @@ def liked_holdout(exports: Path, export: str = Export.ONLINE_HOLDOUT) -> dict[in
     holdout = pd.read_parquet(exports / export, columns=["userid", "itemid", "label"])
     liked = holdout[holdout["label"] == 1]
     return {int(u): set(group["itemid"].astype(int)) for u, group in liked.groupby("userid")}
+
+
+def load_batch_user_states(exports: Path) -> BatchUserStates:
+    """Each user's recent timestamps and labels (``user_filter``) and demographics (``user_features``)."""
+    features = pq.read_table(exports / Export.USER_FEATURES, columns=["userid", *DEMOGRAPHICS])
+    userids = features["userid"].to_numpy().astype(np.int64)
+    rows = {int(userid): row for row, userid in enumerate(userids.tolist())}
+    demographics = np.stack([features[name].to_numpy().astype(np.int16) for name in DEMOGRAPHICS], axis=1)
+    filters = pq.read_table(exports / Export.USER_FILTER, columns=["userid", "recent_timestamps", "recent_labels"])
+    lengths = np.zeros(len(userids), dtype=np.int64)
+    filter_rows = np.asarray([rows.get(int(u), -1) for u in filters["userid"].to_numpy().tolist()], dtype=np.int64)
+    timestamps_lists = filters["recent_timestamps"].combine_chunks()
+    labels_lists = filters["recent_labels"].combine_chunks()
+    list_lengths = pc.list_value_length(timestamps_lists).fill_null(0).to_numpy().astype(np.int64)
+    kept = filter_rows >= 0
+    lengths[filter_rows[kept]] = list_lengths[kept]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat_timestamps = pc.list_flatten(timestamps_lists).to_numpy().astype(np.int64)
+    flat_labels = pc.list_flatten(labels_lists).to_numpy().astype(np.int8)
+    timestamps, labels = np.zeros(int(offsets[-1]), np.int64), np.zeros(int(offsets[-1]), np.int8)
+    starts = np.concatenate([[0], np.cumsum(list_lengths)[:-1]]).astype(np.int64)
+    for row, start, length in zip(filter_rows[kept].tolist(), starts[kept].tolist(), list_lengths[kept].tolist(),
+                                  strict=True):
+        timestamps[offsets[row]:offsets[row] + length] = flat_timestamps[start:start + length]
+        labels[offsets[row]:offsets[row] + length] = flat_labels[start:start + length]
+    return BatchUserStates(rows, offsets, timestamps, labels, demographics)
+
+
+def dataset_format_name(exports: Path) -> str:
+    """Which release the run was read from (``spark_jobs.formats``): its rating scale, for instance."""
+    return str(json.loads((exports / Export.METADATA_FILE).read_text())["dataset"]["format"])
+
+
+def load_update_rules(exports: Path, index: ItemIndex) -> UpdateRules:
+    """What ``models.user_updates.apply_ratings`` reads of a published run: the movies' genres, the counters'
+    train statistics, the recent list's length, the per-movie EASE weights and the recall model's item vectors."""
+    items = pq.read_table(exports / Export.ITEM_FEATURES, columns=["itemid", *map(genre_flag_name, GENRE_IDS)])
+    itemids = items["itemid"].to_numpy().astype(np.int64)
+    genre_flags = np.zeros((max(index.item_count, int(itemids.max(initial=0)) + 1), len(GENRE_IDS)), dtype=np.int64)
+    for column, genre in enumerate(GENRE_IDS):
+        genre_flags[itemids, column] = items[genre_flag_name(genre)].to_numpy()
+    metadata = json.loads((exports / Export.METADATA_FILE).read_text())
+    statistics = {entry["name"]: (entry["mean"], entry["std"]) for entry in metadata["features"] if "mean" in entry}
+    means = np.asarray([statistics[name][0] for name in COUNTER_NAMES], dtype=np.float64)
+    stds = np.asarray([statistics[name][1] for name in COUNTER_NAMES], dtype=np.float64)
+    manifest = json.loads((exports / Export.MANIFEST_FILE).read_text())
+    batch = manifest.get("batch_settings", {})
+    ease_path = exports / Export.ITEM_EASE
+    ease_lists = load_item_lists(ease_path, index.item_count) if ease_path.exists() else None
+    return UpdateRules(genre_flags, means, stds, int(batch.get("recent_items", 50)), ease_lists,
+                       int(batch.get("ease_per_user", 200)), index.item_vectors, index.catalogue_ids)

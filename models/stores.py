@@ -20,6 +20,7 @@ import numpy as np
 from contracts.errors import StoreUnavailableError
 from models.feature_rows import FeatureAssembler
 from models.recall_sources import Ranked, RecallConfig, UserRecallData
+from models.user_updates import PostedRating
 
 T = TypeVar("T")
 
@@ -82,6 +83,27 @@ class Ranker(Protocol):
     def score(self, rows: np.ndarray) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class AcceptedRating:
+    rating: PostedRating
+    sequence: int  # its place in the event log
+    duplicate: bool  # the same event id, or the same (user, item, timestamp), was accepted before: applied once
+
+
+class RatingSink(Protocol):
+    """Where posted ratings go: made durable, then applied to the users' state (``online/live_users.py``)."""
+
+    def knows_item(self, itemid: int) -> bool: ...
+
+    def refusal(self, rating: float) -> str | None:
+        """Why ``rating`` is not on the dataset's scale (None: it is)."""
+        ...
+
+    def accept(self, ratings: Sequence[PostedRating]) -> list[AcceptedRating]:
+        """Durable and applied when it returns, all or none."""
+        ...
+
+
 class InlineExecutor(Executor):
     """Runs the call at once in the caller's thread: with stores in memory, concurrency costs more than it
     saves."""
@@ -117,6 +139,8 @@ class ServingBundle:
     # Scores when ``ranker`` does not answer: the same model in-process (the services profile's Triton has
     # the published ONNX file beside it); None: the candidates are served in recall order instead.
     backup_ranker: Ranker | None = None
+    # Posted ratings (the service's write path); None where the bundle has none (the offline evaluation).
+    ratings: RatingSink | None = None
 
     def unavailable(self) -> dict[str, str]:
         """The dependencies that do not answer now, with why."""

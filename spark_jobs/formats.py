@@ -41,6 +41,11 @@ class DatasetFormat:
     def has_demographics(self) -> bool:
         return self.users_file is not None
 
+    def on_scale(self, rating: float) -> bool:
+        """Whether ``rating`` is one of the release's values (min..max by step), as ingest checks each line."""
+        steps = (rating - self.rating_min) / self.rating_step
+        return self.rating_min <= rating <= self.rating_max and abs(steps - round(steps)) <= 1e-6
+
 
 ML_1M = DatasetFormat(
     name="ml-1m", ratings_file="ratings.dat", items_file="movies.dat", users_file="users.dat",
@@ -65,6 +70,8 @@ ML_CSV = DatasetFormat(
     users_layout=None, items_layout=ItemsLayout.CSV, ratings_header="userId,movieId,rating,timestamp",
     items_header="movieId,title,genres",
 )
+
+FORMATS_BY_NAME: dict[str, DatasetFormat] = {fmt.name: fmt for fmt in (ML_100K, ML_1M, ML_10M, ML_CSV)}
 
 # u.user names occupations; their order in u.occupation gives indices 1..21.
 ML_100K_OCCUPATIONS: tuple[str, ...] = (

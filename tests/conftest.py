@@ -53,6 +53,29 @@ def tiny_batch(spark, tmp_path_factory) -> BatchSettings:
 
 
 @pytest.fixture(scope="session")
+def trained_tiny(tiny_batch) -> BatchSettings:
+    """The tiny batch with both models trained (2 epochs), once per test session."""
+    from models import train as train_models
+
+    train_models.main(["--output", str(tiny_batch.output_dir), "--max-epochs", "2", "--no-delta"])
+    return tiny_batch
+
+
+def private_feast(output_dir: Path, folder: Path) -> Path:
+    """Feast applied and materialised from ``output_dir``'s batch into a registry and SQLite store of its own
+    under ``folder`` (a test that writes to it leaves the other tests' stores alone); its yaml."""
+    from contracts.settings import FeastSettings
+    from feature_repo import publish
+
+    yaml = folder / "feature_store.yaml"
+    yaml.write_text(publish.SQLITE_YAML.read_text()
+                    .replace("registry: data/registry.db", f"registry: {folder / 'registry.db'}")
+                    .replace("path: data/online_store.db", f"path: {folder / 'online_store.db'}"))
+    publish.publish(FeastSettings(output_dir=output_dir, feast_yaml=yaml))
+    return yaml
+
+
+@pytest.fixture(scope="session")
 def ml100k_batch(spark, tmp_path_factory) -> BatchSettings:
     """The batch on the pristine ML-100K release (skipped where ../shared/data/ml-100k is absent)."""
     from spark_jobs import run_batch

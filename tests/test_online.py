@@ -19,13 +19,12 @@ import pandas as pd
 import pytest
 import requests
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, private_feast
 from processes import free_port, stop, wait_for
 
 from contracts.errors import StoreUnavailableError
 from contracts.published import open_model
-from contracts.settings import FeastSettings, ServingSettings
-from feature_repo import publish
+from contracts.settings import ServingSettings
 from models import train as train_models
 from models.export_readers import load_user_features
 from models.feature_rows import FeatureAssembler
@@ -40,16 +39,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def served(tiny_batch, tmp_path_factory):
+def served(trained_tiny, tmp_path_factory):
     """The tiny batch with trained models and its features in a private Feast store."""
-    folder = tmp_path_factory.mktemp("feast-online")
-    yaml = folder / "feature_store.yaml"
-    yaml.write_text(publish.SQLITE_YAML.read_text()
-                    .replace("registry: data/registry.db", f"registry: {folder / 'registry.db'}")
-                    .replace("path: data/online_store.db", f"path: {folder / 'online_store.db'}"))
-    train_models.main(["--output", str(tiny_batch.output_dir), "--max-epochs", "2", "--no-delta"])
-    publish.publish(FeastSettings(output_dir=tiny_batch.output_dir, feast_yaml=yaml))
-    return ServingSettings(output_dir=tiny_batch.output_dir, feast_yaml=yaml), yaml
+    yaml = private_feast(trained_tiny.output_dir, tmp_path_factory.mktemp("feast-online"))
+    return ServingSettings(output_dir=trained_tiny.output_dir, feast_yaml=yaml), yaml
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +176,7 @@ def test_offline_equals_online(client, served):
 
 def test_reload_under_requests_never_mixes_versions(served):
     settings, _ = served
+    settings = settings.model_copy(update={"api_token": "reload-token"})
     app = create_app(settings)
     client = app.test_client()
     before = client.get("/ready").get_json()["versions"]
@@ -202,7 +196,7 @@ def test_reload_under_requests_never_mixes_versions(served):
         thread.start()
     # A new model version appears (a retrain), then the service reloads while requests run.
     train_models.main(["--output", str(settings.output_dir), "--max-epochs", "1", "--no-delta", "--only", "ranking"])
-    reloaded = client.post("/admin/reload")
+    reloaded = client.post("/admin/reload", headers={"Authorization": "Bearer reload-token"})
     for thread in threads:
         thread.join()
     after = reloaded.get_json()["versions"]

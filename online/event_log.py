@@ -1,0 +1,134 @@
+"""The embedded profile's event log: every accepted rating, appended to segment files under
+``<output>/events`` and fsync'd before the service answers.
+
+One JSON object per line (``sequence``, ``event_id``, ``userid``, ``itemid``, ``rating``, ``timestamp``,
+``received_ms``). Segments are named by the sequence number of their first record and a new one starts once
+the last passes ``segment_bytes``. Writers (any worker) append under an exclusive ``flock`` of the folder's
+lock file, so sequence numbers are dense and one request's records are one ``write``; readers need no lock:
+they read complete lines from where they stopped (``LogCursor``), so every worker sees every record in order.
+A line cut short by a crash mid-write was never acknowledged: the next writer truncates it away.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+SEGMENT_PREFIX, SEGMENT_SUFFIX = "events-", ".jsonl"
+SEGMENT_BYTES = 64 * 1024 * 1024
+LOCK_FILE = "append.lock"
+
+
+def segment_name(first_sequence: int) -> str:
+    return f"{SEGMENT_PREFIX}{first_sequence:012d}{SEGMENT_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class LogCursor:
+    """Where a reader stopped: a segment and the byte after the last complete line it read."""
+
+    segment: str | None = None  # None: before the first segment
+    offset: int = 0
+
+
+class EventLogError(OSError):
+    """The log folder cannot be read or written."""
+
+
+class EventLog:
+    def __init__(self, folder: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.folder = folder
+        self.segment_bytes = segment_bytes
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def segments(self) -> list[str]:
+        return sorted(name for name in os.listdir(self.folder)
+                      if name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX))
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held while a writer catches up, checks for repeats and appends: one writer at a time, in any process."""
+        with open(self.folder / LOCK_FILE, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def read(self, cursor: LogCursor) -> tuple[list[dict[str, Any]], LogCursor]:
+        """The complete records after ``cursor``, and the cursor after them."""
+        segment, offset = cursor.segment, cursor.offset
+        if segment is not None:
+            try:
+                if os.stat(self.folder / segment).st_size <= offset and offset < self.segment_bytes:
+                    return [], cursor  # the common case: nothing new, one stat
+            except FileNotFoundError:
+                pass
+        records: list[dict[str, Any]] = []
+        names = self.segments()
+        for name in names:
+            if segment is not None and name < segment:
+                continue
+            start = offset if name == segment else 0
+            with open(self.folder / name, "rb") as file:
+                file.seek(start)
+                data = file.read()
+            complete = data.rfind(b"\n") + 1
+            for line in data[:complete].splitlines():
+                if line.strip():
+                    records.append(orjson.loads(line))
+            segment, offset = name, start + complete
+            if complete < len(data):
+                break  # a line being written (or cut short): read it whole next time
+        return records, LogCursor(segment, offset)
+
+    def append(self, records: list[dict[str, Any]], last_sequence: int) -> list[dict[str, Any]]:
+        """Appends ``records`` numbered from ``last_sequence + 1`` and fsyncs them; call within ``exclusive``,
+        after reading the log to its end (``last_sequence`` is the last record's). Returns them numbered."""
+        numbered = [{"sequence": last_sequence + n, **record} for n, record in enumerate(records, start=1)]
+        if not numbered:
+            return numbered
+        names = self.segments()
+        path = self.folder / names[-1] if names else None
+        if path is None or path.stat().st_size >= self.segment_bytes:
+            path = self.folder / segment_name(numbered[0]["sequence"])
+        payload = b"".join(orjson.dumps(record) + b"\n" for record in numbered)
+        created = not path.exists()
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self._cut_partial_line(descriptor)
+            written = os.write(descriptor, payload)
+            if written != len(payload):
+                raise EventLogError(f"{path}: wrote {written} of {len(payload)} bytes")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        if created:  # the new file's name is durable only once its folder is
+            folder = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        return numbered
+
+    @staticmethod
+    def _cut_partial_line(descriptor: int) -> None:
+        """Drop a last line without its newline (a write cut short by a crash: never acknowledged)."""
+        size = os.fstat(descriptor).st_size
+        if size == 0 or os.pread(descriptor, 1, size - 1) == b"\n":
+            return
+        tail_start = max(0, size - 1024 * 1024)
+        tail = os.pread(descriptor, size - tail_start, tail_start)
+        keep = tail_start + tail.rfind(b"\n") + 1
+        log.warning("event log: dropping %d bytes of a line cut short", size - keep)
+        os.ftruncate(descriptor, keep)

@@ -1,0 +1,310 @@
+"""Posted ratings in the embedded profile: the API contract and every bad input, the token, idempotence, out of
+order, a new user, the state checked against an independent restatement of the batch's rules over the exports,
+restart from the log, and visibility across gunicorn workers (and after kill -9)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from conftest import REPO_ROOT, private_feast
+from processes import free_port, stop, wait_for
+from test_online import random_json
+
+from contracts.feature_spec import SPEC
+from contracts.settings import ServingSettings
+from online.app import create_app
+from online.event_log import EventLog, LogCursor
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "test-token"
+PAST = int(time.time()) - 86_400  # posted ratings' timestamps: after the data, before the server's clock
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def feast_yaml(trained_tiny, tmp_path_factory):
+    """A Feast store of this module's own: the pushes below must not reach the other tests' stores."""
+    return private_feast(trained_tiny.output_dir, tmp_path_factory.mktemp("feast-events"))
+
+
+@pytest.fixture
+def settings(trained_tiny, feast_yaml, tmp_path) -> ServingSettings:
+    """The tiny batch served with an empty event log of each test's own."""
+    return ServingSettings(output_dir=trained_tiny.output_dir, feast_yaml=feast_yaml, api_token=TOKEN,
+                           event_log_dir=tmp_path / "events")
+
+
+@pytest.fixture
+def client(settings):
+    return create_app(settings).test_client()
+
+
+def exports(settings: ServingSettings, name: str) -> pd.DataFrame:
+    return pd.read_parquet(settings.current_export_dir / name)
+
+
+def offline_timeline(settings: ServingSettings, userid: int) -> list[tuple[int, int, int]]:
+    """The user's offline impressions (timestamp, itemid, label), from the batch's samples."""
+    frames = [exports(settings, name) for name in ("samples_train", "samples_test")]
+    rows = pd.concat(frames)
+    rows = rows[rows["userid"] == userid]
+    return list(zip(rows["timestamp"].astype(int), rows["itemid"].astype(int), rows["label"].astype(int),
+                    strict=True))
+
+
+def expected_features(settings: ServingSettings, userid: int, timeline: list[tuple[int, int, int]]) -> np.ndarray:
+    """The batch's rules restated with pandas: the counters over the newest 10 impressions, standardised with the
+    run's metadata, demographics from the users' features (0 for a new user)."""
+    items = exports(settings, "item_features").set_index("itemid")
+    metadata = json.loads((settings.current_export_dir / "feature_metadata.json").read_text())
+    stats = {f["name"]: (f["mean"], f["std"]) for f in metadata["features"] if "mean" in f}
+    latest = sorted(timeline, reverse=True)[:10]
+    users = exports(settings, "user_features").set_index("userid")
+    values = []
+    for feature in SPEC.online_user_features:
+        if feature.name in stats:
+            genre = feature.name.split("_")[1][1:]
+            count = sum(int(items.loc[item, f"item_g{genre}"]) * (label if feature.name.endswith("clk") else 1)
+                        for _, item, label in latest)
+            mean, std = stats[feature.name]
+            values.append(np.float32((count - mean) / std))
+        else:
+            values.append(users.loc[userid, feature.name] if userid in users.index else 0)
+    return np.asarray(values, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def items(trained_tiny) -> list[int]:
+    """The catalogue's movie ids, ascending (sparse, as in the real releases)."""
+    popularity = pd.read_parquet(trained_tiny.current_export_dir / "item_popularity")
+    return sorted(popularity["itemid"].astype(int))
+
+
+def recommended(client, userid: int, k: int = 50) -> dict:
+    response = client.post("/ml/rec", json={"userid": userid, "k": k})
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_write_routes_need_the_token_and_are_off_without_one(settings, client):
+    body = {"itemid": 1, "rating": 4}
+    for path, payload in (("/users/3/events", body), ("/events", {"events": [{"userid": 3, **body}]}),
+                          ("/admin/reload", None)):
+        assert client.post(path, json=payload).status_code == 401
+        assert client.post(path, json=payload, headers={"Authorization": "Bearer wrong"}).status_code == 403
+        assert client.post(path, json=payload, headers={"Authorization": "Basic " + TOKEN}).status_code == 401
+    off = create_app(settings.model_copy(update={"api_token": None})).test_client()
+    for path in ("/users/3/events", "/events", "/admin/reload"):
+        response = off.post(path, json=body, headers=AUTH)
+        assert response.status_code == 404 and "API token" in response.get_json()["error"]
+    assert off.get("/users/3/recommendations").status_code == 200  # reading stays open
+
+
+def test_a_rating_is_durable_applied_and_in_the_next_recommendation(settings, client):
+    userid = 3
+    before = recommended(client, userid)
+    chosen = before["item_list"][0]["itemid"]  # the top recommendation, rated now
+    response = client.post(f"/users/{userid}/events", json={"itemid": chosen, "rating": 5, "timestamp": PAST},
+                           headers=AUTH)
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["applied"] is True and body["duplicate"] is False and body["userid"] == userid
+    assert body["itemid"] == chosen and body["event_id"] and body["sequence"] == 1 and body["versions"]
+    # durable: in the log file before the answer
+    records, _ = EventLog(settings.events_dir).read(LogCursor())
+    assert [(r["event_id"], r["userid"], r["itemid"], r["rating"]) for r in records] == [
+        (body["event_id"], userid, chosen, 5.0)]
+    after = recommended(client, userid)
+    assert chosen not in [item["itemid"] for item in after["item_list"]]  # seen now
+    # Feast holds the user's new row, as the batch's rules give it over the offline impressions + the rating
+    timeline = [*offline_timeline(settings, userid), (PAST, chosen, 1)]
+    feast_row = create_app(settings).extensions["recsys"].holder.current.features.user_features(userid)
+    np.testing.assert_array_equal(feast_row, expected_features(settings, userid, timeline))
+
+
+def test_the_same_event_twice_or_the_same_impression_twice_is_applied_once(settings, client, items):
+    first = client.post("/users/4/events", json={"itemid": items[7], "rating": 4, "timestamp": PAST - 10,
+                                                 "event_id": "retry-1"}, headers=AUTH).get_json()
+    again = client.post("/users/4/events", json={"itemid": items[7], "rating": 4, "timestamp": PAST - 10,
+                                                 "event_id": "retry-1"}, headers=AUTH)
+    assert again.status_code == 202 and again.get_json()["duplicate"] is True
+    assert again.get_json()["sequence"] == first["sequence"]
+    same_impression = client.post("/users/4/events", json={"itemid": items[7], "rating": 2, "timestamp": PAST - 10},
+                                  headers=AUTH).get_json()
+    assert same_impression["duplicate"] is True
+    bulk = client.post("/events", json={"events": [
+        {"userid": 4, "itemid": items[8], "rating": 3, "timestamp": PAST - 9, "event_id": "x"},
+        {"userid": 4, "itemid": items[8], "rating": 3, "timestamp": PAST - 9, "event_id": "x"},
+        {"userid": 5, "itemid": items[8], "rating": 3, "timestamp": PAST - 9}]}, headers=AUTH).get_json()
+    assert [e["duplicate"] for e in bulk["events"]] == [False, True, False] and bulk["duplicates"] == 1
+    records, _ = EventLog(settings.events_dir).read(LogCursor())
+    assert [(r["userid"], r["itemid"]) for r in records] == [(4, items[7]), (4, items[8]), (5, items[8])]
+
+
+def test_out_of_order_ratings_take_their_place_by_timestamp(settings, client, items):
+    userid = 6
+    offline = offline_timeline(settings, userid)
+    newest = max(t for t, _, _ in offline)
+    posted = [(newest + 50, items[11], 5.0), (newest - 1, items[12], 1.0), (newest + 20, items[13], 4.0),
+              (newest + 50, items[2], 2.0)]
+    for timestamp, itemid, rating in posted:
+        assert client.post(f"/users/{userid}/events", json={"itemid": itemid, "rating": rating,
+                                                             "timestamp": timestamp}, headers=AUTH).status_code == 202
+    holder = create_app(settings).extensions["recsys"].holder  # a second worker: reads the same log
+    user = holder.current.users.get(userid)
+    timeline = offline + [(t, i, int(r > 3)) for t, i, r in posted]
+    newest_first = sorted(timeline, reverse=True)
+    assert user.recent.tolist() == [i for _, i, _ in newest_first][:50]
+    # the same second: the larger itemid first, as the batch orders
+    assert user.recent[:3].tolist() == [items[11], items[2], items[13]]
+    np.testing.assert_array_equal(holder.current.features.user_features(userid),
+                                  expected_features(settings, userid, timeline))
+
+
+def test_a_new_user_is_recalled_and_ranked_after_their_first_rating(settings, client):
+    newcomer = 900_001
+    assert recommended(client, newcomer)["fallback"] == "popularity"
+    popular = [item["itemid"] for item in recommended(client, newcomer)["item_list"]]
+    response = client.post(f"/users/{newcomer}/events", json={"itemid": popular[3], "rating": 5}, headers=AUTH)
+    assert response.status_code == 202
+    body = recommended(client, newcomer)
+    assert body["fallback"] is None and body["degraded"] == []
+    assert popular[3] not in [item["itemid"] for item in body["item_list"]]
+    sources = collections.Counter(source for item in body["item_list"] for source in item["sources"])
+    assert sources["neighbours"] > 0 or sources["ease"] > 0
+    features = create_app(settings).extensions["recsys"].holder.current.features.user_features(newcomer)
+    np.testing.assert_array_equal(features, expected_features(settings, newcomer,
+                                                              [(response.get_json()["timestamp"], popular[3], 1)]))
+
+
+@pytest.mark.parametrize(("path", "body", "message"), [
+    ("/users/3/events", {"rating": 4}, "'itemid' is required"),
+    ("/users/3/events", {"itemid": 1}, "'rating' is required"),
+    ("/users/3/events", {"itemid": 99_999, "rating": 4}, "'itemid' 99999 is not in the catalogue"),
+    ("/users/3/events", {"itemid": 1, "rating": 7}, "'rating' 7 is outside the dataset's rating scale 1..5"),
+    ("/users/3/events", {"itemid": 1, "rating": 3.5}, "rating scale 1..5 step 1"),
+    ("/users/3/events", {"itemid": 1, "rating": "4"}, "'rating' must be a number"),
+    ("/users/3/events", {"itemid": 1, "rating": 4, "timestamp": 1.5e9}, "'timestamp' must be an integer"),
+    ("/users/3/events", {"itemid": 1, "rating": 4, "timestamp": "now"}, "'timestamp' must be an integer"),
+    ("/users/3/events", {"itemid": 1, "rating": 4, "timestamp": 4_000_000_000}, "more than 300 s ahead"),
+    ("/users/3/events", {"itemid": 1, "rating": 4, "event_id": ""}, "'event_id' must be"),
+    ("/users/3/events", {"itemid": 1, "rating": 4, "mood": "happy"}, "unknown field(s) mood"),
+    ("/users/3/events", {"itemid": 1, "rating": 4, "userid": 4}, "the path names user 3"),
+    ("/users/0/events", {"itemid": 1, "rating": 4}, "'userid' must be between 1"),
+    ("/users/abc/events", {"itemid": 1, "rating": 4}, "'userid' must be an integer"),
+    ("/users/3/events", [1], "must be a JSON object"),
+    ("/events", {"events": []}, "'events' must be a list of 1 to 1000"),
+    ("/events", {"events": [{"userid": 3, "itemid": 1, "rating": 4}] * 1001}, "1 to 1000"),
+    ("/events", {"events": [{"userid": 3, "itemid": 1, "rating": 4}, {"userid": 3, "itemid": 1}]},
+     "'events[1].rating' is required"),
+    ("/events", {"events": [{"itemid": 1, "rating": 4}]}, "'events[0].userid' is required"),
+    ("/events", {"events": [{"userid": -1, "itemid": 1, "rating": 4}]}, "'events[0].userid' must be between"),
+])
+def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(settings, client, path, body, message):
+    response = client.post(path, json=body, headers=AUTH)
+    assert response.status_code == 400 and message in response.get_json()["error"], response.get_json()
+    assert EventLog(settings.events_dir).read(LogCursor())[0] == []
+
+
+def test_malformed_and_oversized_bodies_on_the_event_routes(settings, client, items):
+    for path in ("/users/3/events", "/events"):
+        assert client.post(path, data="{oops", content_type="application/json", headers=AUTH).status_code == 400
+        nested = client.post(path, data="[" * 16_000, content_type="application/json", headers=AUTH)
+        assert nested.status_code == 400 and "deeper than 1024" in nested.get_json()["error"]
+        assert "UTF-8" in client.post(path, data=b'{"itemid": "\xff"}', content_type="application/json",
+                                      headers=AUTH).get_json()["error"]
+        assert client.post(path, data="itemid=1", content_type="text/plain", headers=AUTH).status_code == 415
+    assert client.post("/users/3/events", data="x" * 20_000, content_type="application/json",
+                       headers=AUTH).status_code == 413
+    assert client.post("/events", data="x" * 300_000, content_type="application/json", headers=AUTH).status_code == 413
+    # a full bulk of 1,000 ratings fits its route's limit; no Content-Type is read as JSON
+    bulk = {"events": [{"userid": 3 + n % 5, "itemid": items[n % 80], "rating": 4, "timestamp": PAST - 2000 + n}
+                       for n in range(1000)]}
+    response = client.post("/events", data=json.dumps(bulk), headers=AUTH)
+    assert response.status_code == 202 and response.get_json()["accepted"] == 1000
+    assert EventLog(settings.events_dir).read(LogCursor())[0][-1]["sequence"] == 1000
+    assert EventLog(settings.events_dir).read(LogCursor())[0] == EventLog(settings.events_dir).read(LogCursor())[0]
+
+
+def test_fuzzed_event_bodies_are_answered_never_with_a_5xx(client):
+    rng = random.Random(20261204)
+    statuses = collections.Counter()
+    for _ in range(300):
+        body = random_json(rng)
+        if isinstance(body, dict) and rng.random() < 0.5:
+            body = {"itemid": rng.randrange(1, 120), "rating": rng.choice([1, 4, 5.0, 2.5, -1]), **body}
+        if rng.random() < 0.5:
+            response = client.post(f"/users/{rng.choice(['3', '0', 'x', '99999999999', '7'])}/events", json=body,
+                                   headers=AUTH)
+        else:
+            response = client.post("/events", json={"events": [body, body]} if rng.random() < 0.7 else body,
+                                   headers=AUTH)
+        statuses[response.status_code] += 1
+        assert response.status_code < 500, (body, response.get_data(as_text=True)[:300])
+        assert response.get_json() is not None
+    assert statuses[202] > 0 and statuses[400] > 100
+
+
+def test_a_restarted_service_catches_up_from_the_log(settings, client, items):
+    client.post("/users/8/events", json={"itemid": items[5], "rating": 5, "timestamp": PAST - 5}, headers=AUTH)
+    client.post("/users/900002/events", json={"itemid": items[6], "rating": 4}, headers=AUTH)
+    restarted = create_app(settings)  # a new process would load the same way
+    users = restarted.extensions["recsys"].holder.current.users
+    assert items[5] in users.get(8).seen.tolist() and users.get(900002).seen.tolist() == [items[6]]
+    assert restarted.test_client().post("/ml/rec", json={"userid": 900002}).get_json()["fallback"] is None
+
+
+def test_every_gunicorn_worker_sees_a_rating_and_none_is_lost_after_kill_9(settings, items, tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", "online.serve", "--output", str(settings.output_dir), "--feast-yaml",
+               str(settings.feast_yaml), "--event-log", str(settings.events_dir), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RECSYS_API_TOKEN": TOKEN}
+    url = f"http://127.0.0.1:{port}"
+
+    def start(log_name: str) -> subprocess.Popen:
+        server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=(tmp_path / log_name).open("w"),
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: requests.get(f"{url}/ready", timeout=2).ok, "gunicorn", timeout=120, process=server)
+        return server
+
+    server = start("first.log")
+    try:
+        accepted = []
+        for n in range(12):  # each rating is in the very next request, whichever worker answers it
+            itemid = items[20 + n]
+            posted = requests.post(f"{url}/users/9/events", json={"itemid": itemid, "rating": 4}, headers=AUTH,
+                                   timeout=10)
+            assert posted.status_code == 202
+            accepted.append(itemid)
+            with requests.Session() as fresh:  # a new connection: any worker
+                body = fresh.post(f"{url}/ml/rec", json={"userid": 9}, timeout=10).json()
+            assert not set(accepted) & {item["itemid"] for item in body["item_list"]}
+        os.killpg(server.pid, signal.SIGKILL)  # master and workers, no shutdown
+        server.wait(timeout=10)
+        server = start("second.log")
+        body = requests.post(f"{url}/ml/rec", json={"userid": 9}, timeout=10).json()
+        assert not set(accepted) & {item["itemid"] for item in body["item_list"]}
+        records, _ = EventLog(settings.events_dir).read(LogCursor())
+        assert [r["itemid"] for r in records] == accepted
+        # POST /admin/reload replaces every worker (gunicorn's graceful reload)
+        reloaded = requests.post(f"{url}/admin/reload", headers=AUTH, timeout=30)
+        assert reloaded.status_code == 200 and reloaded.json()["workers"].startswith("all")
+        deadline = time.monotonic() + 60
+        while (tmp_path / "second.log").read_text().count("Booting worker") < 4 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert (tmp_path / "second.log").read_text().count("Booting worker") >= 4
+    finally:
+        stop([server])
