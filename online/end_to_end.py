@@ -11,7 +11,9 @@ Stages, in order, each through its own command (stages share only tables and art
 4. services   ``python -m online.local_services up``     services profile only: Redis, Elasticsearch,
               + ``loaders.redis_loader``, ``loaders.es_loader``, ``loaders.triton_repo``
 5. serve      ``python -m online.serve``                 gunicorn on http://<host>:<port>, then one sample
-                                                         user's recommendations are printed
+                                                         user's recommendations are printed, and the API
+                                                         token of the write routes (``--api-token``, or
+                                                         one made for the run)
 
 A stage whose outputs are current is skipped, and says so: the batch when the dataset files, the
 feature spec and the batch settings are those of the last run (recorded in ``<output>/end_to_end.json``)
@@ -29,6 +31,8 @@ import argparse
 import hashlib
 import json
 import logging
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -208,8 +212,14 @@ class Pipeline:
     def serve(self) -> subprocess.Popen:
         url = self.settings.url
         self._banner("serve", f"{self.settings.profile} profile under gunicorn on {url}")
+        serving = self.settings.narrowed(ServingSettings)
+        # The write routes need a token: the one given, or one made for this run. It reaches the server through
+        # its environment, not its command line (which every user of the machine can read).
+        token = serving.api_token or secrets.token_urlsafe(24)
         server = subprocess.Popen([sys.executable, "-m", "online.serve",
-                                   *self.settings.narrowed(ServingSettings).as_flags()])
+                                   *serving.model_copy(update={"api_token": None}).as_flags()],
+                                  env={**os.environ, "RECSYS_API_TOKEN": token})
+        self.summary["api_token"] = token
         deadline = time.monotonic() + 180
         while True:
             try:
@@ -237,6 +247,10 @@ class Pipeline:
             print(f"  {rank:2d}. item {item['itemid']:6d}  score {item['score']:.3f}  from {sources}")
         self.summary["sample"] = {"userid": userid, "itemids": [i["itemid"] for i in body["item_list"]],
                                   "versions": body["versions"]}
+        print(f"\nwrite routes (POST /users/<id>/events, /events, /admin/reload) take the token of this run:\n"
+              f"$ curl -s -X POST {self.summary['url']}/users/{userid}/events -H 'Authorization: Bearer "
+              f"{self.summary['api_token']}' -H 'Content-Type: application/json' "
+              f"-d '{{\"itemid\": {body['item_list'][0]['itemid']}, \"rating\": 5}}'", flush=True)
         return body
 
     def stop(self, server: subprocess.Popen | None) -> None:

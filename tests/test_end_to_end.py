@@ -4,12 +4,14 @@ recommendations; then again, skipping every stage whose outputs are current, ser
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 
 import pytest
+import requests
 from conftest import REPO_ROOT
 from processes import free_port
 
@@ -56,6 +58,16 @@ def test_one_command_from_raw_files_to_recommendations_then_skips_what_is_curren
             if "(Ctrl-C stops it)" in line:
                 break
         assert port_is_open(port)
+        # The run's token, printed with an example: a rating posted with it is accepted, another token is refused.
+        text = "".join(lines)
+        token = re.search(r"Bearer ([A-Za-z0-9_-]+)'", text).group(1)
+        userid, itemid = re.search(r'/users/(\d+)/events .*"itemid": (\d+)', text).groups()
+        url = f"http://127.0.0.1:{port}/users/{userid}/events"
+        posted = requests.post(url, json={"itemid": int(itemid), "rating": 5},
+                               headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert posted.status_code == 202 and posted.json()["applied"] is True
+        assert requests.post(url, json={"itemid": int(itemid), "rating": 5},
+                             headers={"Authorization": "Bearer not-it"}, timeout=30).status_code == 403
         os.killpg(second.pid, signal.SIGINT)
         second.wait(timeout=60)
     finally:
