@@ -74,6 +74,15 @@ class LakeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="forbid", frozen=True)
 
     output_dir: Path = setting(Path("output"), "--output", "root of the Delta tables, exports and models")
+    event_log_dir: Path | None = setting(
+        None, "--event-log", "folder of the ratings posted to the service, append-only segment files that the "
+        "batch reads too (default <output>/events)")
+
+    @property
+    def events_dir(self) -> Path:
+        """The embedded profile's event log (``contracts/event_log.py``): written by the service, read by the
+        batch's events step."""
+        return self.event_log_dir or self.output_dir / "events"
 
     @property
     def delta_dir(self) -> Path:
@@ -318,18 +327,12 @@ class ServingSettings(RecallSettings, LocalServicesSettings):
     api_token: str | None = setting(
         None, "--api-token", "bearer token the write routes require (POST /users/<id>/events, /events, "
         "/admin/reload); without one those routes are off (404). Also RECSYS_API_TOKEN")
-    event_log_dir: Path | None = setting(
-        None, "--event-log", "folder of the posted ratings' log, append-only segment files (default <output>/events)")
     metrics_dir: Path | None = setting(
         None, "--metrics-dir", "folder of the workers' Prometheus files (default: a new temporary one per server run)")
 
     @property
     def url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
-
-    @property
-    def events_dir(self) -> Path:
-        return self.event_log_dir or self.output_dir / "events"
 
     @property
     def request_threads(self) -> int:

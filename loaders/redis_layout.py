@@ -12,9 +12,13 @@ reading it until it reloads.
                                     terms (int64 LE triples genre, impressions, clicks; strongest first),
                                     vector (float32 LE; absent when the recall model has no vector),
                                     ease (the user's EASE list: itemids int64 LE then scores float64 LE;
-                                    absent when the batch published none)
+                                    absent when the batch published none),
+                                    recent_timestamps (int64 LE), recent_labels (int8), demographics
+                                    (int16 LE): what a posted rating is applied to (models/user_updates.py)
     <prefix>:v<N>:neighbours:<itemid>  itemids (int64 LE) then similarities (float64 LE), best first
     <prefix>:v<N>:ease:<itemid>     the same layout: the item's EASE weights (item_ease)
+    <prefix>:v<N>:meta              also update_rules: JSON of the counters' train means and stds, the recent
+                                    list's length, the EASE list's length and the dataset's format
     <prefix>:v<N>:sequence:<itemid> the same layout: the item's successors (item_successors)
     <prefix>:v<N>:popular           itemids (int64 LE) then positives (float64 LE), most positives first
 
@@ -34,6 +38,8 @@ DEFAULT_PREFIX = "recsys"
 INT = np.dtype("<i8")
 FLOAT = np.dtype("<f8")
 VECTOR = np.dtype("<f4")
+SMALL = np.dtype("<i2")
+EASE_LISTS = "ease"  # item_list_key's source name of the per-movie EASE weights
 
 
 def active_key(prefix: str) -> str:
@@ -95,6 +101,21 @@ def decode_user(userid: int, record: dict[bytes, bytes]) -> UserRecallData:
         None if vector is None else np.frombuffer(vector, dtype=VECTOR).astype(np.float32),
         decode_ranked(record[b"ease"]) if b"ease" in record else None,
     )
+
+
+def encode_batch_state(timestamps: np.ndarray, labels: np.ndarray, demographics: np.ndarray) -> dict[str, bytes]:
+    return {"recent_timestamps": np.asarray(timestamps, dtype=INT).tobytes(),
+            "recent_labels": np.asarray(labels, dtype=np.int8).tobytes(),
+            "demographics": np.asarray(demographics, dtype=SMALL).tobytes()}
+
+
+def decode_batch_state(record: dict[bytes, bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(recent timestamps, recent labels, demographics), None where the version holds none."""
+    if b"demographics" not in record:
+        return None
+    return (np.frombuffer(record.get(b"recent_timestamps", b""), dtype=INT).astype(np.int64),
+            np.frombuffer(record.get(b"recent_labels", b""), dtype=np.int8).astype(np.int64),
+            np.frombuffer(record[b"demographics"], dtype=SMALL).astype(np.int16))
 
 
 def encode_ranked(itemids: np.ndarray, scores: np.ndarray) -> bytes:

@@ -12,6 +12,7 @@ what was written and leaves the previous version serving.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -25,8 +26,15 @@ from contracts.errors import VerificationError
 from contracts.published import Published, open_published
 from contracts.settings import ServicesSettings
 from loaders import redis_layout as layout
-from models.export_readers import load_item_index, load_user_recall_data
+from models.export_readers import (
+    dataset_format_name,
+    load_batch_user_states,
+    load_item_index,
+    load_update_rules,
+    load_user_recall_data,
+)
 from models.recall_sources import ItemIndex, ItemLists, UserRecallData
+from models.user_updates import BatchUserStates, UpdateRules
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +70,27 @@ def _in_batches(client: redis.Redis, commands: Iterable, total: int, what: str) 
         pipe.execute()
 
 
+@dataclass(frozen=True)
+class WriteSupport:
+    """What posted ratings are applied with in the services profile, published beside the recall data."""
+
+    states: BatchUserStates
+    rules: UpdateRules
+    dataset_format: str
+
+    def meta(self) -> str:
+        rules = self.rules
+        return json.dumps({"means": rules.means.tolist(), "stds": rules.stds.tolist(),
+                           "recent_items": rules.recent_items, "ease_per_user": rules.ease_per_user,
+                           "dataset_format": self.dataset_format})
+
+
 def write_version(client: redis.Redis, prefix: str, version: int, published: Published,
-                  users: dict[int, UserRecallData], index: ItemIndex) -> tuple[int, int]:
+                  users: dict[int, UserRecallData], index: ItemIndex, support: WriteSupport) -> tuple[int, int]:
     def user_command(user: UserRecallData):  # noqa: ANN202 (a pipeline callback)
         record = layout.encode_user(user)
+        state = support.states.of(user.userid, user)
+        record |= layout.encode_batch_state(state.recent.timestamps, state.recent.labels, state.demographics)
         return lambda pipe: pipe.hset(layout.user_key(prefix, version, user.userid), mapping=record)
 
     _in_batches(client, (user_command(u) for u in users.values()), len(users), "users")
@@ -78,7 +103,7 @@ def write_version(client: redis.Redis, prefix: str, version: int, published: Pub
         return lambda pipe: pipe.set(layout.neighbours_key(prefix, version, itemid), blob)
 
     _in_batches(client, (neighbour_command(i) for i in with_neighbours), len(with_neighbours), "neighbours")
-    for source, lists in index.item_lists.items():
+    for source, lists in written_item_lists(index, support).items():
         with_list = np.flatnonzero(np.diff(lists.offsets) > 0)
 
         def list_command(itemid: int, source: str = source, lists: ItemLists = lists):  # noqa: ANN202
@@ -92,12 +117,21 @@ def write_version(client: redis.Redis, prefix: str, version: int, published: Pub
     # The meta hash goes last: a version with meta is complete.
     client.hset(layout.meta_key(prefix, version), mapping={
         **published.versions, "users": len(users), "items": int(index.known_items.sum()),
+        "update_rules": support.meta(),
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return len(with_neighbours), len(popular)
 
 
+def written_item_lists(index: ItemIndex, support: WriteSupport) -> dict[str, ItemLists]:
+    """The per-item lists written: the recall sources' and the EASE weights a posted rating is summed with."""
+    lists = dict(index.item_lists)
+    if isinstance(support.rules.ease_lists, ItemLists):
+        lists[layout.EASE_LISTS] = support.rules.ease_lists
+    return lists
+
+
 def verify_version(client: redis.Redis, prefix: str, version: int, users: dict[int, UserRecallData],
-                   index: ItemIndex, neighbour_items: int) -> None:
+                   index: ItemIndex, neighbour_items: int, support: WriteSupport) -> None:
     ids = sorted(users)
     sample = [ids[i] for i in np.linspace(0, len(ids) - 1, num=min(VERIFY_USERS, len(ids)), dtype=int)]
     pipe = client.pipeline(transaction=False)
@@ -116,13 +150,17 @@ def verify_version(client: redis.Redis, prefix: str, version: int, users: dict[i
                      or (found.ease is not None and expected.ease is not None
                          and np.array_equal(found.ease.itemids, expected.ease.itemids)
                          and np.array_equal(found.ease.scores, expected.ease.scores))))
+        stored, wanted = layout.decode_batch_state(record), support.states.of(userid, expected)
+        same = same and stored is not None and all(np.array_equal(a, b) for a, b in zip(
+            stored, (wanted.recent.timestamps, wanted.recent.labels, wanted.demographics), strict=True))
         if not same:
             raise VerificationError(f"user {userid} reads back different from what was written (version {version})")
     popular = layout.decode_ranked(client.get(layout.popular_key(prefix, version)))
     if not np.array_equal(popular.itemids, index.popular):
         raise VerificationError(f"the popularity list of version {version} reads back different")
     expected = {"user": len(users), "neighbours": neighbour_items,
-                **{source: int((np.diff(lists.offsets) > 0).sum()) for source, lists in index.item_lists.items()}}
+                **{source: int((np.diff(lists.offsets) > 0).sum())
+                   for source, lists in written_item_lists(index, support).items()}}
     counted = dict.fromkeys(expected, 0)
     for kind in counted:
         for _ in client.scan_iter(match=f"{layout.version_prefix(prefix, version)}:{kind}:*", count=5000):
@@ -157,6 +195,8 @@ def load(settings: ServicesSettings, published: Published | None = None) -> Redi
     published = published or open_published(settings)
     users = load_user_recall_data(published.exports, published.recall_model)
     index = load_item_index(published.exports, published.recall_model)
+    support = WriteSupport(load_batch_user_states(published.exports), load_update_rules(published.exports, index),
+                           dataset_format_name(published.exports))
     client = connect(settings)
     prefix = settings.redis_prefix
     previous = layout.active_version(client, prefix)
@@ -164,8 +204,8 @@ def load(settings: ServicesSettings, published: Published | None = None) -> Redi
     log.info("writing recall data version %d to redis %s:%d (%d users)", version, settings.redis_host,
              settings.redis_port, len(users))
     try:
-        neighbour_items, popular = write_version(client, prefix, version, published, users, index)
-        verify_version(client, prefix, version, users, index, neighbour_items)
+        neighbour_items, popular = write_version(client, prefix, version, published, users, index, support)
+        verify_version(client, prefix, version, users, index, neighbour_items, support)
     except BaseException:
         log.error("redis load of version %d failed: deleting it; version %s keeps serving", version, previous)
         delete_version(client, prefix, version)

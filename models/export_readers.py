@@ -33,6 +33,11 @@ def _vectors(path: Path, key: str, size: int) -> np.ndarray:
     return matrix
 
 
+def load_item_vectors(recall_model: ModelFolder, item_count: int) -> np.ndarray:
+    """The recall model's item vectors (biases folded in) as rows by itemid."""
+    return _vectors(recall_model.path / ModelFiles.ITEM_VECTORS, "itemid", item_count)
+
+
 def load_item_lists(path: Path, item_count: int, owner: str = "itemid") -> ItemLists:
     """A table of (``owner``, neighbours array<struct<itemid, score>>) as one ragged array indexed by the owner
     (below ``item_count``), by Arrow's columns."""
@@ -84,8 +89,7 @@ def load_item_index(exports: Path, recall_model: ModelFolder | None, list_prefix
             neighbour_ids[itemid, : len(entries)] = [e["itemid"] for e in entries]
             neighbour_scores[itemid, : len(entries)] = [e["score"] for e in entries]
 
-    item_vectors = (None if recall_model is None
-                    else _vectors(recall_model.path / ModelFiles.ITEM_VECTORS, "itemid", item_count))
+    item_vectors = None if recall_model is None else load_item_vectors(recall_model, item_count)
     item_lists = {source: load_item_lists(exports / (list_prefix + name), item_count)
                   for source, name in ITEM_LIST_EXPORTS.items() if (exports / (list_prefix + name)).exists()}
     return ItemIndex(item_count, popular, popularity, genre_items, neighbour_ids, neighbour_scores, item_vectors,

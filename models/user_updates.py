@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from contracts.feature_spec import (
     genre_clicks_name,
     genre_impressions_name,
 )
-from models.recall_sources import ItemLists, Ranked, UserRecallData, rank_item_lists
+from models.recall_sources import Ranked, UserRecallData, rank_item_lists
 
 COUNTER_NAMES: tuple[str, ...] = tuple(name for k in GENRE_IDS
                                        for name in (genre_impressions_name(k), genre_clicks_name(k)))
@@ -75,6 +76,12 @@ class RecentImpressions:
         return cls(nothing, nothing, nothing)
 
 
+class ItemListReader(Protocol):
+    """Per-movie lists (``models.recall_sources.ItemLists`` in memory, Redis keys in the services profile)."""
+
+    def of(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 @dataclass(frozen=True)
 class UpdateRules:
     """What the rules read of the published run and the recall model."""
@@ -83,7 +90,7 @@ class UpdateRules:
     means: np.ndarray  # (len(COUNTER_NAMES),) the train mean of each counter, in COUNTER_NAMES order
     stds: np.ndarray  # the train sample std (1 where it was 0)
     recent_items: int  # how long the recent list is
-    ease_lists: ItemLists | None  # item_ease: each movie's largest EASE weights
+    ease_lists: ItemListReader | None  # item_ease: each movie's largest EASE weights
     ease_per_user: int
     item_vectors: np.ndarray | None  # (item_count, d + 2) float32 [q_i, 1, b_i], row = itemid
     catalogue_ids: np.ndarray  # the catalogue's itemids, ascending
@@ -97,6 +104,12 @@ class BatchUser:
     recall: UserRecallData | None
     recent: RecentImpressions
     demographics: np.ndarray  # DEMOGRAPHICS' values, 0 = unknown
+
+
+class BatchUserSource(Protocol):
+    """What the published run holds of a user besides their recall data."""
+
+    def of(self, userid: int, recall: UserRecallData | None) -> BatchUser: ...
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,7 @@ class UpdatedUser:
     recall: UserRecallData
     raw_counters: np.ndarray  # COUNTER_NAMES' counts over the latest PIT_HISTORY impressions
     features: np.ndarray  # float32, ``SPEC.online_user_features`` order: what is pushed to Feast
-    latest_timestamp: int  # the newest impression's: the features' event time
+    latest_timestamp: int  # the newest impression's
 
 
 def merged_timeline(recent: RecentImpressions, ratings: Sequence[PostedRating]) -> RecentImpressions:

@@ -16,28 +16,45 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import numpy as np
 
 from contracts.errors import StoreUnavailableError
 from models.recall_sources import UserRecallData
 from models.stores import AcceptedRating, UserRecallStore
-from models.user_updates import BatchUserStates, PostedRating, UpdatedUser, UpdateRules, apply_ratings
-from online.event_log import EventLog, LogCursor
+from models.user_updates import BatchUserSource, PostedRating, UpdatedUser, UpdateRules, apply_ratings
 from spark_jobs.formats import DatasetFormat
 
 log = logging.getLogger(__name__)
 
 
-class FeaturePusher(Protocol):
-    """Writes users' online feature rows (spec order) to the online store, each with its event time."""
+class EventLogStore(Protocol):
+    """An append-only log of accepted ratings, numbered densely: segment files (``contracts/event_log.py``) or a
+    Redis stream (``online/redis_event_log.py``)."""
 
-    def push(self, rows: Mapping[int, tuple[np.ndarray, int]]) -> None: ...
+    where: str  # for messages: the folder or the stream
+
+    def start(self) -> Any:
+        """The cursor before the first record."""
+        ...
+
+    def exclusive(self) -> AbstractContextManager[None]: ...
+
+    def read(self, cursor: Any) -> tuple[list[dict[str, Any]], Any]: ...
+
+    def append(self, records: list[dict[str, Any]], last_sequence: int) -> list[dict[str, Any]]: ...
+
+
+class FeaturePusher(Protocol):
+    """Writes users' online feature rows (spec order) to the online store."""
+
+    def push(self, rows: Mapping[int, np.ndarray]) -> None: ...
 
 
 class LiveUsers:
-    def __init__(self, event_log: EventLog, base: UserRecallStore, states: BatchUserStates, rules: UpdateRules,
+    def __init__(self, event_log: EventLogStore, base: UserRecallStore, states: BatchUserSource, rules: UpdateRules,
                  rating_format: DatasetFormat, features: FeaturePusher | None, after_sequence: int = 0) -> None:
         self.event_log = event_log
         self.base = base
@@ -47,7 +64,7 @@ class LiveUsers:
         self.features = features
         self.after_sequence = after_sequence
         self._lock = threading.RLock()  # threaded workers share one state
-        self._cursor = LogCursor()
+        self._cursor = event_log.start()
         self.last_sequence = 0
         self._ratings: dict[int, list[PostedRating]] = {}
         self._event_ids: dict[str, int] = {}  # event id -> its sequence
@@ -144,7 +161,7 @@ class LiveUsers:
                     [{"event_id": r.event_id, "userid": r.userid, "itemid": r.itemid, "rating": r.rating,
                       "timestamp": r.timestamp} for r in fresh], self.last_sequence)
             except OSError as error:
-                raise StoreUnavailableError("event_log", f"could not append to {self.event_log.folder}: {error}") \
+                raise StoreUnavailableError("event_log", f"could not append to {self.event_log.where}: {error}") \
                     from error
             self.refresh()  # reads back what was just appended: one path applies every record
             self.push({rating.userid for rating in ratings})
@@ -165,7 +182,7 @@ class LiveUsers:
             for userid in sorted(self._ratings if userids is None else userids):
                 updated = self.updated(userid)
                 if updated is not None:
-                    rows[userid] = (updated.features, updated.latest_timestamp)
+                    rows[userid] = updated.features
         if rows:
             self.features.push(rows)
 

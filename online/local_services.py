@@ -5,7 +5,8 @@
     python -m online.local_services status
     python -m online.local_services down
 
-- Redis: Debian's ``redis-server`` (installed by ``.ci/setup``), snapshot saved on shutdown.
+- Redis: Debian's ``redis-server`` (installed by ``.ci/setup``), snapshot saved on shutdown, append-only file
+  fsync'd on every write (the posted ratings' stream is the services profile's event log).
 - Elasticsearch 8: the minimal distribution from Maven Central
   (``org.elasticsearch.distribution.integ-test-zip:elasticsearch:<version>:zip``), downloaded once into
   ``<services_dir>/downloads`` and checked against its SHA-256, run on the Java 17 runtime
@@ -95,12 +96,13 @@ def redis_service(settings: LocalServicesSettings) -> Service:
 
         return bool(redis.Redis(host=settings.redis_host, port=settings.redis_port, socket_timeout=1).ping())
 
-    # Saved on shutdown and loaded at start (an RDB snapshot in its own folder), so a restarted Redis
-    # serves the loaded versions again, as a production Redis with persistence would.
+    # Persistent in its own folder, so a restarted Redis serves the loaded versions again, as a production
+    # Redis would; the append-only file is fsync'd on every write because the posted ratings' stream is the
+    # services profile's event log (online/redis_event_log.py): an acknowledged rating is on disk.
     state = (settings.services_dir / f"redis-{settings.redis_port}").resolve()
     state.mkdir(parents=True, exist_ok=True)
     command = [binary, "--bind", settings.redis_host, "--port", str(settings.redis_port), "--dir", str(state),
-               "--save", "3600 1", "--appendonly", "no"]
+               "--save", "3600 1", "--appendonly", "yes", "--appendfsync", "always"]
     return Service("redis", settings.redis_port, command, ready)
 
 

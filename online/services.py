@@ -17,6 +17,8 @@ profiles return the same candidates for the same data.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,7 +36,7 @@ from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
 from tritonclient.utils import InferenceServerException
 
 from contracts.errors import NotPublishedError, StoreUnavailableError
-from contracts.feature_spec import SPEC, check_spec_version
+from contracts.feature_spec import GENRE_IDS, SPEC, check_spec_version, genre_flag_name
 from contracts.published import open_model
 from contracts.settings import ServingSettings
 from contracts.tables import ModelFiles
@@ -42,12 +44,17 @@ from feature_repo.names import ITEM_FEATURE_REFS, USER_FEATURE_REFS
 from feature_repo.publish import open_store
 from loaders import es_layout, redis_layout
 from loaders.triton_repo import VERSION_PARAMETER
+from models.export_readers import load_item_vectors
 from models.feature_rows import FeatureAssembler
 from models.onnx_ranker import OnnxRanker
 from models.recall_sources import Ranked, RecallConfig, UserRecallData
 from models.stores import CatalogueSearch, FeatureClient, ServingBundle
+from models.user_updates import DEMOGRAPHICS, BatchUser, RecentImpressions, UpdateRules
 from online.circuit_breaker import CircuitBreaker
-from online.embedded import FeastFeatureClient
+from online.embedded import FeastFeatureClient, FeastFeaturePusher
+from online.live_users import LiveUserRecallStore, LiveUsers
+from online.redis_event_log import RedisEventLog
+from spark_jobs.formats import FORMATS_BY_NAME
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,71 @@ class RedisUserRecallStore:
         except redis.RedisError as error:
             raise StoreUnavailableError("redis", str(error)) from error
         return redis_layout.decode_user(userid, record) if record else None
+
+
+class RedisBatchUserStates:
+    """A user's recent timestamps and labels and demographics from their Redis record (read when they post)."""
+
+    def __init__(self, client: redis.Redis, prefix: str, version: int) -> None:
+        self.client, self.prefix, self.version = client, prefix, version
+
+    def of(self, userid: int, recall: UserRecallData | None) -> BatchUser:
+        try:
+            values = self.client.hmget(redis_layout.user_key(self.prefix, self.version, userid),
+                                       ["recent_timestamps", "recent_labels", "demographics"])
+        except redis.RedisError as error:
+            raise StoreUnavailableError("redis", str(error)) from error
+        record = {name: value for name, value in zip((b"recent_timestamps", b"recent_labels", b"demographics"),
+                                                       values, strict=True) if value is not None}
+        state = redis_layout.decode_batch_state(record)
+        if state is None or recall is None:
+            demographics = state[2] if state is not None else np.zeros(len(DEMOGRAPHICS), dtype=np.int16)
+            return BatchUser(userid, recall, RecentImpressions.empty(), demographics)
+        timestamps, labels, demographics = state
+        return BatchUser(userid, recall, RecentImpressions(recall.recent[:len(timestamps)].astype(np.int64),
+                                                           timestamps, labels), demographics)
+
+
+class RedisItemLists:
+    """Per-movie lists of one kind from their Redis keys (``item_list_key``), one ``MGET``."""
+
+    def __init__(self, client: redis.Redis, prefix: str, version: int, source: str) -> None:
+        self.client, self.prefix, self.version, self.source = client, prefix, version, source
+
+    def of(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = [redis_layout.item_list_key(self.prefix, self.version, self.source, int(i)) for i in itemids]
+        if not keys:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        try:
+            lists = [redis_layout.decode_ranked(blob) for blob in self.client.mget(keys)]
+        except redis.RedisError as error:
+            raise StoreUnavailableError("redis", str(error)) from error
+        return np.concatenate([r.itemids for r in lists]), np.concatenate([r.scores for r in lists])
+
+
+def update_rules(settings: ServingSettings, client: redis.Redis, version: int, meta: dict[str, str],
+                 item_frame: pd.DataFrame, catalogue: np.ndarray) -> tuple[UpdateRules, str] | None:
+    """The rules posted ratings are applied with, from what the loader published beside the recall data (None:
+    a version loaded before it published them) and the recall model's item vectors where readable here."""
+    if "update_rules" not in meta:
+        return None
+    published = json.loads(meta["update_rules"])
+    itemids = item_frame["itemid"].to_numpy().astype(np.int64)
+    genre_flags = np.zeros((int(max(itemids.max(initial=0), catalogue.max(initial=0))) + 1, len(GENRE_IDS)),
+                           dtype=np.int64)
+    for column, genre in enumerate(GENRE_IDS):
+        genre_flags[itemids, column] = item_frame[genre_flag_name(genre)].to_numpy().astype(np.int64)
+    folder = settings.models_dir / ModelFiles.RECALL / meta["recall_model"]
+    vectors = None
+    if (folder / ModelFiles.ITEM_VECTORS).exists():
+        vectors = load_item_vectors(open_model(folder), len(genre_flags))
+    else:
+        log.warning("no %s here: new users get no folded-in vector (no vector recall)", folder)
+    rules = UpdateRules(genre_flags, np.asarray(published["means"], dtype=np.float64),
+                        np.asarray(published["stds"], dtype=np.float64), int(published["recent_items"]),
+                        RedisItemLists(client, settings.redis_prefix, version, redis_layout.EASE_LISTS),
+                        int(published["ease_per_user"]), vectors, np.sort(catalogue))
+    return rules, str(published["dataset_format"])
 
 
 class ServiceItemIndex:
@@ -337,7 +409,7 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
                     "triton": lambda: _triton_check(ranker)}
     if settings.feast_access == "server":  # else requests read Redis, and the server is needed at load only
         dependencies["feast"] = lambda: _feast_check(session, settings.feast_server_url)
-    return ServingBundle(
+    bundle = ServingBundle(
         users=RedisUserRecallStore(client, settings.redis_prefix, version, breakers["redis"]),
         items=items,
         features=GuardedFeatureClient(features, breakers["feast"]),
@@ -352,3 +424,25 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
         feature_timeout=2 * TIMEOUT_SECONDS,  # the client's own retries could otherwise wait much longer
         backup_ranker=_backup_ranker(settings, ranker.version),
     )
+    return with_posted_ratings(bundle, settings, client, version, meta, item_frame, items.popularity.itemids)
+
+
+def with_posted_ratings(bundle: ServingBundle, settings: ServingSettings, client: redis.Redis, version: int,
+                        meta: dict[str, str], item_frame: pd.DataFrame, catalogue: np.ndarray) -> ServingBundle:
+    """The bundle with the write path: the Redis stream as the event log, the users' states from their Redis
+    records, the features pushed to Feast's Redis online store; the log replayed on top of the loaded version."""
+    found = update_rules(settings, client, version, meta, item_frame, catalogue)
+    if found is None:
+        log.warning("redis version %d was loaded without what posted ratings need: run python -m "
+                    "loaders.redis_loader again; the write routes answer 503 until then", version)
+        return bundle
+    rules, dataset_format = found
+    timeouts = f"socket_timeout={TIMEOUT_SECONDS},socket_connect_timeout={TIMEOUT_SECONDS}"
+    pusher = FeastFeaturePusher(open_store(settings, "redis", f"{settings.redis_address},{timeouts}"))
+    live = LiveUsers(RedisEventLog(client, settings.redis_prefix), bundle.users,
+                     RedisBatchUserStates(client, settings.redis_prefix, version), rules,
+                     FORMATS_BY_NAME[dataset_format], pusher, after_sequence=int(meta.get("events_through", 0)))
+    live.refresh()  # every rating accepted before this worker started
+    live.push()
+    log.info("posted ratings: %d user(s) with ratings in %s", len(live.users_with_ratings), live.event_log.where)
+    return dataclasses.replace(bundle, users=LiveUserRecallStore(live), ratings=live)

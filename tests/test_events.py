@@ -21,10 +21,10 @@ from conftest import REPO_ROOT, private_feast
 from processes import free_port, stop, wait_for
 from test_online import random_json
 
+from contracts.event_log import EventLog, LogCursor
 from contracts.feature_spec import SPEC
 from contracts.settings import ServingSettings
 from online.app import create_app
-from online.event_log import EventLog, LogCursor
 
 pytestmark = pytest.mark.slow
 
@@ -308,3 +308,17 @@ def test_every_gunicorn_worker_sees_a_rating_and_none_is_lost_after_kill_9(setti
         assert (tmp_path / "second.log").read_text().count("Booting worker") >= 4
     finally:
         stop([server])
+
+
+def test_new_users_replayed_from_the_hold_out_are_served_from_their_ratings(trained_tiny):
+    from models.evaluate_new_users import POPULARITY_BEFORE, POPULARITY_UNSEEN, evaluate_new_users
+    from models.recall_sources import RecallConfig
+
+    config = RecallConfig.served(trained_tiny.models_dir, 200)
+    report = evaluate_new_users(trained_tiny.current_export_dir, trained_tiny.models_dir, config, counts=(1, 3))
+    assert report["users_evaluated"] > 10 and set(report["lists"]) == {"1", "3"}
+    for lists in report["lists"].values():
+        assert set(lists) == {"served (recall + ranking, fused)", POPULARITY_BEFORE, POPULARITY_UNSEEN}
+        assert all(0.0 <= value <= 1.0 for values in lists.values() for value in values.values())
+    # the popularity list a new user got before does not depend on their ratings
+    assert report["lists"]["1"][POPULARITY_BEFORE] == report["lists"]["3"][POPULARITY_BEFORE]

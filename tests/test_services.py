@@ -27,7 +27,7 @@ from feature_repo import publish
 from loaders import es_loader, redis_layout, redis_loader, triton_repo
 from models import fusion_choice
 from models import train as train_models
-from models.export_readers import load_user_recall_data
+from models.export_readers import load_user_features, load_user_recall_data
 from models.ranking_model import load_ranking
 from models.request_path import recommend
 from online import local_services
@@ -303,3 +303,47 @@ def test_the_services_profile_under_gunicorn_over_http(stack, tmp_path):
         assert [i["itemid"] for i in rest["item_list"]] == [i["itemid"] for i in body["item_list"]]
     finally:
         stop([server])
+
+
+def test_posted_ratings_in_the_services_profile_are_durable_shared_and_applied_by_the_batchs_rules(stack):
+    """The Redis stream as the event log (on a Redis that fsyncs every write), the users' batch state from their
+    Redis records: the same state as the embedded profile computes from the exports."""
+    settings = stack.settings.model_copy(update={"api_token": "services-token"})
+    client = redis_client(settings)
+    assert client.config_get("appendfsync") == {"appendfsync": "always"}
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    auth = {"Authorization": "Bearer services-token"}
+    app = create_app(settings).test_client()
+    userid, newcomer = 7, 900_123
+    top = app.post("/ml/rec", json={"userid": userid}).get_json()["item_list"][0]["itemid"]
+    stamp = int(time.time()) - 3600
+    try:
+        posted = app.post(f"/users/{userid}/events", json={"itemid": top, "rating": 5, "timestamp": stamp},
+                          headers=auth)
+        assert posted.status_code == 202 and posted.get_json()["applied"] is True
+        assert client.xlen(f"{settings.redis_prefix}:events") == 1
+        assert top not in [i["itemid"] for i in app.post("/ml/rec", json={"userid": userid}).get_json()["item_list"]]
+        assert app.post(f"/users/{newcomer}/events", json={"itemid": top, "rating": 4}, headers=auth).status_code == 202
+        assert app.post("/ml/rec", json={"userid": newcomer}).get_json()["fallback"] is None
+        # another worker (a new app) replays the stream; its Feast row is the embedded profile's computation
+        other = create_app(settings).extensions["recsys"].holder.current
+        assert top in other.users.get(userid).seen.tolist() and other.users.get(newcomer).seen.tolist() == [top]
+        from models.export_readers import load_batch_user_states, load_item_index, load_update_rules
+        from models.user_updates import PostedRating, apply_ratings
+
+        recall_model, _ = open_models(settings.models_dir)
+        exports = settings.current_export_dir
+        base = load_user_recall_data(exports, recall_model)[userid]
+        expected = apply_ratings(load_batch_user_states(exports).of(userid, base),
+                                 [PostedRating("e", userid, top, 5.0, stamp)],
+                                 load_update_rules(exports, load_item_index(exports, recall_model)))
+        np.testing.assert_array_equal(other.features.user_features(userid), expected.features)
+        assert other.users.get(userid).terms == expected.recall.terms
+        np.testing.assert_array_equal(other.users.get(userid).recent, expected.recall.recent)
+        np.testing.assert_array_equal(other.users.get(userid).ease.itemids, expected.recall.ease.itemids)
+    finally:  # the other tests compare against the batch: the stream gone, the user's batch row pushed back
+        from online.embedded import FeastFeaturePusher
+
+        client.delete(f"{settings.redis_prefix}:events")
+        batch_row = load_user_features(settings.current_export_dir)[userid]
+        FeastFeaturePusher(publish.open_store(settings, "redis", settings.redis_address)).push({userid: batch_row})

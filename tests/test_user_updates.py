@@ -1,5 +1,5 @@
 """Posted ratings applied by the batch's rules (models/user_updates.py), checked against a plain re-statement of
-those rules, and the event log they are kept in (online/event_log.py). No Spark, no server."""
+those rules, and the event log they are kept in (contracts/event_log.py). No Spark, no server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from contracts.event_log import EventLog, LogCursor
 from contracts.feature_spec import GENRE_IDS, PIT_HISTORY, SPEC
 from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
 from models.user_updates import (
@@ -19,7 +20,6 @@ from models.user_updates import (
     apply_ratings,
     fold_in_vector,
 )
-from online.event_log import EventLog, LogCursor
 
 ITEMS = 40
 

@@ -1,8 +1,8 @@
 """The embedded profile's event log: every accepted rating, appended to segment files under
 ``<output>/events`` and fsync'd before the service answers.
 
-One JSON object per line (``sequence``, ``event_id``, ``userid``, ``itemid``, ``rating``, ``timestamp``,
-``received_ms``). Segments are named by the sequence number of their first record and a new one starts once
+One JSON object per line (``sequence``, ``event_id``, ``userid``, ``itemid``, ``rating``, ``timestamp``).
+Segments are named by the sequence number of their first record and a new one starts once
 the last passes ``segment_bytes``. Writers (any worker) append under an exclusive ``flock`` of the folder's
 lock file, so sequence numbers are dense and one request's records are one ``write``; readers need no lock:
 they read complete lines from where they stopped (``LogCursor``), so every worker sees every record in order.
@@ -48,8 +48,12 @@ class EventLogError(OSError):
 class EventLog:
     def __init__(self, folder: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.folder = folder
+        self.where = str(folder)
         self.segment_bytes = segment_bytes
         folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> LogCursor:
+        return LogCursor()
 
     def segments(self) -> list[str]:
         return sorted(name for name in os.listdir(self.folder)
@@ -132,3 +136,46 @@ class EventLog:
         keep = tail_start + tail.rfind(b"\n") + 1
         log.warning("event log: dropping %d bytes of a line cut short", size - keep)
         os.ftruncate(descriptor, keep)
+
+
+def segment_first_sequence(name: str) -> int:
+    return int(name.removeprefix(SEGMENT_PREFIX).removesuffix(SEGMENT_SUFFIX))
+
+
+def records_between(folder: Path, after: int, through: int | None = None) -> Iterator[dict[str, Any]]:
+    """The complete records with ``after`` < sequence <= ``through`` (None: to the end), in order, reading only
+    the segments that can hold them (a segment's records run up to the next one's first sequence). A reader
+    that creates nothing: the batch's events step (``spark_jobs/events.py``)."""
+    if not folder.is_dir():
+        return
+    names = sorted(name for name in os.listdir(folder)
+                   if name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX))
+    for position, name in enumerate(names):
+        following = names[position + 1] if position + 1 < len(names) else None
+        if following is not None and segment_first_sequence(following) <= after + 1:
+            continue  # every record of this segment is at or before ``after``
+        if through is not None and segment_first_sequence(name) > through:
+            return
+        with open(folder / name, "rb") as file:
+            data = file.read()
+        for line in data[:data.rfind(b"\n") + 1].splitlines():
+            if not line.strip():
+                continue
+            record = orjson.loads(line)
+            if record["sequence"] > after and (through is None or record["sequence"] <= through):
+                yield record
+
+
+def last_sequence(folder: Path) -> int:
+    """The last complete record's sequence number (0: no record)."""
+    if not folder.is_dir():
+        return 0
+    names = sorted(name for name in os.listdir(folder)
+                   if name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX))
+    for name in reversed(names):
+        with open(folder / name, "rb") as file:
+            data = file.read()
+        lines = [line for line in data[:data.rfind(b"\n") + 1].splitlines() if line.strip()]
+        if lines:
+            return int(orjson.loads(lines[-1])["sequence"])
+    return 0
