@@ -39,6 +39,9 @@ class Table:
     VALIDATION_ITEM_NEIGHBOURS = VALIDATION_PREFIX + ITEM_NEIGHBOURS
     VALIDATION_ITEM_SUCCESSORS = VALIDATION_PREFIX + ITEM_SUCCESSORS
     VALIDATION_USER_EASE = VALIDATION_PREFIX + USER_EASE
+    # The ratings posted to the service, appended from its event log by spark_jobs/events.py (a stream, exactly
+    # once); not one of ALL: a run without posted ratings has none.
+    EVENTS = "events"
     # Written by the trainer (python -m models.train), not the batch.
     USER_VECTORS = "user_vectors"
     ITEM_VECTORS = "item_vectors"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
@@ -70,6 +71,18 @@ def table_version(settings: BatchSettings, table: str) -> TableVersion:
     files = tuple(sorted(Path(unquote(urlparse(uri).path)) for uri in delta.file_uris()))
     return TableVersion(table, delta.version(), last.get("userMetadata"), files,
                         delta.protocol().min_reader_version <= 1)
+
+
+def events_through(settings: BatchSettings) -> int:
+    """The last event-log sequence the run's impressions hold (0: no posted ratings): the service applies the
+    records after it on top of this run (``online/live_users.py``)."""
+    path = settings.table_path(Table.IMPRESSIONS)
+    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    if "sequence" not in dataset.schema.names:
+        return 0
+    sequences = dataset.to_table(columns=["sequence"], filter=pc.field("split") == Split.EVENT)["sequence"]
+    latest = pc.max(sequences).as_py() if len(sequences) else None
+    return int(latest or 0)
 
 
 def link_files(files: Sequence[Path], folder: Path) -> None:
@@ -178,6 +191,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
         "spec_version": metadata["spec_version"],
         # What the readers apply the batch's rules with (the service's posted ratings: the recent list's length).
         "batch_settings": {name: getattr(settings, name) for name in BatchSettings.CONTENT_FIELDS},
+        "events_through": events_through(settings),
     }
     (run_dir / Export.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     guard_against_shrinking(settings, counts, run_dir)

@@ -144,6 +144,22 @@ def online_genre_counters(offline_impressions: DataFrame) -> DataFrame:
     return latest_counters(add_timeline_counters(offline_impressions))
 
 
+def with_posted_counters(every_impression: DataFrame, items_with_flags: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """The online counters of the users with posted ratings recomputed over their offline impressions and those
+    ratings (``Split.ONLINE_STATE``: the hold-out left out, as the service does); the others' as they are. A
+    second timeline pass, over those users' rows only."""
+
+    def transform(online_counters: DataFrame) -> DataFrame:
+        posting = every_impression.filter(F.col("split") == Split.EVENT).select("userid").distinct()
+        state = every_impression.filter(F.col("split").isin(*Split.ONLINE_STATE)).join(posting, "userid", "left_semi")
+        flagged = state.select(*SAMPLE_COLUMNS).join(F.broadcast(items_with_flags.select("itemid", *GENRE_FLAGS)),
+                                                     "itemid")
+        return (online_counters.join(posting, "userid", "left_anti")
+                .unionByName(latest_counters(add_timeline_counters(flagged))))
+
+    return transform
+
+
 def latest_counters(timeline_counters: DataFrame) -> DataFrame:
     """Per user, the counters through their latest row of ``add_timeline_counters``, and its time."""
     latest = F.struct("timestamp", "itemid")
@@ -341,7 +357,11 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     dataset = read_table(spark, settings, Table.DATASET).first().asDict()
     users = read_table(spark, settings, Table.USERS)
     items = read_table(spark, settings, Table.ITEMS).transform(add_genre_flags)
-    impressions = read_table(spark, settings, Table.IMPRESSIONS)
+    every_impression = read_table(spark, settings, Table.IMPRESSIONS)
+    # The ratings posted to the service shape only the users' online state (below); samples, their counters and
+    # statistics come from the dataset's impressions alone.
+    impressions = every_impression.filter(F.col("split") != Split.EVENT)
+    posted = every_impression.filter(F.col("split") == Split.EVENT)
     span = impressions.agg(F.min("timestamp").alias("first"), F.max("userid").alias("max_user"),
                            F.count(F.lit(1)).alias("rows")).first()
     log.info("features: %d impressions in from %s", span["rows"], settings.table_path(Table.IMPRESSIONS))
@@ -358,6 +378,8 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     negatives = sample_negatives(impressions.filter(F.col("split") == Split.TRAIN), vocabulary, impressions,
                                  settings.negatives_per_impression)
     online_counters = latest_counters(timeline.filter(F.col("split").isin(*Split.OFFLINE)))
+    if posted.limit(1).count():
+        online_counters = online_counters.transform(with_posted_counters(every_impression, items))
     online_users = user_features(users, online_counters, span["first"], spec).transform(standardise(stats))
     written = write_tables([
         (Table.SAMPLES, training_samples(impressions)),

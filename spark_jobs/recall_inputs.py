@@ -87,12 +87,15 @@ def item_popularity(items: DataFrame, offline_impressions: DataFrame) -> DataFra
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     items = read_table(spark, settings, Table.ITEMS)
-    offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
-    flagged = offline.join(items.transform(add_genre_flags).select("itemid", *GENRE_FLAGS), "itemid")
+    impressions = read_table(spark, settings, Table.IMPRESSIONS)
+    offline = impressions.filter(F.col("split").isin(*Split.OFFLINE))
+    # The users' state: their offline impressions and the ratings they posted to the service, as it applies them.
+    state = impressions.filter(F.col("split").isin(*Split.ONLINE_STATE))
+    flagged = state.join(items.transform(add_genre_flags).select("itemid", *GENRE_FLAGS), "itemid")
     return write_tables([
         (Table.ITEM_TERMS, item_terms(items)),
         (Table.USER_TERMS, user_terms(online_genre_counters(flagged))),
-        (Table.USER_FILTER, user_filter(offline, settings.recent_items)),
+        (Table.USER_FILTER, user_filter(state, settings.recent_items)),
         (Table.ITEM_POPULARITY, item_popularity(items, offline)),
     ], settings, run_id)
 

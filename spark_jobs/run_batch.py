@@ -1,5 +1,5 @@
-"""The whole batch in one Spark session: ingest, split, then features, recall inputs, co-occurrence and the
-item models side by side, then export.
+"""The whole batch in one Spark session: ingest and the posted ratings (``events``, from the service's event
+log), split, then features, recall inputs, co-occurrence and the item models side by side, then export.
 
     python -m spark_jobs.run_batch [--data DIR] [--output DIR]
     spark-submit --properties-file spark_jobs/delta.conf spark_jobs/run_batch.py --data DIR
@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pyspark.sql import SparkSession
 
 from contracts.settings import BatchSettings
-from spark_jobs import cooccurrence, export, features, ingest, item_models, recall_inputs, split
+from spark_jobs import cooccurrence, events, export, features, ingest, item_models, recall_inputs, split
 from spark_jobs.lake import Written
 from spark_jobs.runtime import JobRun, job_main
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # Stages in dependency order; the steps of one stage read only what earlier stages wrote, so they run
 # at once as concurrent Spark jobs (on a small input most of their time is waiting on Delta commits).
 STAGES: tuple[tuple[tuple[str, JobRun], ...], ...] = (
-    (("ingest", ingest.run),),
+    (("ingest", ingest.run), ("events", events.run)),
     (("split", split.run),),
     (("features", features.run), ("recall_inputs", recall_inputs.run), ("cooccurrence", cooccurrence.run),
      ("item_models", item_models.run)),

@@ -49,6 +49,10 @@ def spark_session(settings: SparkSettings, app_name: str) -> SparkSession:
         .config("spark.databricks.delta.stats.collect", "false")
     )
     if not launched_by_spark_submit():
+        # The JVM starts Python workers for Python data sources (the events step's streaming source) with the
+        # interpreter its environment names, not the spark.pyspark.python setting: the JVM inherits this
+        # process's environment when getOrCreate starts it, so that is the only place to name this one.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = (
             builder.master(settings.spark_master)
             .config("spark.jars.packages", delta_maven_coordinate())

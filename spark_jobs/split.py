@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # run as a file by spark-submit
     import _project_root  # noqa: F401
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -33,7 +33,12 @@ class Split:
     TRAIN = "train"
     TEST = "test"
     HOLDOUT = "holdout"
+    EVENT = "event"  # a rating posted to the service (the ``events`` table): never split, never a sample
     OFFLINE: tuple[str, ...] = (TRAIN, TEST)
+    # What a user's online state is computed over (seen filter, recent items, terms, online counters): the
+    # offline impressions and the posted ratings, never the hold-out (the service applies a rating to the
+    # offline state in the same way, models/user_updates.py).
+    ONLINE_STATE: tuple[str, ...] = (TRAIN, TEST, EVENT)
 
 
 def user_timeline() -> Window:
@@ -66,6 +71,24 @@ def add_split(impressions: DataFrame) -> DataFrame:
     )
 
 
+def with_posted_ratings(events: DataFrame | None) -> Callable[[DataFrame], DataFrame]:
+    """Split impressions plus the ratings posted to the service as impressions of split ``event`` (label by the
+    same rule, no position: the split is the dataset's alone), each with its event-log ``sequence`` (null for
+    the dataset's rows): the last one read is the boundary the service applies later ratings from."""
+
+    def transform(impressions: DataFrame) -> DataFrame:
+        dataset = impressions.withColumn("sequence", F.lit(None).cast("long"))
+        if events is None:
+            return dataset
+        posted = events.select(F.col("userid").cast("int"), F.col("itemid").cast("int"), F.col("rating").cast("double"),
+                               F.col("timestamp").cast("long"), "sequence").transform(add_label)
+        return dataset.unionByName(posted.select(
+            "userid", "itemid", "rating", "timestamp", "label", F.lit(None).cast("int").alias("position"),
+            F.lit(Split.EVENT).alias("split"), F.col("sequence").cast("long")))
+
+    return transform
+
+
 def online_holdout(impressions: DataFrame) -> DataFrame:
     return impressions.filter(F.col("split") == Split.HOLDOUT).select(
         "userid", "itemid", "rating", "label", "timestamp"
@@ -75,7 +98,10 @@ def online_holdout(impressions: DataFrame) -> DataFrame:
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     ratings = read_table(spark, settings, Table.RATINGS)
     log.info("split: %d ratings in from %s", ratings.count(), settings.table_path(Table.RATINGS))
-    impressions = ratings.transform(add_label).transform(add_split)
+    events = read_table(spark, settings, Table.EVENTS) if settings.table_path(Table.EVENTS).exists() else None
+    if events is not None:
+        log.info("split: %d posted rating(s) in from %s", events.count(), settings.table_path(Table.EVENTS))
+    impressions = ratings.transform(add_label).transform(add_split).transform(with_posted_ratings(events))
     written = write_table(impressions, settings, Table.IMPRESSIONS, run_id)
     impressions = read_table(spark, settings, Table.IMPRESSIONS, written.version)
     return [written, write_table(online_holdout(impressions), settings, Table.ONLINE_HOLDOUT, run_id)]

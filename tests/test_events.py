@@ -23,7 +23,7 @@ from test_online import random_json
 
 from contracts.event_log import EventLog, LogCursor
 from contracts.feature_spec import SPEC
-from contracts.settings import ServingSettings
+from contracts.settings import BatchSettings, ServingSettings
 from online.app import create_app
 
 pytestmark = pytest.mark.slow
@@ -322,3 +322,70 @@ def test_new_users_replayed_from_the_hold_out_are_served_from_their_ratings(trai
         assert all(0.0 <= value <= 1.0 for values in lists.values() for value in values.values())
     # the popularity list a new user got before does not depend on their ratings
     assert report["lists"]["1"][POPULARITY_BEFORE] == report["lists"]["3"][POPULARITY_BEFORE]
+
+
+def test_the_batch_reads_the_posted_ratings_exactly_once_and_agrees_with_the_service(spark, trained_tiny,
+                                                                                     tmp_path, items):
+    """Ratings posted through the API (several users, out of order, repeats, a new user), then the batch on the
+    raw files plus the events table (the streaming step): the batch's user features, seen filter, recent items
+    and terms equal what the service held, cell by cell; the stream lands every record once across reruns; and
+    the service over the new run applies nothing twice."""
+    import shutil
+
+    from spark_jobs import events as event_stream
+    from spark_jobs import run_batch
+
+    output = tmp_path / "out"  # a copy: the other tests keep the shared batch as it is
+    shutil.copytree(trained_tiny.output_dir, output, symlinks=True)
+    (tmp_path / "feast-parity").mkdir()
+    serving = ServingSettings(output_dir=output, api_token=TOKEN,
+                              feast_yaml=private_feast(output, tmp_path / "feast-parity"))
+    client = create_app(serving).test_client()
+    offline = pd.concat([pd.read_parquet(output / "exports/current" / name) for name in ("samples_train",
+                                                                                        "samples_test")])
+    latest = offline.groupby("userid")["timestamp"].max()
+    newcomer = 900_777
+    posted = [(3, items[4], 5, int(latest[3]) + 100, None), (3, items[9], 2, int(latest[3]) - 5000, None),
+              (3, items[4], 5, int(latest[3]) + 100, None),  # the same impression again
+              (11, items[30], 4, int(latest[11]) + 7, "r-1"), (11, items[30], 4, int(latest[11]) + 7, "r-1"),
+              (newcomer, items[12], 5, PAST, None), (newcomer, items[40], 1, PAST - 60, None)]
+    for userid, itemid, rating, stamp, event_id in posted:
+        body = {"itemid": itemid, "rating": rating, "timestamp": stamp, **({"event_id": event_id} if event_id else {})}
+        assert client.post(f"/users/{userid}/events", json=body, headers=AUTH).status_code == 202
+    bulk = [{"userid": 20, "itemid": items[n], "rating": 3 + n % 3, "timestamp": int(latest[20]) + n}
+            for n in range(50, 56)]
+    assert client.post("/events", json={"events": bulk}, headers=AUTH).status_code == 202
+    users = [3, 11, newcomer, 20]
+    bundle = create_app(serving).extensions["recsys"].holder.current
+    served = {u: (bundle.features.user_features(u), bundle.users.get(u)) for u in users}
+
+    batch = BatchSettings(data_dir=trained_tiny.data_dir, output_dir=output, shuffle_partitions=2)
+    run_batch.run(spark, batch, "with-events")
+    records = EventLog(serving.events_dir).read(LogCursor())[0]
+    manifest = json.loads((output / "exports/current/manifest.json").read_text())
+    assert manifest["events_through"] == records[-1]["sequence"] == 11  # 7 + 6 posted, 2 repeats
+    features = exports(serving, "user_features").set_index("userid")
+    filters = exports(serving, "user_filter").set_index("userid")
+    terms = exports(serving, "user_terms").set_index("userid")
+    columns = [f.name for f in SPEC.online_user_features]
+    for userid, (feature_row, recall) in served.items():
+        np.testing.assert_array_equal(features.loc[userid, columns].to_numpy(np.float32), feature_row)
+        assert filters.loc[userid, "seen_itemids"].tolist() == recall.seen.tolist()
+        assert filters.loc[userid, "recent_itemids"].tolist() == recall.recent.tolist()
+        assert [(t["genre_id"], t["impressions"], t["clicks"]) for t in terms.loc[userid, "terms"]] == recall.terms
+
+    # The stream again: nothing new lands; one more rating lands once.
+    event_stream.run(spark, batch, "again")
+    assert client.post(f"/users/{newcomer}/events", json={"itemid": items[13], "rating": 4}, headers=AUTH) \
+        .status_code == 202
+    event_stream.run(spark, batch, "once-more")
+    table = spark.read.format("delta").load(str(batch.table_path("events")))
+    assert table.count() == 12 and table.select("sequence").distinct().count() == 12
+
+    # The service over the new run: the ratings in it are not applied twice, the later one is applied on top.
+    private_feast(output, tmp_path / "feast-parity")
+    after = create_app(serving).extensions["recsys"].holder.current
+    for userid in (3, 11, 20):
+        np.testing.assert_array_equal(after.features.user_features(userid), served[userid][0])
+        assert after.users.get(userid).recent.tolist() == served[userid][1].recent.tolist()
+    assert after.users.get(newcomer).seen.tolist() == sorted([items[12], items[40], items[13]])
