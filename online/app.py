@@ -226,7 +226,8 @@ def reload() -> Response:
         context.reload_workers()
         workers = "all: the server replaces every worker, each loading these versions"
     else:
-        workers = "this process (the whole server)"
+        workers = ("this worker only: this app was not started by python -m online.serve, so it cannot reach the "
+                   "others; reload them with the server's own signal (gunicorn: kill -HUP <master pid>)")
     return jsonify({"status": "reloaded", "versions": bundle.versions, "workers": workers})
 
 

@@ -88,10 +88,12 @@ class LiveUsers:
                                       float(record["rating"]), int(record["timestamp"]))
                 sequence = int(record["sequence"])
                 self.last_sequence = max(self.last_sequence, sequence)
-                if sequence <= self.after_sequence or self._repeat(rating) is not None:
+                if self._repeat(rating) is not None:
                     continue
-                self._remember(rating, sequence)
-                touched.add(rating.userid)
+                # One the published run already holds is remembered (a retry of it stays a repeat), not applied.
+                self._remember(rating, sequence, applied=sequence > self.after_sequence)
+                if sequence > self.after_sequence:
+                    touched.add(rating.userid)
             for userid in touched:
                 self._updated.pop(userid, None)
             return touched
@@ -190,10 +192,11 @@ class LiveUsers:
         sequence = self._event_ids.get(rating.event_id)
         return sequence if sequence is not None else self._keys.get(rating.key)
 
-    def _remember(self, rating: PostedRating, sequence: int) -> None:
+    def _remember(self, rating: PostedRating, sequence: int, applied: bool) -> None:
         self._event_ids[rating.event_id] = sequence
         self._keys[rating.key] = sequence
-        self._ratings.setdefault(rating.userid, []).append(rating)
+        if applied:
+            self._ratings.setdefault(rating.userid, []).append(rating)
 
 
 class LiveUserRecallStore:

@@ -389,3 +389,7 @@ def test_the_batch_reads_the_posted_ratings_exactly_once_and_agrees_with_the_ser
         np.testing.assert_array_equal(after.features.user_features(userid), served[userid][0])
         assert after.users.get(userid).recent.tolist() == served[userid][1].recent.tolist()
     assert after.users.get(newcomer).seen.tolist() == sorted([items[12], items[40], items[13]])
+    # a retry of a rating the run already holds is still a repeat
+    retry = create_app(serving).test_client().post(
+        "/users/11/events", json={"itemid": items[30], "rating": 4, "event_id": "r-1"}, headers=AUTH)
+    assert retry.status_code == 202 and retry.get_json()["duplicate"] is True
