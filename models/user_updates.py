@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -137,10 +138,32 @@ class BatchUserStates:
 
 @dataclass(frozen=True)
 class UpdatedUser:
-    recall: UserRecallData
+    """A user's state with their posted ratings. The features (what every rating pushes to Feast) are computed
+    at once; the recall data (the EASE sums, a new user's fold-in: most of the work) when a request first reads
+    it, which for most ratings is in the same worker's next request for that user, or never."""
+
+    user: BatchUser
+    ratings: tuple[PostedRating, ...]
+    rules: UpdateRules
+    timeline: RecentImpressions  # newest first
     raw_counters: np.ndarray  # COUNTER_NAMES' counts over the latest PIT_HISTORY impressions
     features: np.ndarray  # float32, ``SPEC.online_user_features`` order: what is pushed to Feast
-    latest_timestamp: int  # the newest impression's
+
+    @property
+    def latest_timestamp(self) -> int:
+        return int(self.timeline.timestamps[0])
+
+    @cached_property
+    def recall(self) -> UserRecallData:
+        user, rules = self.user, self.rules
+        posted = np.asarray([r.itemid for r in self.ratings], dtype=np.int64)
+        offline_seen = user.recall.seen if user.recall is not None else np.empty(0, dtype=np.int64)
+        seen = np.union1d(offline_seen, posted).astype(np.int64)
+        vector = user.recall.vector if user.recall is not None else None
+        if vector is None:
+            vector = fold_in_vector(self.timeline.itemids, rules)
+        return UserRecallData(user.userid, seen, self.timeline.itemids[:rules.recent_items].copy(),
+                              terms_of(self.raw_counters), vector, ease_list(seen, rules))
 
 
 def merged_timeline(recent: RecentImpressions, ratings: Sequence[PostedRating]) -> RecentImpressions:
@@ -212,15 +235,8 @@ def ease_list(seen: np.ndarray, rules: UpdateRules) -> Ranked | None:
 
 
 def apply_ratings(user: BatchUser, ratings: Sequence[PostedRating], rules: UpdateRules) -> UpdatedUser:
-    """The user's recall data and online features once ``ratings`` (each applied once) are impressions too."""
+    """The user's online features and (on first read) recall data once ``ratings`` (each applied once) are
+    impressions too."""
     timeline = merged_timeline(user.recent, ratings)
     raw = counters_of(timeline, rules.genre_flags)
-    posted = np.asarray([r.itemid for r in ratings], dtype=np.int64)
-    offline_seen = user.recall.seen if user.recall is not None else np.empty(0, dtype=np.int64)
-    seen = np.union1d(offline_seen, posted).astype(np.int64)
-    vector = user.recall.vector if user.recall is not None else None
-    if vector is None:
-        vector = fold_in_vector(timeline.itemids, rules)
-    recall = UserRecallData(user.userid, seen, timeline.itemids[:rules.recent_items].copy(), terms_of(raw), vector,
-                            ease_list(seen, rules))
-    return UpdatedUser(recall, raw, feature_row(user.demographics, raw, rules), int(timeline.timestamps[0]))
+    return UpdatedUser(user, tuple(ratings), rules, timeline, raw, feature_row(user.demographics, raw, rules))
