@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import requests
-from serve_benchmark import cpu_model, free_port, parse_hey, run_tool
+from serve_benchmark import cpu_model, free_port, parse_hey, run_tool, wait_until_ready
 
 RESULTS = Path(__file__).resolve().parent / "results" / "events.jsonl"
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,16 +206,7 @@ def main() -> None:
                      "cpus": os.cpu_count(),
                      "cpu_model": cpu_model(), "duration_s": args.duration}
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"{url}/ready", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"the service did not get ready; see {folder / 'serve.log'}")
-            time.sleep(0.5)
+        wait_until_ready(url, server, 180, str(folder / "serve.log"))
         exports = args.output / "exports" / "current"
         users = pd.read_parquet(exports / "user_filter", columns=["userid"])["userid"].astype(int).tolist()
         items = pd.read_parquet(exports / "item_popularity", columns=["itemid"])["itemid"].astype(int).tolist()

@@ -64,6 +64,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_until_ready(url: str, server: subprocess.Popen, seconds: float, log_name: str) -> None:
+    """Until the service's /ready answers 200; a SystemExit naming its log if it exits or takes too long."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if requests.get(f"{url}/ready", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit(f"the service did not get ready; see {log_name}")
+        time.sleep(0.5)
+
+
 def run_tool(command: list[str]) -> tuple[str, float, float]:
     """(output, wall seconds, CPU cores the tool used on average)."""
     started = time.monotonic()
@@ -142,16 +156,7 @@ def main() -> None:
                      "threads": args.threads or "the profile's default",
                      "cpus": os.cpu_count(), "cpu_model": cpu_model(), "offered_per_s": rate}
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/ready", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"the service did not get ready; see {log.name}")
-            time.sleep(0.5)
+        wait_until_ready(url, server, 120, log.name)
         users = pd.read_parquet(args.output / "exports" / "current" / "user_filter", columns=["userid"])["userid"]
         for number in range(warmup):  # warm-up: both workers, all paths
             requests.get(f"{url}/users/{users.iloc[number % len(users)]}/recommendations", timeout=10)
