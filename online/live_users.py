@@ -120,10 +120,6 @@ class LiveUsers:
         with self._lock:
             return sorted(self._ratings)
 
-    def ratings_of(self, userid: int) -> list[PostedRating]:
-        with self._lock:
-            return list(self._ratings.get(userid, ()))
-
     # --- validating ----------------------------------------------------------------------------------------
 
     def knows_item(self, itemid: int) -> bool:
