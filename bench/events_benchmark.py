@@ -1,12 +1,15 @@
-"""Posted ratings under load (embedded profile): their latency, what they cost the recommendations, and how
-soon every worker serves them.
+"""Posted ratings under load: their latency, what they cost the recommendations, and how soon every worker
+serves them.
 
     python bench/events_benchmark.py [--output output] [--duration 20] [--event-rate 100]
                                      [--mixed-recommendations 200] [--mixed-events 50] [--workers 2]
+                                     [--profile embedded|services]
 
-Starts ``python -m online.serve`` (2 workers) on a free 127.0.0.1 port over the batch output and models there,
-with an event log of its own and a copy of Feast's SQLite registry and online store (the ratings posted here
-reach neither the output's log nor its Feast store), then:
+Starts ``python -m online.serve`` (2 workers) on a free 127.0.0.1 port over the batch output and models there.
+Embedded: with an event log of its own and a copy of Feast's SQLite registry and online store (the ratings
+posted here reach neither the output's log nor its Feast store). Services: over the servers the ``RECSYS_*``
+settings name (``python -m online.local_services up`` and the loaders first); the ratings go to their Redis
+stream and Feast rows, as a client's would. Then:
 
 1. events alone: an open loop of POST /users/<id>/events at ``--event-rate`` per second for ``--duration``
    seconds (8 client threads, each rating sent at its due time and timed from it, so a slow answer delays the
@@ -190,19 +193,21 @@ def main() -> None:
     parser.add_argument("--mixed-events", type=float, default=50.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="request threads per worker (default 1)")
+    parser.add_argument("--profile", choices=("embedded", "services"), default="embedded")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="events-bench-"))
-    yaml = private_feast(folder)
+    private = (["--feast-yaml", str(private_feast(folder)), "--event-log", str(folder / "events")]
+               if args.profile == "embedded" else ["--profile", "services"])
     token = "bench-token"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (folder / "serve.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "online.serve", "--output", str(args.output), "--port", str(port), "--workers",
-         str(args.workers), "--feast-yaml", str(yaml), "--event-log", str(folder / "events"),
-         *(["--threads", str(args.threads)] if args.threads else [])],
+         str(args.workers), *private, *(["--threads", str(args.threads)] if args.threads else [])],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RECSYS_API_TOKEN": token})
-    results: dict = {"date": time.strftime("%Y-%m-%d"), "workers": args.workers, "threads": args.threads or 1,
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "profile": args.profile, "workers": args.workers,
+                     "threads": args.threads or 1,
                      "cpus": os.cpu_count(),
                      "cpu_model": cpu_model(), "duration_s": args.duration}
     try:
