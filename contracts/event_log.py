@@ -29,6 +29,12 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 LOCK_FILE = "append.lock"
 
 
+def redis_stream_key(prefix: str) -> str:
+    """The services profile's event log: a Redis stream of the same records, one JSON field ``record`` per
+    entry (``online/redis_event_log.py`` writes it, ``spark_jobs/events.py`` reads it)."""
+    return f"{prefix}:events"
+
+
 def segment_name(first_sequence: int) -> str:
     return f"{SEGMENT_PREFIX}{first_sequence:012d}{SEGMENT_SUFFIX}"
 

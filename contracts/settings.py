@@ -188,6 +188,9 @@ class BatchSettings(SparkSettings):
     successors_per_item: int = setting(200, "--successors-per-item", "successors kept per movie", ge=1)
     validation_size: int = setting(10, "--validation-size", "each user's last offline impressions held out for "
                                    "the validation choices (as the hold-out holds the last 10 impressions)", ge=1)
+    events_redis: str | None = setting(
+        None, "--events-redis", "read the posted ratings from the services profile's Redis stream, given as "
+        "host:port/prefix (e.g. 127.0.0.1:6379/recsys), instead of the event log folder")
     validation_min_history: int = setting(
         5, "--validation-min-history", "offline impressions a user needs before the validation ones to have them",
         ge=1)

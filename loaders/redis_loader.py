@@ -118,6 +118,8 @@ def write_version(client: redis.Redis, prefix: str, version: int, published: Pub
     client.hset(layout.meta_key(prefix, version), mapping={
         **published.versions, "users": len(users), "items": int(index.known_items.sum()),
         "update_rules": support.meta(),
+        # The last posted rating the run holds: the service applies the stream's later ones on top.
+        "events_through": published.events_through,
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return len(with_neighbours), len(popular)
 

@@ -18,20 +18,17 @@ import orjson
 import redis
 
 from contracts.errors import StoreUnavailableError
+from contracts.event_log import redis_stream_key
 
 READ_BATCH = 1000
 LOCK_SECONDS = 10.0  # a lock held longer (a writer killed while holding it) expires
 LOCK_WAIT_SECONDS = 5.0
 
 
-def events_key(prefix: str) -> str:
-    return f"{prefix}:events"
-
-
 class RedisEventLog:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
-        self.key = events_key(prefix)
+        self.key = redis_stream_key(prefix)
         self.lock_key = f"{self.key}:lock"
         self.where = f"the redis stream {self.key}"
 

@@ -4,8 +4,9 @@
         --output DIR [--event-log DIR]
 
 A Spark Structured Streaming query: the source is the embedded profile's event log (``contracts/event_log.py``,
-default ``<output>/events``) read through a Python streaming data source whose offsets are the log's
-sequence numbers; the sink is Delta with a checkpoint (``<output>/checkpoints/events``), so every record lands
+default ``<output>/events``), or with ``--events-redis host:port/prefix`` the services profile's Redis stream,
+read through a Python streaming data source whose offsets are the log's sequence numbers (and stream ids);
+the sink is Delta with a checkpoint (``<output>/checkpoints/events``), so every record lands
 once however often the job is stopped and started (the checkpoint names the offsets each micro-batch took,
 Delta's sink skips a batch it already committed). ``trigger(availableNow=True)``: it takes what the log holds
 when it starts and stops; the batch runs it as its first step (``run_batch``), and a deployment can run it on a
@@ -26,11 +27,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 
-from contracts.event_log import last_sequence, records_between
+from contracts.event_log import last_sequence, records_between, redis_stream_key
 from contracts.settings import BatchSettings
 from contracts.tables import Table
 from spark_jobs.lake import Written
@@ -72,7 +74,60 @@ class EventLogStreamReader(DataSourceStreamReader):
         """The log is kept whole (the service replays it on start): nothing to release."""
 
 
+class StreamRange(InputPartition):
+    def __init__(self, after: str, through: str) -> None:
+        self.after, self.through = after, through
+
+
+class RedisStreamReader(DataSourceStreamReader):
+    """The services profile's log, a Redis stream: offsets are ``{"sequence": n, "id": <its stream id>}``, so a
+    micro-batch reads the entries after its start id through its end id with ``XRANGE``."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def _client_and_key(self) -> tuple[Any, str]:
+        import redis
+
+        host_port, _, prefix = self.address.partition("/")
+        host, _, port = host_port.rpartition(":")
+        return redis.Redis(host=host or "127.0.0.1", port=int(port), socket_timeout=30), redis_stream_key(prefix)
+
+    def initialOffset(self) -> dict:  # noqa: N802
+        return {"sequence": 0, "id": "0-0"}
+
+    def latestOffset(self) -> dict:  # noqa: N802
+        client, key = self._client_and_key()
+        last = client.xrevrange(key, count=1)
+        if not last:
+            return self.initialOffset()
+        entry_id, fields = last[0]
+        return {"sequence": int(orjson.loads(fields[b"record"])["sequence"]), "id": entry_id.decode()}
+
+    def partitions(self, start: dict, end: dict) -> Sequence[InputPartition]:
+        return [StreamRange(str(start["id"]), str(end["id"]))]
+
+    def read(self, partition: InputPartition) -> Iterator[tuple[Any, ...]]:
+        assert isinstance(partition, StreamRange)
+        client, key = self._client_and_key()
+        after = partition.after
+        while True:
+            entries = client.xrange(key, min=f"({after}", max=partition.through, count=1000)
+            for entry_id, fields in entries:
+                record = orjson.loads(fields[b"record"])
+                yield (int(record["sequence"]), str(record["event_id"]), int(record["userid"]),
+                       int(record["itemid"]), float(record["rating"]), int(record["timestamp"]))
+                after = entry_id.decode()
+            if len(entries) < 1000:
+                return
+
+    def commit(self, end: dict) -> None:
+        """The stream is kept whole (every worker replays it on start): nothing to trim."""
+
+
 class EventLogDataSource(DataSource):
+    """Option ``path``: the file log's folder; or ``redis``: ``host:port/prefix`` of the Redis stream."""
+
     @classmethod
     def name(cls) -> str:
         return SOURCE_NAME
@@ -81,6 +136,8 @@ class EventLogDataSource(DataSource):
         return EVENT_SCHEMA
 
     def streamReader(self, schema: Any) -> DataSourceStreamReader:  # noqa: N802
+        if "redis" in self.options:
+            return RedisStreamReader(self.options["redis"])
         return EventLogStreamReader(self.options["path"])
 
 
@@ -91,12 +148,16 @@ def checkpoint_dir(settings: BatchSettings) -> Path:
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     """Appends what the log gained since the last run to ``events``; nothing when there is no log."""
     folder = settings.events_dir
-    if last_sequence(folder) == 0:
+    if settings.events_redis is not None:
+        source, where = {"redis": settings.events_redis}, f"the redis stream {settings.events_redis}"
+    elif last_sequence(folder) == 0:
         log.info("events: no ratings in %s", folder)
         return []
+    else:
+        source, where = {"path": str(folder.resolve())}, str(folder)
     spark.dataSource.register(EventLogDataSource)
     path = settings.table_path(Table.EVENTS)
-    query = (spark.readStream.format(SOURCE_NAME).option("path", str(folder.resolve())).load()
+    query = (spark.readStream.format(SOURCE_NAME).options(**source).load()
              .writeStream.format("delta").outputMode("append")
              .option("checkpointLocation", str(checkpoint_dir(settings).resolve()))
              .option("userMetadata", run_id)
@@ -106,8 +167,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
         return []
     table = DeltaTable(str(path))
     rows = table.to_pyarrow_dataset().count_rows()
-    log.info("events: %s holds %d rating(s) through sequence %d (Delta version %d)", path, rows,
-             last_sequence(folder), table.version())
+    log.info("events: %s holds %d rating(s) from %s (Delta version %d)", path, rows, where, table.version())
     return [Written(Table.EVENTS, str(path), table.version(), rows)]
 
 

@@ -5,6 +5,7 @@ HTTP; a dependency stopped mid-test and its recovery; Triton = PyTorch; embedded
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -346,4 +347,59 @@ def test_posted_ratings_in_the_services_profile_are_durable_shared_and_applied_b
 
         client.delete(f"{settings.redis_prefix}:events")
         batch_row = load_user_features(settings.current_export_dir)[userid]
+        FeastFeaturePusher(publish.open_store(settings, "redis", settings.redis_address)).push({userid: batch_row})
+
+
+def test_the_batch_reads_the_services_stream_and_agrees_with_the_service(stack, spark, tiny_batch, tmp_path):
+    """Ratings posted to the services profile, then the batch with --events-redis on a copy of the output: the
+    service's features, seen filter, recent items and terms are the batch's rows; the manifest's boundary is the
+    stream's last record."""
+    import shutil
+
+    import pandas as pd
+
+    from contracts.feature_spec import SPEC
+    from contracts.settings import BatchSettings
+    from online.embedded import FeastFeaturePusher
+    from spark_jobs import run_batch
+
+    settings = stack.settings.model_copy(update={"api_token": "services-token"})
+    client = redis_client(settings)
+    auth = {"Authorization": "Bearer services-token"}
+    app = create_app(settings).test_client()
+    exports = settings.current_export_dir
+    items = sorted(pd.read_parquet(exports / "item_popularity")["itemid"].astype(int))
+    offline = pd.concat([pd.read_parquet(exports / name) for name in ("samples_train", "samples_test")])
+    latest = offline.groupby("userid")["timestamp"].max()
+    userid, newcomer = 5, 900_321
+    stamp = int(time.time()) - 7200
+    try:
+        for user, itemid, rating, when in ((userid, items[3], 5, int(latest[userid]) + 10),
+                                           (userid, items[17], 1, int(latest[userid]) - 999),
+                                           (userid, items[3], 5, int(latest[userid]) + 10),  # a repeat
+                                           (newcomer, items[8], 4, stamp)):
+            response = app.post(f"/users/{user}/events", json={"itemid": itemid, "rating": rating, "timestamp": when},
+                                headers=auth)
+            assert response.status_code == 202
+        bundle = create_app(settings).extensions["recsys"].holder.current
+        served = {u: (bundle.features.user_features(u), bundle.users.get(u)) for u in (userid, newcomer)}
+        output = tmp_path / "out"  # a copy: the other tests keep the shared batch as it is
+        shutil.copytree(settings.output_dir, output, symlinks=True)
+        batch = BatchSettings(data_dir=tiny_batch.data_dir, output_dir=output, shuffle_partitions=2,
+                              events_redis=f"{settings.redis_host}:{settings.redis_port}/{settings.redis_prefix}")
+        run_batch.run(spark, batch, "services-events")
+        copied = output / "exports" / "current"
+        assert json.loads((copied / "manifest.json").read_text())["events_through"] == 3
+        features = pd.read_parquet(copied / "user_features").set_index("userid")
+        filters = pd.read_parquet(copied / "user_filter").set_index("userid")
+        terms = pd.read_parquet(copied / "user_terms").set_index("userid")
+        columns = [f.name for f in SPEC.online_user_features]
+        for user, (row, recall) in served.items():
+            np.testing.assert_array_equal(features.loc[user, columns].to_numpy(np.float32), row)
+            assert filters.loc[user, "seen_itemids"].tolist() == recall.seen.tolist()
+            assert filters.loc[user, "recent_itemids"].tolist() == recall.recent.tolist()
+            assert [(t["genre_id"], t["impressions"], t["clicks"]) for t in terms.loc[user, "terms"]] == recall.terms
+    finally:  # the stream gone, the user's batch row pushed back
+        client.delete(f"{settings.redis_prefix}:events")
+        batch_row = load_user_features(exports)[userid]
         FeastFeaturePusher(publish.open_store(settings, "redis", settings.redis_address)).push({userid: batch_row})
