@@ -62,8 +62,7 @@ class EventLog:
         return LogCursor()
 
     def segments(self) -> list[str]:
-        return sorted(name for name in os.listdir(self.folder)
-                      if name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX))
+        return segment_names(self.folder)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -144,6 +143,14 @@ class EventLog:
         os.ftruncate(descriptor, keep)
 
 
+def segment_names(folder: Path) -> list[str]:
+    """The log's segment files, oldest first (none where the folder is absent)."""
+    if not folder.is_dir():
+        return []
+    return sorted(name for name in os.listdir(folder)
+                  if name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX))
+
+
 def segment_first_sequence(name: str) -> int:
     return int(name.removeprefix(SEGMENT_PREFIX).removesuffix(SEGMENT_SUFFIX))
 
@@ -152,10 +159,7 @@ def records_between(folder: Path, after: int, through: int | None = None) -> Ite
     """The complete records with ``after`` < sequence <= ``through`` (None: to the end), in order, reading only
     the segments that can hold them (a segment's records run up to the next one's first sequence). A reader
     that creates nothing: the batch's events step (``spark_jobs/events.py``)."""
-    if not folder.is_dir():
-        return
-    names = sorted(name for name in os.listdir(folder)
-                   if name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX))
+    names = segment_names(folder)
     for position, name in enumerate(names):
         following = names[position + 1] if position + 1 < len(names) else None
         if following is not None and segment_first_sequence(following) <= after + 1:
@@ -174,11 +178,7 @@ def records_between(folder: Path, after: int, through: int | None = None) -> Ite
 
 def last_sequence(folder: Path) -> int:
     """The last complete record's sequence number (0: no record)."""
-    if not folder.is_dir():
-        return 0
-    names = sorted(name for name in os.listdir(folder)
-                   if name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX))
-    for name in reversed(names):
+    for name in reversed(segment_names(folder)):
         with open(folder / name, "rb") as file:
             data = file.read()
         lines = [line for line in data[:data.rfind(b"\n") + 1].splitlines() if line.strip()]

@@ -166,11 +166,11 @@ def load_batch_user_states(exports: Path) -> BatchUserStates:
     flat_timestamps = pc.list_flatten(timestamps_lists).to_numpy().astype(np.int64)
     flat_labels = pc.list_flatten(labels_lists).to_numpy().astype(np.int8)
     timestamps, labels = np.zeros(int(offsets[-1]), np.int64), np.zeros(int(offsets[-1]), np.int8)
+    # Each filter row's entries to its user's offsets in one scatter, as load_item_lists lays out its lists.
     starts = np.concatenate([[0], np.cumsum(list_lengths)[:-1]]).astype(np.int64)
-    for row, start, length in zip(filter_rows[kept].tolist(), starts[kept].tolist(), list_lengths[kept].tolist(),
-                                  strict=True):
-        timestamps[offsets[row]:offsets[row] + length] = flat_timestamps[start:start + length]
-        labels[offsets[row]:offsets[row] + length] = flat_labels[start:start + length]
+    source = np.repeat(kept, list_lengths)
+    target = np.repeat(offsets[filter_rows[kept]] - starts[kept], list_lengths[kept]) + np.flatnonzero(source)
+    timestamps[target], labels[target] = flat_timestamps[source], flat_labels[source]
     return BatchUserStates(rows, offsets, timestamps, labels, demographics)
 
 

@@ -306,6 +306,15 @@ def test_the_services_profile_under_gunicorn_over_http(stack, tmp_path):
         stop([server])
 
 
+def forget_posted_ratings(settings: ServingSettings, userid: int) -> None:
+    """What the other tests compare against the batch: the stream gone, the known user's batch row pushed back."""
+    from online.embedded import FeastFeaturePusher
+
+    redis_client(settings).delete(f"{settings.redis_prefix}:events")
+    batch_row = load_user_features(settings.current_export_dir)[userid]
+    FeastFeaturePusher(publish.open_store(settings, "redis", settings.redis_address)).push({userid: batch_row})
+
+
 def test_posted_ratings_in_the_services_profile_are_durable_shared_and_applied_by_the_batchs_rules(stack):
     """The Redis stream as the event log (on a Redis that fsyncs every write), the users' batch state from their
     Redis records: the same state as the embedded profile computes from the exports."""
@@ -342,12 +351,8 @@ def test_posted_ratings_in_the_services_profile_are_durable_shared_and_applied_b
         assert other.users.get(userid).terms == expected.recall.terms
         np.testing.assert_array_equal(other.users.get(userid).recent, expected.recall.recent)
         np.testing.assert_array_equal(other.users.get(userid).ease.itemids, expected.recall.ease.itemids)
-    finally:  # the other tests compare against the batch: the stream gone, the user's batch row pushed back
-        from online.embedded import FeastFeaturePusher
-
-        client.delete(f"{settings.redis_prefix}:events")
-        batch_row = load_user_features(settings.current_export_dir)[userid]
-        FeastFeaturePusher(publish.open_store(settings, "redis", settings.redis_address)).push({userid: batch_row})
+    finally:
+        forget_posted_ratings(settings, userid)
 
 
 def test_the_batch_reads_the_services_stream_and_agrees_with_the_service(stack, spark, tiny_batch, tmp_path):
@@ -360,11 +365,9 @@ def test_the_batch_reads_the_services_stream_and_agrees_with_the_service(stack, 
 
     from contracts.feature_spec import SPEC
     from contracts.settings import BatchSettings
-    from online.embedded import FeastFeaturePusher
     from spark_jobs import run_batch
 
     settings = stack.settings.model_copy(update={"api_token": "services-token"})
-    client = redis_client(settings)
     auth = {"Authorization": "Bearer services-token"}
     app = create_app(settings).test_client()
     exports = settings.current_export_dir
@@ -399,7 +402,5 @@ def test_the_batch_reads_the_services_stream_and_agrees_with_the_service(stack, 
             assert filters.loc[user, "seen_itemids"].tolist() == recall.seen.tolist()
             assert filters.loc[user, "recent_itemids"].tolist() == recall.recent.tolist()
             assert [(t["genre_id"], t["impressions"], t["clicks"]) for t in terms.loc[user, "terms"]] == recall.terms
-    finally:  # the stream gone, the user's batch row pushed back
-        client.delete(f"{settings.redis_prefix}:events")
-        batch_row = load_user_features(exports)[userid]
-        FeastFeaturePusher(publish.open_store(settings, "redis", settings.redis_address)).push({userid: batch_row})
+    finally:
+        forget_posted_ratings(settings, userid)
