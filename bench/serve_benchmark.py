@@ -2,6 +2,7 @@
 
     python bench/serve_benchmark.py [--output output] [--duration 20] [--profile embedded|services]
                                     [--rate 200] [--warmup 200] [--workers 2] [--threads N]
+                                    [--search-every-request]
 
 Starts ``python -m online.serve`` (``--workers``, 2 by default) on a free 127.0.0.1 port over the batch output, models
 and Feast store already there (services profile: over the servers and loaded versions that the
@@ -141,6 +142,9 @@ def main() -> None:
                         help="requests before measuring (200; services 1500: Elasticsearch's JIT warms slowly)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=None, help="request threads per worker (the profile's default)")
+    parser.add_argument("--search-every-request", action="store_true",
+                        help="services profile: Elasticsearch answers every request's term and vector searches, also "
+                             "where the Redis loader published them with the user's record")
     args = parser.parse_args()
     workers = args.workers
     rate = args.rate or (50.0 if args.profile == "services" else 200.0)
@@ -150,10 +154,12 @@ def main() -> None:
     log = tempfile.NamedTemporaryFile("w", prefix="serve-bench-", suffix=".log", delete=False)
     server = subprocess.Popen([sys.executable, "-m", "online.serve", "--output", str(args.output), "--port", str(port),
                                "--workers", str(workers), "--profile", args.profile,
-                               *(["--threads", str(args.threads)] if args.threads else [])], cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT)
+                               *(["--threads", str(args.threads)] if args.threads else []),
+                               *(["--search-every-request"] if args.search_every_request else [])],
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     results: dict = {"date": time.strftime("%Y-%m-%d"), "profile": args.profile, "workers": workers,
                      "threads": args.threads or "the profile's default",
+                     "search_every_request": args.search_every_request,
                      "cpus": os.cpu_count(), "cpu_model": cpu_model(), "offered_per_s": rate}
     try:
         wait_until_ready(url, server, 120, log.name)

@@ -10,7 +10,8 @@ flag; a command builds its parser from the class it reads, so ``--help`` lists e
     │   └── TrainingSettings     python -m models.train
     ├── RecallSettings           the request's defaults: the service and both evaluations
     ├── RedisSettings            where Redis is
-    │   ├── ServicesSettings     the services profile's servers: the loaders
+    │   ├── ServicesSettings     the services profile's servers: the Elasticsearch loader
+    │   │   └── RedisLoaderSettings  python -m loaders.redis_loader (with RecallSettings)
     │   └── FeastSettings        python -m feature_repo.publish / parity (with FeastRepoSettings)
     ├── FeastRepoSettings        which Feast configuration: the service, local_services
     LocalServicesSettings        python -m online.local_services (services, Feast repo)
@@ -284,6 +285,15 @@ class ServicesSettings(RedisSettings):
                                 "the local Triton server's own Python environment (.ci/setup makes it)")
 
 
+class RedisLoaderSettings(RecallSettings, ServicesSettings):
+    """python -m loaders.redis_loader: where Redis is, and the request size each user's searches are run at."""
+
+    user_searches: bool = setting(
+        True, "--no-user-searches", "publish no term and vector search results with each user's recall data: the "
+        "services profile then asks Elasticsearch for them on every request (with them, only for users whose terms or "
+        "seen items changed since the load: posted ratings, new users)")
+
+
 class FeastRepoSettings(LakeSettings):
     """Which Feast configuration a command opens; the definitions read the exports under output_dir."""
 
@@ -314,6 +324,13 @@ class ServingSettings(RecallSettings, LocalServicesSettings):
         "online_store", "--feast-access",
         "services profile: read user features from Feast's Redis online store in-process, or from Feast's feature "
         "server over HTTP")
+    search_every_request: bool = setting(
+        False, "--search-every-request", "services profile: ask Elasticsearch for the term and vector lists on every "
+        "request: neither the lists the Redis loader published with a user's record nor a worker's cache of its last "
+        "answers (the same lists; ~4-7 ms of Elasticsearch's CPU a request)")
+    search_cache: int = setting(
+        10_000, "--search-cache", "services profile: the last Elasticsearch answers each worker keeps (the same query "
+        "on the same index version has the same answer; ~6 KB each at 200 candidates; 0: none)", ge=0)
     breaker_seconds: float = setting(
         5.0, "--breaker-seconds", "services profile: how long a server that failed or timed out is skipped (its "
         "part of the list degraded) before one request tries it again", gt=0)
@@ -342,5 +359,5 @@ class ServingSettings(RecallSettings, LocalServicesSettings):
         return self.serve_threads or 1
 
 
-class EndToEndSettings(BatchSettings, TrainingSettings, ServingSettings):
+class EndToEndSettings(BatchSettings, TrainingSettings, ServingSettings, RedisLoaderSettings):
     """python -m online.end_to_end: every stage's settings, each passed on to the stage that reads it."""

@@ -14,11 +14,14 @@ reading it until it reloads.
                                     ease (the user's EASE list: itemids int64 LE then scores float64 LE;
                                     absent when the batch published none),
                                     recent_timestamps (int64 LE), recent_labels (int8), demographics
-                                    (int16 LE): what a posted rating is applied to (models/user_updates.py)
+                                    (int16 LE): what a posted rating is applied to (models/user_updates.py),
+                                    term_list, vector_list (as ease): the catalogue searches run on this
+                                    record (absent when the loader ran none)
     <prefix>:v<N>:neighbours:<itemid>  itemids (int64 LE) then similarities (float64 LE), best first
     <prefix>:v<N>:ease:<itemid>     the same layout: the item's EASE weights (item_ease)
     <prefix>:v<N>:meta              also update_rules: JSON of the counters' train means and stds, the recent
-                                    list's length, the EASE list's length and the dataset's format
+                                    list's length, the EASE list's length and the dataset's format;
+                                    user_searches: JSON of the searches' size and term_genres (absent: none)
     <prefix>:v<N>:sequence:<itemid> the same layout: the item's successors (item_successors)
     <prefix>:v<N>:popular           itemids (int64 LE) then positives (float64 LE), most positives first
 
@@ -28,11 +31,12 @@ values are the exact bits the batch and the recall model wrote, so the two profi
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
-from models.recall_sources import Ranked, UserRecallData
+from models.recall_sources import PublishedSearches, Ranked, UserRecallData
 
 DEFAULT_PREFIX = "recsys"
 INT = np.dtype("<i8")
@@ -87,12 +91,33 @@ def encode_user(user: UserRecallData) -> dict[str, bytes]:
         record["vector"] = np.asarray(user.vector, dtype=VECTOR).tobytes()
     if user.ease is not None:
         record["ease"] = encode_ranked(user.ease.itemids, user.ease.scores)
+    if user.searches is not None:
+        record["term_list"] = encode_ranked(user.searches.term.itemids, user.searches.term.scores)
+        record["vector_list"] = encode_ranked(user.searches.vector.itemids, user.searches.vector.scores)
     return record
 
 
-def decode_user(userid: int, record: dict[bytes, bytes]) -> UserRecallData:
+def encode_search_shape(searches: PublishedSearches) -> str:
+    """The meta field ``user_searches``: what every user's published searches were run with."""
+    return json.dumps({"size": searches.size, "term_genres": searches.term_genres})
+
+
+def decode_search_shape(meta: dict[str, str]) -> tuple[int, int] | None:
+    """(size, term_genres) of the version's published searches; None where it has none."""
+    if "user_searches" not in meta:
+        return None
+    shape = json.loads(meta["user_searches"])
+    return int(shape["size"]), int(shape["term_genres"])
+
+
+def decode_user(userid: int, record: dict[bytes, bytes], search_shape: tuple[int, int] | None = None) -> UserRecallData:
+    """``search_shape`` (``decode_search_shape``): read the published searches too (None: leave them out)."""
     terms = np.frombuffer(record.get(b"terms", b""), dtype=INT).reshape(-1, 3)
     vector = record.get(b"vector")
+    searches = None
+    if search_shape is not None and b"term_list" in record and b"vector_list" in record:
+        searches = PublishedSearches(decode_ranked(record[b"term_list"]), decode_ranked(record[b"vector_list"]),
+                                     *search_shape)
     return UserRecallData(
         userid,
         np.frombuffer(record[b"seen"], dtype=INT).astype(np.int64),
@@ -100,6 +125,7 @@ def decode_user(userid: int, record: dict[bytes, bytes]) -> UserRecallData:
         [(int(g), int(i), int(c)) for g, i, c in terms],
         None if vector is None else np.frombuffer(vector, dtype=VECTOR).astype(np.float32),
         decode_ranked(record[b"ease"]) if b"ease" in record else None,
+        searches,
     )
 
 

@@ -2,7 +2,8 @@
 
     python -m loaders.redis_loader [--output DIR] [--redis-host H] [--redis-port P] [--redis-prefix recsys]
 
-Writes every user's recall record, every item's co-occurrence neighbours and the popularity list under
+Writes every user's recall record (with their term and vector searches run here on the same data, unless
+``--no-user-searches``), every item's co-occurrence neighbours and the popularity list under
 ``<prefix>:v<N>:`` (layout: ``loaders/redis_layout.py``) with pipelined bulk writes, reads sample users
 back and compares them with the source, then moves ``<prefix>:active`` to N in one ``SET``. Versions
 other than the new and the one it replaces are deleted afterwards. A failure before the switch deletes
@@ -16,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import redis
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from contracts.errors import VerificationError
 from contracts.published import Published, open_published
-from contracts.settings import ServicesSettings
+from contracts.settings import RedisLoaderSettings, ServicesSettings
 from loaders import redis_layout as layout
 from models.export_readers import (
     dataset_format_name,
@@ -33,7 +34,17 @@ from models.export_readers import (
     load_update_rules,
     load_user_recall_data,
 )
-from models.recall_sources import ItemIndex, ItemLists, UserRecallData
+from models.in_memory_stores import InMemoryItemIndex
+from models.recall_sources import (
+    ItemIndex,
+    ItemLists,
+    PublishedSearches,
+    Ranked,
+    RecallConfig,
+    UserRecallData,
+    term_bands,
+)
+from models.stores import CatalogueSearch
 from models.user_updates import BatchUserStates, UpdateRules
 
 log = logging.getLogger(__name__)
@@ -85,6 +96,20 @@ class WriteSupport:
                            "dataset_format": self.dataset_format})
 
 
+def with_searches(users: dict[int, UserRecallData], index: ItemIndex, size: int,
+                  term_genres: int) -> dict[int, UserRecallData]:
+    """Each user with their term and vector searches run on their own recall data, as a request would run them:
+    the services profile then reads them with the rest of the record instead of asking Elasticsearch (about 7
+    ms of its CPU a request, measured in BENCHMARKS.md)."""
+    catalogue = InMemoryItemIndex(index)
+    searched = {}
+    for userid, user in tqdm(users.items(), desc="user searches", unit="user", leave=False, mininterval=1.0):
+        bands = term_bands(user.terms, term_genres, index.max_popularity)
+        term, vector = catalogue.search(CatalogueSearch(bands, user.vector, user.seen, size))
+        searched[userid] = replace(user, searches=PublishedSearches(term, vector, size, term_genres))
+    return searched
+
+
 def write_version(client: redis.Redis, prefix: str, version: int, published: Published,
                   users: dict[int, UserRecallData], index: ItemIndex, support: WriteSupport) -> tuple[int, int]:
     def user_command(user: UserRecallData):  # noqa: ANN202 (a pipeline callback)
@@ -114,10 +139,12 @@ def write_version(client: redis.Redis, prefix: str, version: int, published: Pub
         _in_batches(client, (list_command(i) for i in with_list), len(with_list), source)
     popular = index.popular
     client.set(layout.popular_key(prefix, version), layout.encode_ranked(popular, index.popularity[popular]))
+    searches = next((u.searches for u in users.values() if u.searches is not None), None)
     # The meta hash goes last: a version with meta is complete.
     client.hset(layout.meta_key(prefix, version), mapping={
         **published.versions, "users": len(users), "items": int(index.known_items.sum()),
         "update_rules": support.meta(),
+        **({"user_searches": layout.encode_search_shape(searches)} if searches is not None else {}),
         # The last posted rating the run holds: the service applies the stream's later ones on top.
         "events_through": published.events_through,
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -132,6 +159,12 @@ def written_item_lists(index: ItemIndex, support: WriteSupport) -> dict[str, Ite
     return lists
 
 
+def same_ranked(found: Ranked | None, expected: Ranked | None) -> bool:
+    if found is None or expected is None:
+        return found is expected
+    return np.array_equal(found.itemids, expected.itemids) and np.array_equal(found.scores, expected.scores)
+
+
 def verify_version(client: redis.Redis, prefix: str, version: int, users: dict[int, UserRecallData],
                    index: ItemIndex, neighbour_items: int, support: WriteSupport) -> None:
     ids = sorted(users)
@@ -142,16 +175,19 @@ def verify_version(client: redis.Redis, prefix: str, version: int, users: dict[i
     for userid, record in zip(sample, pipe.execute(), strict=True):
         if not record:
             raise VerificationError(f"user {userid} missing from version {version}")
-        found, expected = layout.decode_user(userid, record), users[userid]
+        expected = users[userid]
+        shape = (expected.searches.size, expected.searches.term_genres) if expected.searches is not None else None
+        found = layout.decode_user(userid, record, shape)
         same = (np.array_equal(found.seen, expected.seen) and np.array_equal(found.recent, expected.recent)
                 and list(found.terms) == [tuple(map(int, t)) for t in expected.terms]
                 and ((found.vector is None and expected.vector is None)
                      or (found.vector is not None and expected.vector is not None
                          and np.array_equal(found.vector, expected.vector)))
-                and ((found.ease is None and expected.ease is None)
-                     or (found.ease is not None and expected.ease is not None
-                         and np.array_equal(found.ease.itemids, expected.ease.itemids)
-                         and np.array_equal(found.ease.scores, expected.ease.scores))))
+                and same_ranked(found.ease, expected.ease)
+                and (found.searches is None) == (expected.searches is None)
+                and (found.searches is None or expected.searches is None
+                     or (same_ranked(found.searches.term, expected.searches.term)
+                         and same_ranked(found.searches.vector, expected.searches.vector))))
         stored, wanted = layout.decode_batch_state(record), support.states.of(userid, expected)
         same = same and stored is not None and all(np.array_equal(a, b) for a, b in zip(
             stored, (wanted.recent.timestamps, wanted.recent.labels, wanted.demographics), strict=True))
@@ -192,11 +228,14 @@ def stored_versions(client: redis.Redis, prefix: str) -> set[int]:
     return found
 
 
-def load(settings: ServicesSettings, published: Published | None = None) -> RedisLoad:
+def load(settings: RedisLoaderSettings, published: Published | None = None) -> RedisLoad:
     started = time.perf_counter()
     published = published or open_published(settings)
     users = load_user_recall_data(published.exports, published.recall_model)
     index = load_item_index(published.exports, published.recall_model)
+    if settings.user_searches:
+        config = RecallConfig.served(settings.models_dir, settings.recall_size)
+        users = with_searches(users, index, settings.recall_size, config.term_genres)
     support = WriteSupport(load_batch_user_states(published.exports), load_update_rules(published.exports, index),
                            dataset_format_name(published.exports))
     client = connect(settings)
@@ -225,8 +264,8 @@ def load(settings: ServicesSettings, published: Published | None = None) -> Redi
 
 def main(argv: Sequence[str] | None = None) -> RedisLoad:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ServicesSettings.add_arguments(parser)
-    settings = ServicesSettings.from_args(parser.parse_args(argv))
+    RedisLoaderSettings.add_arguments(parser)
+    settings = RedisLoaderSettings.from_args(parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = load(settings)
     print(f"redis: version {result.version} active (previous {result.previous}); {result.users} users, "

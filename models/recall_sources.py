@@ -86,6 +86,9 @@ class Ranked:
     def __len__(self) -> int:
         return len(self.itemids)
 
+    def head(self, n: int) -> Ranked:
+        return Ranked(self.itemids[:n], self.scores[:n])
+
 
 @dataclass(frozen=True)
 class ItemLists:
@@ -175,6 +178,18 @@ class ItemIndex:
 
 
 @dataclass(frozen=True)
+class PublishedSearches:
+    """A user's term and vector catalogue searches as the loader ran them on the same data as the rest of their
+    recall data: what the searches at request time would return, up to ``size`` items. Posted ratings change the
+    terms and the seen items, so a user rebuilt from them has none."""
+
+    term: Ranked
+    vector: Ranked
+    size: int  # each list is the search for this many (shorter only where the catalogue ran out)
+    term_genres: int  # how many of the user's strongest genres the term search took
+
+
+@dataclass(frozen=True)
 class UserRecallData:
     userid: int
     seen: np.ndarray  # itemids seen offline (never recommended)
@@ -182,6 +197,7 @@ class UserRecallData:
     terms: Sequence[tuple[int, int, int]]  # (genre id, impressions, clicks), strongest first
     vector: np.ndarray | None  # the recall model's user vector
     ease: Ranked | None = None  # the user's EASE list, seen items excluded, best first (None: not published)
+    searches: PublishedSearches | None = None  # None: the catalogue is searched at request time
 
 
 def exclusion_mask(index: ItemIndex, seen: np.ndarray) -> np.ndarray:

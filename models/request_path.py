@@ -5,7 +5,8 @@ the two lists are the same by construction.
 1. The user's recall data (``bundle.users``).
 2. Recall (``recall``): the user's EASE list, the neighbour lists of their latest items summed
    (``rank_neighbours``), the successor lists of their latest items summed (``rank_item_lists``), the term
-   and vector searches of the catalogue, the popularity list without the
+   and vector searches of the catalogue (published with the user's recall data where the loader ran them on
+   the same data, else searched now), the popularity list without the
    seen items, merged by quotas (``models/candidate_merge.py``); a source with neither a quota nor a weight
    (validation found it adds nothing) is not asked. The user's online features are fetched meanwhile.
 3. Ranking: model input rows in spec order (``FeatureAssembler``), one ranker call over all candidates.
@@ -117,7 +118,11 @@ def recall(user: UserRecallData, items: ItemIndexStore, config: RecallConfig, re
     bands = term_bands(user.terms, config.term_genres, items.max_popularity) if TERM in asked else ()
     vector = user.vector if VECTOR in asked else None
     sources: dict[str, Ranked] = {}
-    if TERM in asked or VECTOR in asked:
+    published = user.searches
+    if (TERM in asked or VECTOR in asked) and published is not None and published.size >= recall_size \
+            and published.term_genres == config.term_genres:
+        sources[TERM], sources[VECTOR] = published.term.head(recall_size), published.vector.head(recall_size)
+    elif TERM in asked or VECTOR in asked:
         try:
             sources[TERM], sources[VECTOR] = items.search(CatalogueSearch(bands, vector, user.seen, recall_size))
         except StoreUnavailableError as error:

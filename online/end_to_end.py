@@ -50,6 +50,7 @@ from contracts.settings import (
     FeastSettings,
     LakeSettings,
     LocalServicesSettings,
+    RedisLoaderSettings,
     ServicesSettings,
     ServingSettings,
     TrainingSettings,
@@ -182,11 +183,11 @@ class Pipeline:
         loaded = self._loaded_versions()
         models = self.models()
         wanted = {"data_run": self.current_run(), "recall_model": models["recall"]["version"]}
-        for loader in ("redis", "es"):
+        for loader, reads in (("redis", RedisLoaderSettings), ("es", ServicesSettings)):
             if not self.force and all(loaded.get(loader, {}).get(k) == v for k, v in wanted.items()):
                 print(f"    {loader} already holds run {wanted['data_run']}: skipped", flush=True)
             else:
-                self._run(f"{loader} loader", f"loaders.{loader}_loader", ServicesSettings)
+                self._run(f"{loader} loader", f"loaders.{loader}_loader", reads)
         self._run("triton repository", "loaders.triton_repo", ServicesSettings)
         self._start_services("feast,triton")
 

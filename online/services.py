@@ -54,6 +54,7 @@ from online.circuit_breaker import CircuitBreaker
 from online.embedded import FeastFeatureClient, FeastFeaturePusher
 from online.live_users import LiveUserRecallStore, LiveUsers
 from online.redis_event_log import RedisEventLog
+from online.search_cache import SearchCache
 from spark_jobs.formats import FORMATS_BY_NAME
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,12 @@ ORJSON_SERIALIZERS = {serializer.mimetype: serializer for serializer in (
 
 
 class RedisUserRecallStore:
-    def __init__(self, client: redis.Redis, prefix: str, version: int, breaker: CircuitBreaker) -> None:
+    """A user's record; with ``search_shape`` (``redis_layout.decode_search_shape``) their published searches too."""
+
+    def __init__(self, client: redis.Redis, prefix: str, version: int, breaker: CircuitBreaker,
+                 search_shape: tuple[int, int] | None = None) -> None:
         self.client, self.prefix, self.version, self.breaker = client, prefix, version, breaker
+        self.search_shape = search_shape
 
     def get(self, userid: int) -> UserRecallData | None:
         return self.breaker.call(self._read, userid)
@@ -97,7 +102,7 @@ class RedisUserRecallStore:
             record = self.client.hgetall(redis_layout.user_key(self.prefix, self.version, userid))
         except redis.RedisError as error:
             raise StoreUnavailableError("redis", str(error)) from error
-        return redis_layout.decode_user(userid, record) if record else None
+        return redis_layout.decode_user(userid, record, self.search_shape) if record else None
 
 
 class RedisBatchUserStates:
@@ -169,10 +174,12 @@ class ServiceItemIndex:
     """Neighbour lists and popularity from Redis, the term and vector searches in Elasticsearch."""
 
     def __init__(self, client: redis.Redis, prefix: str, version: int, search: Elasticsearch, index: str,
-                 item_count: int, redis_breaker: CircuitBreaker, search_breaker: CircuitBreaker) -> None:
+                 item_count: int, redis_breaker: CircuitBreaker, search_breaker: CircuitBreaker,
+                 search_cache: SearchCache | None = None) -> None:
         self.client, self.prefix, self.version = client, prefix, version
         self.search_client, self.index, self.item_count = search, index, item_count
         self.redis_breaker, self.search_breaker = redis_breaker, search_breaker
+        self.search_cache = search_cache  # None: every search asks Elasticsearch
         try:  # the popularity list is the same for every user and immutable within a version: read once
             self.popularity = redis_layout.decode_ranked(self.client.get(redis_layout.popular_key(prefix, version)))
         except redis.RedisError as error:
@@ -187,6 +194,11 @@ class ServiceItemIndex:
             redis_layout.item_list_key(self.prefix, self.version, source, int(item)) for item in itemids])
 
     def search(self, query: CatalogueSearch) -> tuple[Ranked, Ranked]:
+        if self.search_cache is None:
+            return self._guarded_search(query)
+        return self.search_cache.answer(query, self._guarded_search)
+
+    def _guarded_search(self, query: CatalogueSearch) -> tuple[Ranked, Ranked]:
         return self.search_breaker.call(self._search, query)
 
     def _neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -361,6 +373,23 @@ def _backup_ranker(settings: ServingSettings, version: str) -> OnnxRanker | None
     return OnnxRanker(open_model(folder))
 
 
+def _usable_search_shape(settings: ServingSettings, recall: RecallConfig,
+                         meta: dict[str, str]) -> tuple[int, int] | None:
+    """The shape of the users' published searches where they answer this service's requests (else None:
+    Elasticsearch is asked on every request)."""
+    shape = redis_layout.decode_search_shape(meta)
+    if shape is None or settings.search_every_request:
+        return None
+    size, term_genres = shape
+    if size < settings.recall_size or term_genres != recall.term_genres:
+        log.warning("the users' published searches were run for %d items over %d genres, this service recalls %d "
+                    "over %d: Elasticsearch answers every request (run python -m loaders.redis_loader with "
+                    "--recall-size %d)", size, term_genres, settings.recall_size, recall.term_genres,
+                    settings.recall_size)
+        return None
+    return shape
+
+
 def load_services_bundle(settings: ServingSettings) -> ServingBundle:
     """Pin the published versions in each service and check they belong together."""
     client = redis.Redis(host=settings.redis_host, port=settings.redis_port, socket_timeout=TIMEOUT_SECONDS,
@@ -393,8 +422,9 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
     # Up to three waits per request (features, neighbour and successor lists), for each request thread.
     background = ThreadPoolExecutor(max_workers=3 * settings.request_threads, thread_name_prefix="stores")
     breakers = {name: CircuitBreaker(name, settings.breaker_seconds) for name in DEPENDENCIES}
+    cache = None if settings.search_every_request or settings.search_cache == 0 else SearchCache(settings.search_cache)
     items = ServiceItemIndex(client, settings.redis_prefix, version, search, index, int(meta["items"]),
-                             breakers["redis"], breakers["elasticsearch"])
+                             breakers["redis"], breakers["elasticsearch"], cache)
     session = requests.Session()
     server = FeastServerFeatureClient(settings.feast_server_url, session)
     item_frame = server.item_features(sorted(int(i) for i in items.popularity.itemids))
@@ -409,13 +439,15 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
                     "triton": lambda: _triton_check(ranker)}
     if settings.feast_access == "server":  # else requests read Redis, and the server is needed at load only
         dependencies["feast"] = lambda: _feast_check(session, settings.feast_server_url)
+    recall = RecallConfig.served(settings.models_dir, settings.recall_size)
     bundle = ServingBundle(
-        users=RedisUserRecallStore(client, settings.redis_prefix, version, breakers["redis"]),
+        users=RedisUserRecallStore(client, settings.redis_prefix, version, breakers["redis"],
+                                   _usable_search_shape(settings, recall, meta)),
         items=items,
         features=GuardedFeatureClient(features, breakers["feast"]),
         assembler=FeatureAssembler.from_item_features(item_frame),
         ranker=ranker,
-        recall=RecallConfig.served(settings.models_dir, settings.recall_size),
+        recall=recall,
         versions={"data_run": meta["data_run"], "feature_spec": SPEC.version, "recall_model": meta["recall_model"],
                   "ranking_model": ranker.version, "exports": meta["exports"], "redis": f"v{version}",
                   "elasticsearch": index, "triton": f"{ranker.model}/{ranker.model_version}"},

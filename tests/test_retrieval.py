@@ -238,6 +238,39 @@ def test_a_source_without_quota_or_weight_is_not_recalled_and_its_store_not_call
     assert degraded == {"elasticsearch"}
 
 
+def test_published_searches_answer_for_the_catalogue_only_where_they_were_run_as_the_request_would():
+    """The loader's per-user searches stand in for the catalogue search when they are at least the request's size
+    over the same genres; otherwise (and for a user without them) the store is searched."""
+    from dataclasses import replace
+
+    from models.outages import PartlyUnavailableItems
+    from models.recall_sources import PublishedSearches
+    from models.stores import CatalogueSearch
+
+    index = index_of_six_items()
+    items = InMemoryItemIndex(index)
+    down = PartlyUnavailableItems(items, lists_down=False, search_down=True)
+    config = RecallConfig(term_genres=2)
+    plain = user(seen=(1,))
+    term, vector = items.search(CatalogueSearch(term_bands(plain.terms, 2, index.max_popularity), plain.vector,
+                                                plain.seen, 6))
+    published = replace(plain, searches=PublishedSearches(term, vector, size=6, term_genres=2))
+    degraded: set[str] = set()
+    searched_now, searched_sources = recall(plain, items, config, 4)
+    answered, answered_sources = recall(published, down, config, 4, degraded=degraded)  # the store is not asked
+    assert degraded == set()
+    assert answered.itemids.tolist() == searched_now.itemids.tolist()
+    for source in (TERM, VECTOR):
+        assert len(answered_sources[source]) == 4
+        assert answered_sources[source].itemids.tolist() == searched_sources[source].itemids.tolist()
+        assert answered_sources[source].scores.tolist() == searched_sources[source].scores.tolist()
+    for stale in (PublishedSearches(term, vector, size=3, term_genres=2),  # shorter than the request's size
+                  PublishedSearches(term, vector, size=6, term_genres=3)):  # run over other genres
+        recall(replace(plain, searches=stale), down, config, 4, degraded=degraded)
+        assert degraded == {"elasticsearch"}
+        degraded.clear()
+
+
 def test_the_served_configuration_is_the_published_choice(tmp_path):
     from contracts.tables import ModelFiles
     from models.artifacts import StagedModel

@@ -23,7 +23,7 @@ from elasticsearch import Elasticsearch
 from processes import free_port, stop, wait_for
 
 from contracts.published import open_model, open_models
-from contracts.settings import FeastSettings, ServingSettings
+from contracts.settings import FeastSettings, RedisLoaderSettings, ServingSettings
 from feature_repo import publish
 from loaders import es_loader, redis_layout, redis_loader, triton_repo
 from models import fusion_choice
@@ -81,7 +81,7 @@ def stack(tiny_batch, tmp_path_factory) -> Iterator[Stack]:
         running.start("elasticsearch")
         publish.publish(FeastSettings(**settings.narrowed(FeastSettings).model_dump(exclude={"online_store"}),
                                       online_store="redis"))
-        redis_loader.load(settings)
+        redis_loader.load(settings.narrowed(RedisLoaderSettings))
         es_loader.load(settings)
         triton_repo.write(settings, "python")
         running.start("triton")
@@ -108,8 +108,8 @@ def test_redis_loader_switches_versions_and_keeps_only_the_previous(stack):
     settings = stack.settings
     client = redis_client(settings)
     first = redis_layout.active_version(client, settings.redis_prefix)
-    second = redis_loader.load(settings)
-    third = redis_loader.load(settings)
+    second = redis_loader.load(settings.narrowed(RedisLoaderSettings))
+    third = redis_loader.load(settings.narrowed(RedisLoaderSettings))
     assert (second.previous, third.previous) == (first, second.version)
     assert redis_layout.active_version(client, settings.redis_prefix) == third.version
     assert redis_loader.stored_versions(client, settings.redis_prefix) == {second.version, third.version}
@@ -118,11 +118,34 @@ def test_redis_loader_switches_versions_and_keeps_only_the_previous(stack):
     recall_model, _ = open_models(settings.models_dir)
     expected = load_user_recall_data(settings.current_export_dir, recall_model)
     userid = sorted(expected)[3]
+    meta = {k.decode(): v.decode() for k, v in
+            client.hgetall(redis_layout.meta_key(settings.redis_prefix, third.version)).items()}
+    shape = redis_layout.decode_search_shape(meta)
+    assert shape is not None and shape[0] == settings.recall_size
     found = redis_layout.decode_user(userid, client.hgetall(
-        redis_layout.user_key(settings.redis_prefix, third.version, userid)))
+        redis_layout.user_key(settings.redis_prefix, third.version, userid)), shape)
     np.testing.assert_array_equal(found.seen, expected[userid].seen)
     np.testing.assert_array_equal(found.vector, expected[userid].vector)
     assert list(found.terms) == list(expected[userid].terms)
+    # The searches published with the record are Elasticsearch's answer to the request's own query.
+    from models.recall_sources import term_bands
+    from models.stores import CatalogueSearch
+
+    items = load_services_bundle(settings.model_copy(update={"search_every_request": True})).items
+    assert items.search_cache is None
+    term, vector = items.search(CatalogueSearch(term_bands(found.terms, shape[1], items.max_popularity),
+                                                found.vector, found.seen, shape[0]))
+    assert len(found.searches.term) > 0 and len(found.searches.vector) > 0
+    assert found.searches.term.itemids.tolist() == term.itemids.tolist()
+    assert found.searches.vector.itemids.tolist() == vector.itemids.tolist()
+    np.testing.assert_allclose(found.searches.term.scores, term.scores, rtol=1e-6)
+    np.testing.assert_allclose(found.searches.vector.scores, vector.scores, rtol=1e-5, atol=1e-6)
+    # --no-user-searches: the records without them, and the service searches for everyone
+    fourth = redis_loader.load(settings.narrowed(RedisLoaderSettings).model_copy(update={"user_searches": False}))
+    assert b"user_searches" not in client.hgetall(redis_layout.meta_key(settings.redis_prefix, fourth.version))
+    assert load_services_bundle(settings).users.get(userid).searches is None
+    redis_loader.load(settings.narrowed(RedisLoaderSettings))
+    assert load_services_bundle(settings).users.get(userid).searches is not None
 
 
 def test_redis_loader_failing_midway_leaves_the_previous_version_serving(stack, monkeypatch):
@@ -141,7 +164,7 @@ def test_redis_loader_failing_midway_leaves_the_previous_version_serving(stack, 
 
     monkeypatch.setattr(redis_layout, "encode_user", failing_encode)
     with pytest.raises(ConnectionError):
-        redis_loader.load(settings)
+        redis_loader.load(settings.narrowed(RedisLoaderSettings))
     assert redis_layout.active_version(client, settings.redis_prefix) == before
     counter = int(client.get(f"{settings.redis_prefix}:version_counter"))
     assert not list(client.scan_iter(match=f"{redis_layout.version_prefix(settings.redis_prefix, counter)}:*"))
@@ -193,19 +216,23 @@ def test_triton_scores_equal_pytorch(stack):
 
 
 def test_embedded_and_services_profiles_return_the_same_lists(stack):
-    """Same models and data: the same items in the same order with the same scores, for every user."""
+    """Same models and data: the same items in the same order with the same scores, for every user, whether the
+    services profile reads the searches the loader published or asks Elasticsearch on every request."""
     settings = stack.settings
-    services = load_services_bundle(settings)
+    published = load_services_bundle(settings)
+    searched = load_services_bundle(settings.model_copy(update={"search_every_request": True}))
+    assert published.users.get(4).searches is not None and searched.users.get(4).searches is None
     embedded = load_embedded_bundle(settings.model_copy(update={"profile": "embedded"}))
     compared = 0
-    for userid in range(1, 32):
-        a, b = recommend(embedded, userid, 20, 60), recommend(services, userid, 20, 60)
-        assert [i.itemid for i in a.items] == [i.itemid for i in b.items], userid
-        assert [i.sources for i in a.items] == [i.sources for i in b.items], userid
-        np.testing.assert_allclose([i.score for i in a.items], [i.score for i in b.items], atol=1e-5)
-        assert a.fallback == b.fallback
-        compared += a.fallback is None
-    assert compared >= 25  # most tiny users have recall data: the comparison is not all fallbacks
+    for services in (published, searched):
+        for userid in range(1, 32):
+            a, b = recommend(embedded, userid, 20, 60), recommend(services, userid, 20, 60)
+            assert [i.itemid for i in a.items] == [i.itemid for i in b.items], userid
+            assert [i.sources for i in a.items] == [i.sources for i in b.items], userid
+            np.testing.assert_allclose([i.score for i in a.items], [i.score for i in b.items], atol=1e-5)
+            assert a.fallback == b.fallback
+            compared += a.fallback is None
+    assert compared >= 50  # most tiny users have recall data: the comparison is not all fallbacks
 
 
 def rec(app, userid: int = 4) -> dict:
@@ -215,7 +242,10 @@ def rec(app, userid: int = 4) -> dict:
 
 
 def test_a_stopped_dependency_degrades_the_list_names_it_then_recovers(stack):
-    settings = stack.settings
+    # Elasticsearch asked on every request: without it, the published searches answer for users the batch knows
+    # (checked below).
+    settings = stack.settings.model_copy(update={"search_every_request": True})
+    published = create_app(stack.settings, BundleHolder(stack.settings)).test_client()
     client = create_app(settings, BundleHolder(settings)).test_client()
     # Features through Feast's feature server instead of its Redis online store: the server becomes one.
     server_settings = settings.model_copy(update={"feast_access": "server"})
@@ -233,6 +263,10 @@ def test_a_stopped_dependency_degrades_the_list_names_it_then_recovers(stack):
             assert [i["itemid"] for i in body["item_list"]] == [i["itemid"] for i in full["item_list"]]
         if name == "feast":  # read at load only when the features come from Redis
             assert rec(client)["degraded"] == []
+        if name == "elasticsearch":  # the user's searches came with their record
+            body = rec(published)
+            assert body["degraded"] == [] and body["fallback"] is None
+            assert [i["itemid"] for i in body["item_list"]] == [i["itemid"] for i in full["item_list"]]
         ready = app.get("/ready")
         assert ready.status_code == 503 and name in ready.get_json()["store"]
         stack.start(name)
@@ -252,7 +286,7 @@ def test_a_stopped_dependency_degrades_the_list_names_it_then_recovers(stack):
 
 
 def test_a_hanging_dependency_is_cut_at_its_timeout_then_skipped_by_the_circuit_breaker(stack):
-    settings = stack.settings
+    settings = stack.settings.model_copy(update={"search_every_request": True})
     client = create_app(settings, BundleHolder(settings)).test_client()
     assert rec(client)["degraded"] == []
     es = stack.processes["elasticsearch"]
@@ -338,6 +372,9 @@ def test_posted_ratings_in_the_services_profile_are_durable_shared_and_applied_b
         # another worker (a new app) replays the stream; its Feast row is the embedded profile's computation
         other = create_app(settings).extensions["recsys"].holder.current
         assert top in other.users.get(userid).seen.tolist() and other.users.get(newcomer).seen.tolist() == [top]
+        # The loader's searches were run on the batch's state: a user who rated since is searched anew
+        # (Elasticsearch, then the worker's cache), one who did not reads them with their record.
+        assert other.users.get(userid).searches is None and other.users.get(userid + 1).searches is not None
         from models.export_readers import load_batch_user_states, load_item_index, load_update_rules
         from models.user_updates import PostedRating, apply_ratings
 
