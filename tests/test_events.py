@@ -393,3 +393,54 @@ def test_the_batch_reads_the_posted_ratings_exactly_once_and_agrees_with_the_ser
     retry = create_app(serving).test_client().post(
         "/users/11/events", json={"itemid": items[30], "rating": 4, "event_id": "r-1"}, headers=AUTH)
     assert retry.status_code == 202 and retry.get_json()["duplicate"] is True
+
+
+def test_the_streaming_job_killed_mid_batch_lands_every_rating_once(tmp_path):
+    """``kill -9`` of the log consumer (``spark_jobs/events.py`` in a process of its own) just after it planned a
+    micro-batch (its offsets in the checkpoint, nothing written yet), and just after its Delta commit (before the
+    checkpoint records the batch as done), each followed by a rerun with more ratings in the log: every record
+    lands in the table exactly once."""
+    from deltalake import DeltaTable
+
+    log, output = EventLog(tmp_path / "events"), tmp_path / "out"
+    table, checkpoint = output / "delta" / "events", output / "checkpoints" / "events"
+    appended = 0
+
+    def append(count: int) -> None:
+        nonlocal appended
+        records = [{"event_id": f"e{appended + n}", "userid": 1 + n % 7, "itemid": 1 + n % 50, "rating": 4.0,
+                    "timestamp": PAST + appended + n} for n in range(count)]
+        with log.exclusive():
+            log.append(records, appended)
+        appended += count
+
+    def consumer() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "spark_jobs.events", "--output", str(output), "--event-log",
+                                 str(log.folder), "--shuffle-partitions", "1"], cwd=REPO_ROOT, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def kill_when(ready, what: str) -> None:
+        process = consumer()
+        deadline = time.monotonic() + 240
+        try:
+            while not ready():  # polled tightly: the moment is a few milliseconds wide
+                assert process.poll() is None, f"the consumer ended before {what}"
+                assert time.monotonic() < deadline, f"no {what} in 240 s"
+                time.sleep(0.002)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def delta_versions() -> int:
+        return len(list((table / "_delta_log").glob("*.json"))) if table.exists() else 0
+
+    append(400)
+    kill_when(lambda: (checkpoint / "offsets" / "0").exists(), "the first micro-batch planned")
+    assert not (checkpoint / "commits" / "0").exists()  # killed inside the batch, not after it
+    append(300)
+    before = delta_versions()
+    kill_when(lambda: delta_versions() > before, "a Delta commit of the events")
+    done = consumer()
+    assert done.wait(timeout=300) == 0
+    sequences = DeltaTable(str(table)).to_pyarrow_table(columns=["sequence"])["sequence"].to_pylist()
+    assert sorted(sequences) == list(range(1, appended + 1))  # every record, none twice
