@@ -97,9 +97,10 @@ def encode_user(user: UserRecallData) -> dict[str, bytes]:
     return record
 
 
-def encode_search_shape(searches: PublishedSearches) -> str:
-    """The meta field ``user_searches``: what every user's published searches were run with."""
-    return json.dumps({"size": searches.size, "term_genres": searches.term_genres})
+def encode_search_shape(search_shape: tuple[int, int]) -> str:
+    """The meta field ``user_searches``: the (size, term_genres) every user's published searches were run with."""
+    size, term_genres = search_shape
+    return json.dumps({"size": size, "term_genres": term_genres})
 
 
 def decode_search_shape(meta: dict[str, str]) -> tuple[int, int] | None:

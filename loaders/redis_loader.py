@@ -111,7 +111,8 @@ def with_searches(users: dict[int, UserRecallData], index: ItemIndex, size: int,
 
 
 def write_version(client: redis.Redis, prefix: str, version: int, published: Published,
-                  users: dict[int, UserRecallData], index: ItemIndex, support: WriteSupport) -> tuple[int, int]:
+                  users: dict[int, UserRecallData], index: ItemIndex, support: WriteSupport,
+                  search_shape: tuple[int, int] | None) -> tuple[int, int]:
     def user_command(user: UserRecallData):  # noqa: ANN202 (a pipeline callback)
         record = layout.encode_user(user)
         state = support.states.of(user.userid, user)
@@ -139,12 +140,11 @@ def write_version(client: redis.Redis, prefix: str, version: int, published: Pub
         _in_batches(client, (list_command(i) for i in with_list), len(with_list), source)
     popular = index.popular
     client.set(layout.popular_key(prefix, version), layout.encode_ranked(popular, index.popularity[popular]))
-    searches = next((u.searches for u in users.values() if u.searches is not None), None)
     # The meta hash goes last: a version with meta is complete.
     client.hset(layout.meta_key(prefix, version), mapping={
         **published.versions, "users": len(users), "items": int(index.known_items.sum()),
         "update_rules": support.meta(),
-        **({"user_searches": layout.encode_search_shape(searches)} if searches is not None else {}),
+        **({"user_searches": layout.encode_search_shape(search_shape)} if search_shape is not None else {}),
         # The last posted rating the run holds: the service applies the stream's later ones on top.
         "events_through": published.events_through,
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -165,8 +165,15 @@ def same_ranked(found: Ranked | None, expected: Ranked | None) -> bool:
     return np.array_equal(found.itemids, expected.itemids) and np.array_equal(found.scores, expected.scores)
 
 
+def same_searches(found: PublishedSearches | None, expected: PublishedSearches | None) -> bool:
+    if found is None or expected is None:
+        return found is expected
+    return same_ranked(found.term, expected.term) and same_ranked(found.vector, expected.vector)
+
+
 def verify_version(client: redis.Redis, prefix: str, version: int, users: dict[int, UserRecallData],
-                   index: ItemIndex, neighbour_items: int, support: WriteSupport) -> None:
+                   index: ItemIndex, neighbour_items: int, support: WriteSupport,
+                   search_shape: tuple[int, int] | None) -> None:
     ids = sorted(users)
     sample = [ids[i] for i in np.linspace(0, len(ids) - 1, num=min(VERIFY_USERS, len(ids)), dtype=int)]
     pipe = client.pipeline(transaction=False)
@@ -175,19 +182,13 @@ def verify_version(client: redis.Redis, prefix: str, version: int, users: dict[i
     for userid, record in zip(sample, pipe.execute(), strict=True):
         if not record:
             raise VerificationError(f"user {userid} missing from version {version}")
-        expected = users[userid]
-        shape = (expected.searches.size, expected.searches.term_genres) if expected.searches is not None else None
-        found = layout.decode_user(userid, record, shape)
+        found, expected = layout.decode_user(userid, record, search_shape), users[userid]
         same = (np.array_equal(found.seen, expected.seen) and np.array_equal(found.recent, expected.recent)
                 and list(found.terms) == [tuple(map(int, t)) for t in expected.terms]
                 and ((found.vector is None and expected.vector is None)
                      or (found.vector is not None and expected.vector is not None
                          and np.array_equal(found.vector, expected.vector)))
-                and same_ranked(found.ease, expected.ease)
-                and (found.searches is None) == (expected.searches is None)
-                and (found.searches is None or expected.searches is None
-                     or (same_ranked(found.searches.term, expected.searches.term)
-                         and same_ranked(found.searches.vector, expected.searches.vector))))
+                and same_ranked(found.ease, expected.ease) and same_searches(found.searches, expected.searches))
         stored, wanted = layout.decode_batch_state(record), support.states.of(userid, expected)
         same = same and stored is not None and all(np.array_equal(a, b) for a, b in zip(
             stored, (wanted.recent.timestamps, wanted.recent.labels, wanted.demographics), strict=True))
@@ -233,9 +234,11 @@ def load(settings: RedisLoaderSettings, published: Published | None = None) -> R
     published = published or open_published(settings)
     users = load_user_recall_data(published.exports, published.recall_model)
     index = load_item_index(published.exports, published.recall_model)
+    search_shape = None
     if settings.user_searches:
         config = RecallConfig.served(settings.models_dir, settings.recall_size)
-        users = with_searches(users, index, settings.recall_size, config.term_genres)
+        search_shape = (settings.recall_size, config.term_genres)
+        users = with_searches(users, index, *search_shape)
     support = WriteSupport(load_batch_user_states(published.exports), load_update_rules(published.exports, index),
                            dataset_format_name(published.exports))
     client = connect(settings)
@@ -245,8 +248,9 @@ def load(settings: RedisLoaderSettings, published: Published | None = None) -> R
     log.info("writing recall data version %d to redis %s:%d (%d users)", version, settings.redis_host,
              settings.redis_port, len(users))
     try:
-        neighbour_items, popular = write_version(client, prefix, version, published, users, index, support)
-        verify_version(client, prefix, version, users, index, neighbour_items, support)
+        neighbour_items, popular = write_version(client, prefix, version, published, users, index, support,
+                                                 search_shape)
+        verify_version(client, prefix, version, users, index, neighbour_items, support, search_shape)
     except BaseException:
         log.error("redis load of version %d failed: deleting it; version %s keeps serving", version, previous)
         delete_version(client, prefix, version)
