@@ -331,6 +331,10 @@ class ServingSettings(RecallSettings, LocalServicesSettings):
     search_cache: int = setting(
         10_000, "--search-cache", "services profile: the last Elasticsearch answers each worker keeps (the same query "
         "on the same index version has the same answer; ~6 KB each at 200 candidates; 0: none)", ge=0)
+    feature_cache: int = setting(
+        100_000, "--feature-cache", "user feature rows each worker keeps after reading them from Feast (~0.5 ms "
+        "a request on SQLite), by user and posted ratings applied: a new rating or a reload reads Feast again; ~300 "
+        "bytes each; 0: read Feast on every request", ge=0)
     breaker_seconds: float = setting(
         5.0, "--breaker-seconds", "services profile: how long a server that failed or timed out is skipped (its "
         "part of the list degraded) before one request tries it again", gt=0)

@@ -26,6 +26,7 @@ from models.export_readers import dataset_format_name, load_batch_user_states, l
 from models.in_memory_stores import CatalogueArrays, in_memory_bundle
 from models.recall_sources import RecallConfig
 from models.stores import ServingBundle
+from online.feature_cache import cached_features
 from online.live_users import LiveUserRecallStore, LiveUsers
 from spark_jobs.formats import FORMATS_BY_NAME
 
@@ -121,7 +122,8 @@ def load_embedded_bundle(settings: ServingSettings) -> ServingBundle:
                      after_sequence=published.events_through)
     live.refresh()  # catches up from the log: every rating accepted before this worker started
     live.push()  # and Feast holds their users' rows (a new batch's materialisation replaced them)
-    bundle = dataclasses.replace(bundle, users=LiveUserRecallStore(live), ratings=live)
+    bundle = dataclasses.replace(bundle, users=LiveUserRecallStore(live), ratings=live,
+                                 features=cached_features(bundle.features, live.feature_state, settings.feature_cache))
     log.info("serving bundle loaded: %s; %d user(s) with posted ratings (event log %s)", bundle.versions,
              len(live.users_with_ratings), settings.events_dir)
     return bundle

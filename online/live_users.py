@@ -115,6 +115,14 @@ class LiveUsers:
                 updated = self._updated[userid] = apply_ratings(batch_user, ratings, self.rules)
             return updated
 
+    def feature_state(self, userid: int) -> tuple[int, np.ndarray | None]:
+        """How many posted ratings of the user this worker has applied (as far as it has read the log), and the
+        online feature row they give: what the worker that took the last of them pushed to Feast. (0, None) for a
+        user without any."""
+        with self._lock:
+            updated = self.updated(userid)
+            return (0, None) if updated is None else (len(self._ratings[userid]), updated.features)
+
     @property
     def users_with_ratings(self) -> list[int]:
         with self._lock:

@@ -9,12 +9,11 @@ starts it empty.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
 from models.recall_sources import Ranked
 from models.stores import CatalogueSearch
+from online.lru_cache import LruCache
 
 SearchAnswer = tuple[Ranked, Ranked]
 
@@ -26,34 +25,29 @@ def query_key(query: CatalogueSearch) -> Hashable:
 
 
 class SearchCache:
-    """The last ``entries`` answers, least recently used dropped first; safe across request threads."""
+    """The last ``entries`` answers by query value, shared read-only by every later request."""
 
     def __init__(self, entries: int) -> None:
-        self.entries = entries
-        self._answers: OrderedDict[Hashable, SearchAnswer] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
+        self._answers: LruCache[SearchAnswer] = LruCache(entries)
 
     def answer(self, query: CatalogueSearch, search: Callable[[CatalogueSearch], SearchAnswer]) -> SearchAnswer:
         """The cached answer to ``query``, else ``search(query)`` remembered (an error is not remembered)."""
-        key = query_key(query)
-        with self._lock:
-            found = self._answers.get(key)
-            if found is not None:
-                self._answers.move_to_end(key)
-                self.hits += 1
-                return found
-            self.misses += 1
-        answer = search(query)  # outside the lock: two threads may search the same query once each
-        for ranked in answer:  # shared by every later request: a request that wrote into it would fail loudly
-            ranked.itemids.flags.writeable = False
-            ranked.scores.flags.writeable = False
-        with self._lock:
-            self._answers[key] = answer
-            self._answers.move_to_end(key)
-            while len(self._answers) > self.entries:
-                self._answers.popitem(last=False)
-        return answer
+        return self._answers.answer(query_key(query), lambda: _read_only(search(query)))
+
+    @property
+    def hits(self) -> int:
+        return self._answers.hits
+
+    @property
+    def misses(self) -> int:
+        return self._answers.misses
 
     def __len__(self) -> int:
         return len(self._answers)
+
+
+def _read_only(answer: SearchAnswer) -> SearchAnswer:
+    for ranked in answer:  # shared by every later request: a request that wrote into it would fail loudly
+        ranked.itemids.flags.writeable = False
+        ranked.scores.flags.writeable = False
+    return answer

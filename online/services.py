@@ -52,6 +52,7 @@ from models.stores import CatalogueSearch, FeatureClient, ServingBundle
 from models.user_updates import DEMOGRAPHICS, BatchUser, RecentImpressions, UpdateRules
 from online.circuit_breaker import CircuitBreaker
 from online.embedded import FeastFeatureClient, FeastFeaturePusher
+from online.feature_cache import cached_features, no_posted_ratings
 from online.live_users import LiveUserRecallStore, LiveUsers
 from online.redis_event_log import RedisEventLog
 from online.search_cache import SearchCache
@@ -467,7 +468,9 @@ def with_posted_ratings(bundle: ServingBundle, settings: ServingSettings, client
     if found is None:
         log.warning("redis version %d was loaded without what posted ratings need: run python -m "
                     "loaders.redis_loader again; the write routes answer 503 until then", version)
-        return bundle
+        # No write path anywhere: only the next load changes a user's row.
+        return dataclasses.replace(bundle, features=cached_features(bundle.features, no_posted_ratings,
+                                                                     settings.feature_cache))
     rules, dataset_format = found
     timeouts = f"socket_timeout={TIMEOUT_SECONDS},socket_connect_timeout={TIMEOUT_SECONDS}"
     pusher = FeastFeaturePusher(open_store(settings, "redis", f"{settings.redis_address},{timeouts}"))
@@ -477,4 +480,5 @@ def with_posted_ratings(bundle: ServingBundle, settings: ServingSettings, client
     live.refresh()  # every rating accepted before this worker started
     live.push()
     log.info("posted ratings: %d user(s) with ratings in %s", len(live.users_with_ratings), live.event_log.where)
-    return dataclasses.replace(bundle, users=LiveUserRecallStore(live), ratings=live)
+    return dataclasses.replace(bundle, users=LiveUserRecallStore(live), ratings=live,
+                               features=cached_features(bundle.features, live.feature_state, settings.feature_cache))

@@ -444,3 +444,21 @@ def test_the_streaming_job_killed_mid_batch_lands_every_rating_once(tmp_path):
     assert done.wait(timeout=300) == 0
     sequences = DeltaTable(str(table)).to_pyarrow_table(columns=["sequence"])["sequence"].to_pylist()
     assert sorted(sequences) == list(range(1, appended + 1))  # every record, none twice
+
+
+def test_a_worker_that_kept_a_users_features_reads_them_again_once_another_worker_took_a_rating(settings, items):
+    # Two apps over one event log and one Feast store: two gunicorn workers, as far as the state goes.
+    reader, writer = create_app(settings), create_app(settings).test_client()
+    features = reader.extensions["recsys"].holder.current.features
+    userid = 5
+    recommended(reader.test_client(), userid)  # the reader keeps the user's batch row
+    kept = features.user_features(userid).copy()
+    assert features.hits >= 1
+    response = writer.post(f"/users/{userid}/events", json={"itemid": items[3], "rating": 5, "timestamp": PAST},
+                           headers=AUTH)
+    assert response.status_code == 202
+    recommended(reader.test_client(), userid)  # the reader's next request reads the log first
+    timeline = [*offline_timeline(settings, userid), (PAST, items[3], 1)]
+    pushed = expected_features(settings, userid, timeline)
+    assert not np.array_equal(kept, pushed)  # the rating changes the row: the check below can fail
+    np.testing.assert_array_equal(features.user_features(userid), pushed)
