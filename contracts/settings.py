@@ -272,6 +272,12 @@ class ServicesSettings(RedisSettings):
     """The services profile's servers: where they are, and where the local ones keep their files."""
 
     redis_prefix: str = setting("recsys", "--redis-prefix", "key prefix of the loaded recall data in Redis")
+    events_redis_host: str = setting("127.0.0.1", "--events-redis-host", "Redis host of the posted ratings' stream "
+                                     "(the services profile's event log)")
+    events_redis_port: int = setting(
+        6380, "--events-redis-port", "its port: a Redis of its own that fsyncs every write before it answers (the "
+        "serving Redis holds what a load or the log rebuilds, and its reads must not wait on those fsyncs); the "
+        "serving Redis's port puts the log there instead, which then needs appendfsync always", ge=1, le=65535)
     elasticsearch_url: str = setting("http://127.0.0.1:9200", "--elasticsearch-url", "Elasticsearch base URL")
     elasticsearch_alias: str = setting("items", "--elasticsearch-alias", "the alias the item index is served under")
     feast_server_url: str = setting("http://127.0.0.1:6566", "--feast-server-url", "Feast feature server base URL")
@@ -283,6 +289,10 @@ class ServicesSettings(RedisSettings):
                                    "downloaded and unpacked servers, shared by every services_dir")
     triton_venv: Path = setting(Path(".venv-triton"), "--triton-venv",
                                 "the local Triton server's own Python environment (.ci/setup makes it)")
+
+    @property
+    def events_redis_address(self) -> str:
+        return f"{self.events_redis_host}:{self.events_redis_port}"
 
 
 class RedisLoaderSettings(RecallSettings, ServicesSettings):

@@ -169,7 +169,7 @@ class Pipeline:
         self._run("feast", "feature_repo.publish", FeastSettings, "--online-store", store)
         self._record(f"feast_{store}", key)
 
-    def _start_services(self, names: str = "redis,elasticsearch") -> None:
+    def _start_services(self, names: str = "redis,redis-events,elasticsearch") -> None:
         from online import local_services
 
         wanted = [n for n in names.split(",") if local_services.running_pid(self.settings, n) is None]
@@ -179,7 +179,7 @@ class Pipeline:
 
     def services(self) -> None:
         self._banner("services", "Redis, Elasticsearch, Feast server, Triton on 127.0.0.1 and the loaders")
-        self._start_services("redis,elasticsearch")
+        self._start_services("redis,redis-events,elasticsearch")
         loaded = self._loaded_versions()
         models = self.models()
         wanted = {"data_run": self.current_run(), "recall_model": models["recall"]["version"]}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -28,6 +29,8 @@ from models.user_updates import BatchUserSource, PostedRating, UpdatedUser, Upda
 from spark_jobs.formats import DatasetFormat
 
 log = logging.getLogger(__name__)
+
+WARN_EVERY_SECONDS = 10.0  # a log that stays down is reported this often, not on every request
 
 
 class EventLogStore(Protocol):
@@ -65,6 +68,7 @@ class LiveUsers:
         self.after_sequence = after_sequence
         self._lock = threading.RLock()  # threaded workers share one state
         self._cursor = event_log.start()
+        self._warned_at = -WARN_EVERY_SECONDS
         self.last_sequence = 0
         self._ratings: dict[int, list[PostedRating]] = {}
         self._event_ids: dict[str, int] = {}  # event id -> its sequence
@@ -99,8 +103,17 @@ class LiveUsers:
             return touched
 
     def user(self, userid: int) -> UserRecallData | None:
-        """The user's recall data with their posted ratings applied (the batch's where they posted none)."""
-        self.refresh()
+        """The user's recall data with their posted ratings applied (the batch's where they posted none).
+
+        A log that does not answer leaves the ratings read so far applied (``/ready`` names it); the ones accepted
+        by other workers since wait until it answers again, and the write routes answer 503 meanwhile."""
+        try:
+            self.refresh()
+        except StoreUnavailableError as error:
+            now = time.monotonic()
+            if now - self._warned_at > WARN_EVERY_SECONDS:
+                self._warned_at = now
+                log.warning("serving without the event log's latest records: %s", error)
         updated = self.updated(userid)
         return updated.recall if updated is not None else self.base.get(userid)
 

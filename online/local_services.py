@@ -1,12 +1,15 @@
 """Start and stop the services profile's servers on 127.0.0.1 without Docker, waiting on real readiness.
 
     python -m online.local_services install      (download Elasticsearch, prepare Triton's backend)
-    python -m online.local_services up [--only redis,elasticsearch,feast,triton]
+    python -m online.local_services up [--only redis,redis-events,elasticsearch,feast,triton]
     python -m online.local_services status
     python -m online.local_services down
 
-- Redis: Debian's ``redis-server`` (installed by ``.ci/setup``), snapshot saved on shutdown, append-only file
-  fsync'd on every write (the posted ratings' stream is the services profile's event log).
+- Redis, twice, Debian's ``redis-server`` (installed by ``.ci/setup``), each persistent in its own folder:
+  ``redis`` serves the loaded versions and Feast's online store (append-only file fsync'd every second: a load
+  or the event log rebuilds what an OS crash could lose), ``redis-events`` holds the posted ratings' stream, the
+  services profile's event log, and fsyncs every write before it answers. Two servers, because a Redis runs
+  every command in one thread: the log's fsyncs would otherwise hold every recommendation's reads.
 - Elasticsearch 8: the minimal distribution from Maven Central
   (``org.elasticsearch.distribution.integ-test-zip:elasticsearch:<version>:zip``), downloaded once into
   ``<services_dir>/downloads`` and checked against its SHA-256, run on the Java 17 runtime
@@ -52,7 +55,7 @@ ES_URL = ("https://repo1.maven.org/maven2/org/elasticsearch/distribution/integ-t
 # Maven Central serves no checksum file for this artifact; this is the SHA-256 of the file it served.
 ES_SHA256 = "c4b08b70523700efde9f3e4c9287229f085c2c0db1efca5c6a7d65abbdb9f2e1"
 ES_USER = "recsys-es"
-SERVICE_NAMES = ("redis", "elasticsearch", "feast", "triton")
+SERVICE_NAMES = ("redis", "redis-events", "elasticsearch", "feast", "triton")
 
 
 class ServiceError(CommandError):
@@ -86,7 +89,9 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 
 # --- Redis --------------------------------------------------------------------------------------------
 
-def redis_service(settings: LocalServicesSettings) -> Service:
+def _redis(settings: LocalServicesSettings, name: str, host: str, port: int, fsync: str) -> Service:
+    """A persistent Redis in its own folder, so a restarted one serves what it held again, as a production
+    Redis would."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServiceError("redis-server is not installed: run .ci/setup (Debian's redis-server package)")
@@ -94,16 +99,23 @@ def redis_service(settings: LocalServicesSettings) -> Service:
     def ready() -> bool:
         import redis
 
-        return bool(redis.Redis(host=settings.redis_host, port=settings.redis_port, socket_timeout=1).ping())
+        return bool(redis.Redis(host=host, port=port, socket_timeout=1).ping())
 
-    # Persistent in its own folder, so a restarted Redis serves the loaded versions again, as a production
-    # Redis would; the append-only file is fsync'd on every write because the posted ratings' stream is the
-    # services profile's event log (online/redis_event_log.py): an acknowledged rating is on disk.
-    state = (settings.services_dir / f"redis-{settings.redis_port}").resolve()
+    state = (settings.services_dir / f"redis-{port}").resolve()
     state.mkdir(parents=True, exist_ok=True)
-    command = [binary, "--bind", settings.redis_host, "--port", str(settings.redis_port), "--dir", str(state),
-               "--save", "3600 1", "--appendonly", "yes", "--appendfsync", "always"]
-    return Service("redis", settings.redis_port, command, ready)
+    command = [binary, "--bind", host, "--port", str(port), "--dir", str(state),
+               "--save", "3600 1", "--appendonly", "yes", "--appendfsync", fsync]
+    return Service(name, port, command, ready)
+
+
+def redis_service(settings: LocalServicesSettings) -> Service:
+    """The loaded versions and Feast's online store: what a reload or the event log's replay writes again."""
+    return _redis(settings, "redis", settings.redis_host, settings.redis_port, "everysec")
+
+
+def events_redis_service(settings: LocalServicesSettings) -> Service:
+    """The posted ratings' stream (online/redis_event_log.py): a rating is on disk before it is acknowledged."""
+    return _redis(settings, "redis-events", settings.events_redis_host, settings.events_redis_port, "always")
 
 
 # --- Elasticsearch ------------------------------------------------------------------------------------
@@ -262,14 +274,16 @@ def triton_service(settings: LocalServicesSettings) -> Service:
 
 
 BUILDERS: dict[str, Callable[[LocalServicesSettings], Service]] = {
-    "redis": redis_service, "elasticsearch": elasticsearch_service, "feast": feast_service, "triton": triton_service,
+    "redis": redis_service, "redis-events": events_redis_service, "elasticsearch": elasticsearch_service,
+    "feast": feast_service, "triton": triton_service,
 }
 
 
 # --- processes ----------------------------------------------------------------------------------------
 
 def service_port(settings: LocalServicesSettings, name: str) -> int:
-    return {"redis": settings.redis_port, "elasticsearch": _host_port(settings.elasticsearch_url, 9200)[1],
+    return {"redis": settings.redis_port, "redis-events": settings.events_redis_port,
+            "elasticsearch": _host_port(settings.elasticsearch_url, 9200)[1],
             "feast": _host_port(settings.feast_server_url, 6566)[1],
             "triton": _host_port(settings.triton_url, 8001)[1]}[name]
 

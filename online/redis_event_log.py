@@ -1,6 +1,8 @@
-"""The services profile's event log: a Redis stream, ``<prefix>:events``, on a Redis that fsyncs its
-append-only file on every write (``appendonly yes``, ``appendfsync always``: ``online.local_services`` and
-docker-compose start it so), so a rating is on disk before ``XADD`` answers and the service's 202.
+"""The services profile's event log: a Redis stream, ``<prefix>:events``, on a Redis of its own (``--events-redis-host``
+/ ``--events-redis-port``) that fsyncs its append-only file on every write (``appendonly yes``, ``appendfsync
+always``: ``online.local_services`` and docker-compose start it so), so a rating is on disk before ``XADD``
+answers and the service's 202. Not the serving Redis: a Redis runs every command in one thread, and each write's
+fsync (~2 ms) would hold the recommendations' reads behind it.
 
 The same records as the file log (``contracts/event_log.py``), one JSON field per stream entry; the cursor
 is the last stream id read. Writers take a Redis lock (``<prefix>:events:lock``, with a timeout so a writer killed
@@ -41,9 +43,10 @@ class RedisEventLog:
         try:
             taken = lock.acquire()
         except redis.RedisError as error:
-            raise StoreUnavailableError("redis", f"event log lock: {error}") from error
+            raise StoreUnavailableError("event_log", f"event log lock: {error}") from error
         if not taken:
-            raise StoreUnavailableError("redis", f"event log lock {self.lock_key} not free in {LOCK_WAIT_SECONDS} s")
+            raise StoreUnavailableError("event_log",
+                                        f"event log lock {self.lock_key} not free in {LOCK_WAIT_SECONDS} s")
         try:
             yield
         finally:
@@ -63,7 +66,7 @@ class RedisEventLog:
                 if len(entries) < READ_BATCH:
                     return records, cursor
         except redis.RedisError as error:
-            raise StoreUnavailableError("redis", f"reading {self.key}: {error}") from error
+            raise StoreUnavailableError("event_log", f"reading {self.key}: {error}") from error
 
     def append(self, records: list[dict[str, Any]], last_sequence: int) -> list[dict[str, Any]]:
         numbered = [{"sequence": last_sequence + n, **record} for n, record in enumerate(records, start=1)]
@@ -75,5 +78,5 @@ class RedisEventLog:
         try:
             pipe.execute()
         except redis.RedisError as error:
-            raise StoreUnavailableError("redis", f"appending to {self.key}: {error}") from error
+            raise StoreUnavailableError("event_log", f"appending to {self.key}: {error}") from error
         return numbered

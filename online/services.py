@@ -315,11 +315,11 @@ class TritonRanker:
         return result.as_numpy("ml_output")
 
 
-def _redis_check(client: redis.Redis) -> None:
+def _redis_check(client: redis.Redis, store: str = "redis") -> None:
     try:
         client.ping()
     except redis.RedisError as error:
-        raise StoreUnavailableError("redis", str(error)) from error
+        raise StoreUnavailableError(store, str(error)) from error
 
 
 def _es_check(search: Elasticsearch) -> None:
@@ -474,11 +474,14 @@ def with_posted_ratings(bundle: ServingBundle, settings: ServingSettings, client
     rules, dataset_format = found
     timeouts = f"socket_timeout={TIMEOUT_SECONDS},socket_connect_timeout={TIMEOUT_SECONDS}"
     pusher = FeastFeaturePusher(open_store(settings, "redis", f"{settings.redis_address},{timeouts}"))
-    live = LiveUsers(RedisEventLog(client, settings.redis_prefix), bundle.users,
+    log_client = redis.Redis(host=settings.events_redis_host, port=settings.events_redis_port,
+                             socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS)
+    live = LiveUsers(RedisEventLog(log_client, settings.redis_prefix), bundle.users,
                      RedisBatchUserStates(client, settings.redis_prefix, version), rules,
                      FORMATS_BY_NAME[dataset_format], pusher, after_sequence=int(meta.get("events_through", 0)))
     live.refresh()  # every rating accepted before this worker started
     live.push()
     log.info("posted ratings: %d user(s) with ratings in %s", len(live.users_with_ratings), live.event_log.where)
-    return dataclasses.replace(bundle, users=LiveUserRecallStore(live), ratings=live,
+    dependencies = {**bundle.dependencies, "event_log": lambda: _redis_check(log_client, "event_log")}
+    return dataclasses.replace(bundle, users=LiveUserRecallStore(live), ratings=live, dependencies=dependencies,
                                features=cached_features(bundle.features, live.feature_state, settings.feature_cache))

@@ -21,9 +21,9 @@ def compose() -> dict:
 
 def test_compose_names_the_servers_the_jobs_and_the_app():
     services = compose()["services"]
-    assert {"redis", "elasticsearch", "feast", "triton", "app", "batch", "train", "feast-publish",
+    assert {"redis", "redis-events", "elasticsearch", "feast", "triton", "app", "batch", "train", "feast-publish",
             "loaders"} <= set(services)
-    for name in ("redis", "elasticsearch", "feast", "triton", "app"):
+    for name in ("redis", "redis-events", "elasticsearch", "feast", "triton", "app"):
         assert "healthcheck" in services[name], name
     assert services["elasticsearch"]["image"].endswith(":8.19.3")  # the version the local script runs
 

@@ -67,7 +67,7 @@ def stack(tiny_batch, tmp_path_factory) -> Iterator[Stack]:
     settings = ServingSettings(output_dir=tiny_batch.output_dir, services_dir=folder,
                                services_cache=REPO_ROOT / ".services" / "cache",
                                triton_venv=REPO_ROOT / ".venv-triton", feast_yaml=yaml,
-                               redis_port=free_port(), elasticsearch_url=f"http://127.0.0.1:{free_port()}",
+                               redis_port=free_port(), events_redis_port=free_port(), elasticsearch_url=f"http://127.0.0.1:{free_port()}",
                                feast_server_url=f"http://127.0.0.1:{free_port()}",
                                triton_url=f"127.0.0.1:{free_port()}", profile="services", breaker_seconds=1.0)
     running = Stack(settings, {})
@@ -78,6 +78,7 @@ def stack(tiny_batch, tmp_path_factory) -> Iterator[Stack]:
         # store must be asked here for its outage to show.
         fusion_choice.main(["--output", str(settings.output_dir), "--keep-quotas"])
         running.start("redis")
+        running.start("redis-events")
         running.start("elasticsearch")
         publish.publish(FeastSettings(**settings.narrowed(FeastSettings).model_dump(exclude={"online_store"}),
                                       online_store="redis"))
@@ -102,6 +103,10 @@ def every_server_after(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def redis_client(settings: ServingSettings) -> redis.Redis:
     return redis.Redis(host=settings.redis_host, port=settings.redis_port)
+
+
+def events_client(settings: ServingSettings) -> redis.Redis:
+    return redis.Redis(host=settings.events_redis_host, port=settings.events_redis_port)
 
 
 def test_redis_loader_switches_versions_and_keeps_only_the_previous(stack):
@@ -322,7 +327,8 @@ def test_the_services_profile_under_gunicorn_over_http(stack, tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "online.serve", "--profile", "services", "--output", str(settings.output_dir),
          "--feast-yaml", str(settings.feast_yaml), "--port", str(port), "--redis-port", str(settings.redis_port),
-         "--elasticsearch-url", settings.elasticsearch_url, "--feast-server-url", settings.feast_server_url,
+         "--events-redis-port", str(settings.events_redis_port), "--elasticsearch-url", settings.elasticsearch_url,
+         "--feast-server-url", settings.feast_server_url,
          "--triton-url", settings.triton_url],
         cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -330,7 +336,7 @@ def test_the_services_profile_under_gunicorn_over_http(stack, tmp_path):
         wait_for(lambda: requests.get(f"{url}/ready", timeout=5).ok, "gunicorn", timeout=120, process=server)
         ready = requests.get(f"{url}/ready", timeout=5).json()
         assert ready["profile"] == "services"
-        assert set(ready["dependencies"]) == {"redis", "elasticsearch", "triton"}
+        assert set(ready["dependencies"]) == {"redis", "elasticsearch", "triton", "event_log"}
         body = requests.post(f"{url}/ml/rec", json={"userid": 6, "k": 10}, timeout=10).json()
         assert len(body["item_list"]) == 10 and body["fallback"] is None
         assert body["versions"]["elasticsearch"].startswith(f"{settings.elasticsearch_alias}_v")
@@ -344,18 +350,20 @@ def forget_posted_ratings(settings: ServingSettings, userid: int) -> None:
     """What the other tests compare against the batch: the stream gone, the known user's batch row pushed back."""
     from online.embedded import FeastFeaturePusher
 
-    redis_client(settings).delete(f"{settings.redis_prefix}:events")
+    events_client(settings).delete(f"{settings.redis_prefix}:events")
     batch_row = load_user_features(settings.current_export_dir)[userid]
     FeastFeaturePusher(publish.open_store(settings, "redis", settings.redis_address)).push({userid: batch_row})
 
 
 def test_posted_ratings_in_the_services_profile_are_durable_shared_and_applied_by_the_batchs_rules(stack):
-    """The Redis stream as the event log (on a Redis that fsyncs every write), the users' batch state from their
-    Redis records: the same state as the embedded profile computes from the exports."""
+    """The Redis stream as the event log (on a Redis of its own that fsyncs every write), the users' batch state from
+    their Redis records: the same state as the embedded profile computes from the exports."""
     settings = stack.settings.model_copy(update={"api_token": "services-token"})
-    client = redis_client(settings)
+    client = events_client(settings)
     assert client.config_get("appendfsync") == {"appendfsync": "always"}
     assert client.config_get("appendonly") == {"appendonly": "yes"}
+    # The serving Redis holds what a load or the log's replay writes again: its reads do not wait on each fsync.
+    assert redis_client(settings).config_get("appendfsync") == {"appendfsync": "everysec"}
     auth = {"Authorization": "Bearer services-token"}
     app = create_app(settings).test_client()
     userid, newcomer = 7, 900_123
@@ -392,6 +400,33 @@ def test_posted_ratings_in_the_services_profile_are_durable_shared_and_applied_b
         forget_posted_ratings(settings, userid)
 
 
+def test_without_the_event_log_the_lists_stay_personal_and_ratings_wait_until_it_is_back(stack):
+    """The event log's Redis stopped: the users' lists are served as before (the ratings read so far applied),
+    /ready and the write routes name the log, and a rating is taken again once it is back."""
+    settings = stack.settings.model_copy(update={"api_token": "services-token"})
+    auth = {"Authorization": "Bearer services-token"}
+    app = create_app(settings).test_client()
+    before = rec(app)
+    rating = {"itemid": before["item_list"][0]["itemid"], "rating": 4, "timestamp": int(time.time()) - 60}
+    stack.stop("redis-events")
+    try:
+        during = rec(app)
+        assert during["fallback"] is None and during["degraded"] == []
+        assert [i["itemid"] for i in during["item_list"]] == [i["itemid"] for i in before["item_list"]]
+        ready = app.get("/ready")
+        assert ready.status_code == 503 and ready.get_json()["store"] == "event_log"
+        refused = app.post("/users/4/events", json=rating, headers=auth)
+        assert refused.status_code == 503 and refused.get_json()["store"] == "event_log"
+    finally:
+        stack.start("redis-events")
+    try:
+        wait_for(lambda: app.get("/ready").status_code == 200, "ready after the event log restarted", timeout=60)
+        assert app.post("/users/4/events", json=rating, headers=auth).status_code == 202
+        assert rating["itemid"] not in [i["itemid"] for i in rec(app)["item_list"]]
+    finally:
+        forget_posted_ratings(settings, 4)
+
+
 def test_the_batch_reads_the_services_stream_and_agrees_with_the_service(stack, spark, tiny_batch, tmp_path):
     """Ratings posted to the services profile, then the batch with --events-redis on a copy of the output: the
     service's features, seen filter, recent items and terms are the batch's rows; the manifest's boundary is the
@@ -426,7 +461,7 @@ def test_the_batch_reads_the_services_stream_and_agrees_with_the_service(stack, 
         output = tmp_path / "out"  # a copy: the other tests keep the shared batch as it is
         shutil.copytree(settings.output_dir, output, symlinks=True)
         batch = BatchSettings(data_dir=tiny_batch.data_dir, output_dir=output, shuffle_partitions=2,
-                              events_redis=f"{settings.redis_host}:{settings.redis_port}/{settings.redis_prefix}")
+                              events_redis=f"{settings.events_redis_address}/{settings.redis_prefix}")
         run_batch.run(spark, batch, "services-events")
         copied = output / "exports" / "current"
         assert json.loads((copied / "manifest.json").read_text())["events_through"] == 3
