@@ -191,7 +191,7 @@ class BatchSettings(SparkSettings):
                                    "the validation choices (as the hold-out holds the last 10 impressions)", ge=1)
     events_redis: str | None = setting(
         None, "--events-redis", "read the posted ratings from the services profile's Redis stream, given as "
-        "host:port/prefix (e.g. 127.0.0.1:6379/recsys), instead of the event log folder")
+        "host:port/prefix (e.g. 127.0.0.1:6380/recsys: the events Redis), instead of the event log folder")
     validation_min_history: int = setting(
         5, "--validation-min-history", "offline impressions a user needs before the validation ones to have them",
         ge=1)
