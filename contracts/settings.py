@@ -290,10 +290,6 @@ class ServicesSettings(RedisSettings):
     triton_venv: Path = setting(Path(".venv-triton"), "--triton-venv",
                                 "the local Triton server's own Python environment (.ci/setup makes it)")
 
-    @property
-    def events_redis_address(self) -> str:
-        return f"{self.events_redis_host}:{self.events_redis_port}"
-
 
 class RedisLoaderSettings(RecallSettings, ServicesSettings):
     """python -m loaders.redis_loader: where Redis is, and the request size each user's searches are run at."""

@@ -32,7 +32,8 @@ class RedisEventLog:
         self.client = client
         self.key = redis_stream_key(prefix)
         self.lock_key = f"{self.key}:lock"
-        self.where = f"the redis stream {self.key}"
+        server = client.connection_pool.connection_kwargs  # two Redis servers in the profile: say which
+        self.where = f"the redis stream {self.key} on {server.get('host')}:{server.get('port')}"
 
     def start(self) -> str:
         return "0-0"

@@ -461,7 +461,8 @@ def test_the_batch_reads_the_services_stream_and_agrees_with_the_service(stack, 
         output = tmp_path / "out"  # a copy: the other tests keep the shared batch as it is
         shutil.copytree(settings.output_dir, output, symlinks=True)
         batch = BatchSettings(data_dir=tiny_batch.data_dir, output_dir=output, shuffle_partitions=2,
-                              events_redis=f"{settings.events_redis_address}/{settings.redis_prefix}")
+                              events_redis=f"{settings.events_redis_host}:{settings.events_redis_port}/"
+                                           f"{settings.redis_prefix}")
         run_batch.run(spark, batch, "services-events")
         copied = output / "exports" / "current"
         assert json.loads((copied / "manifest.json").read_text())["events_through"] == 3
