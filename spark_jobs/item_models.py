@@ -18,9 +18,9 @@ without each user's last ``validation_size`` offline impressions (what the valid
   its ``successors_per_item`` largest kept. A sequence-aware source: what follows the latest movies.
 - ``validation_holdout``: each user's last ``validation_size`` offline impressions (users with at least
   ``validation_min_history`` offline impressions before them), shaped as ``online_holdout``.
-- ``validation_user_ease``, ``validation_item_successors``, ``validation_item_neighbours``: the item models
-  fitted without those impressions (the co-occurrence lists
-  as ``spark_jobs/cooccurrence.py`` makes them), so a choice made on validation never sees its targets.
+- ``validation_user_ease``, ``validation_item_successors``: the item models fitted without those impressions
+  (``validation_item_neighbours`` comes from ``spark_jobs/cooccurrence.py``), so a choice made on validation never
+  sees its targets. The successors' two fits come from one pass (``spark_jobs/item_lists.py``).
 
 Every list has the shape of ``item_neighbours``: (itemid, neighbours array<struct<itemid, score>>); the user
 lists (userid, neighbours ...).
@@ -44,60 +44,37 @@ from scipy import sparse
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
-from spark_jobs.cooccurrence import item_neighbours, latest_per_user
+from spark_jobs.item_lists import FITS, SERVED, VALIDATION, best_per_item, fit_of, stacked_by_fit
 from spark_jobs.lake import Written, read_table, write_tables
 from spark_jobs.runtime import job_main
-from spark_jobs.split import Split
+from spark_jobs.split import Split, mark_validation, validation_holdout
 
 log = logging.getLogger(__name__)
 
-def mark_validation(offline: DataFrame, validation_size: int, min_history: int) -> DataFrame:
-    """Adds ``validation``: true on each user's last ``validation_size`` offline impressions (by timestamp, then
-    itemid, as every timeline here) where at least ``min_history`` offline impressions come before them."""
-    newest_first = Window.partitionBy("userid").orderBy(F.desc("timestamp"), F.desc("itemid"))
-    return (
-        offline.withColumn("recency", F.row_number().over(newest_first))
-        .withColumn("offline_count", F.count(F.lit(1)).over(Window.partitionBy("userid")))
-        .withColumn("validation", (F.col("recency") <= validation_size)
-                    & (F.col("offline_count") >= validation_size + min_history))
-        .drop("recency", "offline_count")
-    )
-
-
-def validation_holdout(marked: DataFrame) -> DataFrame:
-    return marked.filter("validation").select("userid", "itemid", "rating", "label", "timestamp")
-
-
-def best_per_item(scored: DataFrame, per_item: int, owner: str = "itemid") -> DataFrame:
-    """(owner, neighbour, score) -> (owner, neighbours) with the ``per_item`` best, ties by the smaller id."""
-    best_first = Window.partitionBy(owner).orderBy(F.desc("score"), F.asc("neighbour"))
-    kept = scored.withColumn("rank", F.row_number().over(best_first)).filter(F.col("rank") <= per_item)
-    return kept.groupBy(owner).agg(
-        F.transform(
-            F.array_sort(F.collect_list(F.struct("rank", "neighbour", "score"))),
-            lambda entry: F.struct(entry["neighbour"].alias("itemid"), entry["score"].cast("float").alias("score")),
-        ).alias("neighbours")
-    )
-
-
-def item_successors(impressions: DataFrame, window: int, per_item: int) -> DataFrame:
-    """The rule in the module docstring, from one sort of each user's timeline."""
+def item_successors(marked: DataFrame, window: int, per_item: int) -> DataFrame:
+    """(fit, itemid, neighbours) by the rule in the module docstring, for both fits from one sort of each user's
+    timeline: the validation impressions end it, so a pair counts for VALIDATION where its successor is not one."""
     timeline = Window.partitionBy("userid").orderBy("timestamp", "itemid")
     # The next ``window`` items as lead() columns of one window pass (a collect_list over a sliding frame
     # builds an array per row and costs several times more), then one row per (item, distance, successor).
-    following = impressions.select("itemid", F.array(*(F.lead("itemid", d).over(timeline)
-                                                        for d in range(1, window + 1))).alias("following"))
-    pairs = (following.select("itemid", F.posexplode("following").alias("distance", "neighbour"))
-             .filter(F.col("neighbour").isNotNull()))
+    following = marked.select("itemid", F.array(*(F.lead(F.struct("itemid", "validation"), d).over(timeline)
+                                                  for d in range(1, window + 1))).alias("following"))
+    pairs = (following.select("itemid", F.posexplode("following").alias("distance", "next"))
+             .filter(F.col("next").isNotNull()))
     # 1 / distance in units of 1 / lcm(1..window): whole numbers, so the sums are exact in any order (a
     # cluster adds them in another order than a local run, and floating-point sums would differ in their last bits).
     unit = math.lcm(*range(1, window + 1))
-    weights = pairs.groupBy("itemid", "neighbour").agg(
-        F.sum((F.lit(unit) / (F.col("distance") + 1)).cast("long")).alias("weight"))
-    totals = weights.groupBy("itemid").agg(F.sum("weight").alias("total"))
-    scored = weights.join(totals, "itemid").select(
-        "itemid", "neighbour", (F.col("weight") / (F.col("total") + F.lit(unit))).alias("score"))
-    return best_per_item(scored, per_item)
+    weight = (F.lit(unit) / (F.col("distance") + 1)).cast("long")
+    weights = pairs.groupBy("itemid", F.col("next.itemid").alias("neighbour")).agg(
+        F.sum(weight).alias(f"weight_{SERVED}"),
+        F.sum(F.when(~F.col("next.validation"), weight).otherwise(0)).alias(f"weight_{VALIDATION}"))
+    weights = stacked_by_fit(weights, ["itemid", "neighbour"], {fit: F.col(f"weight_{fit}") for fit in FITS},
+                             "weight")
+    # The total by a window over the partitioning the ranking needs anyway (a grouped total joined back
+    # computed the weights twice).
+    total = F.sum("weight").over(Window.partitionBy("fit", "itemid"))
+    scored = weights.select("fit", "itemid", "neighbour", (F.col("weight") / (total + F.lit(unit))).alias("score"))
+    return best_per_item(scored, per_item, by=["fit"])
 
 
 def most_rated_pairs(users: np.ndarray, items: np.ndarray, max_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +177,6 @@ def user_ease_table(spark: SparkSession, fit: EaseFit, settings: BatchSettings) 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
     marked = mark_validation(offline, settings.validation_size, settings.validation_min_history).cache()
-    before_validation = marked.filter(~F.col("validation"))
     # One collect of (user, movie, validation) gives both EASE fits: the driver builds their Gram matrices.
     pairs = marked.select("userid", "itemid", "validation").toArrow()
     users, items = (np.asarray(pairs.column(name), dtype=np.int64) for name in ("userid", "itemid"))
@@ -216,15 +192,13 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
         # Validation reads the users' lists only: the choice replays them, never the per-movie weights.
         (Table.VALIDATION_USER_EASE, user_ease_table(spark, before, settings)),
     ]
-    for prefix, impressions in (("", marked), (Table.VALIDATION_PREFIX, before_validation)):
-        tables.append((prefix + Table.ITEM_SUCCESSORS,
-                       item_successors(impressions, settings.successor_window, settings.successors_per_item)))
-    tables.append((Table.VALIDATION_ITEM_NEIGHBOURS,
-                   latest_per_user(before_validation, settings.cooccurrence_history).transform(
-                       lambda pairs: item_neighbours(pairs, settings.neighbours_per_item))))
+    successors = item_successors(marked, settings.successor_window, settings.successors_per_item).cache()
+    tables += [(Table.ITEM_SUCCESSORS, fit_of(successors, SERVED)),
+               (Table.VALIDATION_ITEM_SUCCESSORS, fit_of(successors, VALIDATION))]
     try:
         return write_tables(tables, settings, run_id)
     finally:
+        successors.unpersist()
         marked.unpersist()
 
 

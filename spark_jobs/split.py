@@ -95,6 +95,23 @@ def online_holdout(impressions: DataFrame) -> DataFrame:
     )
 
 
+def mark_validation(offline: DataFrame, validation_size: int, min_history: int) -> DataFrame:
+    """Adds ``validation``: true on each user's last ``validation_size`` offline impressions (by timestamp, then
+    itemid, as every timeline here) where at least ``min_history`` offline impressions come before them."""
+    newest_first = Window.partitionBy("userid").orderBy(F.desc("timestamp"), F.desc("itemid"))
+    return (
+        offline.withColumn("recency", F.row_number().over(newest_first))
+        .withColumn("offline_count", F.count(F.lit(1)).over(Window.partitionBy("userid")))
+        .withColumn("validation", (F.col("recency") <= validation_size)
+                    & (F.col("offline_count") >= validation_size + min_history))
+        .drop("recency", "offline_count")
+    )
+
+
+def validation_holdout(marked: DataFrame) -> DataFrame:
+    return marked.filter("validation").select("userid", "itemid", "rating", "label", "timestamp")
+
+
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     ratings = read_table(spark, settings, Table.RATINGS)
     log.info("split: %d ratings in from %s", ratings.count(), settings.table_path(Table.RATINGS))

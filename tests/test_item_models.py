@@ -5,6 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql import functions as F
 
 from contracts.tables import Export
 from models.ease import Ease
@@ -12,29 +13,51 @@ from models.export_readers import load_item_lists
 from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights, mean_ndcg
 from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
 from models.validation_replay import validation_users
-from spark_jobs.item_models import (
-    best_per_item,
-    ease_weights,
-    fit_ease,
-    item_successors,
-    mark_validation,
-    user_ease,
-    validation_holdout,
-)
+from spark_jobs.cooccurrence import item_neighbours, windowed_items
+from spark_jobs.item_lists import SERVED, VALIDATION, best_per_item, fit_of
+from spark_jobs.item_models import ease_weights, fit_ease, item_successors, user_ease
+from spark_jobs.split import mark_validation, validation_holdout
 
 
 def test_successors_weight_each_following_item_by_its_distance(spark):
-    # user 1: 10, 20, 30 (20 and 30 in the same second: ordered by itemid); user 2: 20, 10
-    rows = [(1, 10, 1), (1, 30, 2), (1, 20, 2), (2, 20, 5), (2, 10, 6)]
-    impressions = spark.createDataFrame(rows, "userid int, itemid int, timestamp long")
-    got = {r.itemid: [(n.itemid, round(n.score, 5)) for n in r.neighbours]
-           for r in item_successors(impressions, window=2, per_item=5).collect()}
+    # user 1: 10, 20, 30 (20 and 30 in the same second: ordered by itemid), 30 held for validation; user 2: 20, 10
+    rows = [(1, 10, 1, False), (1, 30, 2, True), (1, 20, 2, False), (2, 20, 5, False), (2, 10, 6, False)]
+    marked = spark.createDataFrame(rows, "userid int, itemid int, timestamp long, validation boolean")
+
+    def lists(fit: int, per_item: int) -> dict[int, list[tuple[int, float]]]:
+        return {r.itemid: [(n.itemid, round(n.score, 5)) for n in r.neighbours]
+                for r in fit_of(item_successors(marked, window=2, per_item=per_item), fit).collect()}
+
     # 10 -> 20 at distance 1 (weight 1), 30 at 2 (1/2): total 1.5, divided by 2.5
     # 20 -> 30 at 1 (user 1) and 10 at 1 (user 2): total 2, divided by 3; tie on score: the smaller id first
-    assert got == {10: [(20, round(1 / 2.5, 5)), (30, round(0.5 / 2.5, 5))],
-                   20: [(10, round(1 / 3, 5)), (30, round(1 / 3, 5))]}
-    assert [n.itemid for n in item_successors(impressions, window=2, per_item=1)
-            .filter("itemid = 20").collect()[0].neighbours] == [10]
+    assert lists(SERVED, 5) == {10: [(20, round(1 / 2.5, 5)), (30, round(0.5 / 2.5, 5))],
+                                20: [(10, round(1 / 3, 5)), (30, round(1 / 3, 5))]}
+    assert [n for n, _ in lists(SERVED, 1)[20]] == [10]
+    # Without the validation impression 30: 10 -> 20 (1, divided by 2), 20 -> 10 (user 2, 1, divided by 2)
+    assert lists(VALIDATION, 5) == {10: [(20, 0.5)], 20: [(10, 0.5)]}
+
+
+def random_offline(spark, seed: int, users: int = 40, items: int = 30, per_user: int = 25):
+    """Offline impressions with repeated movies and seconds, some users too short for validation."""
+    rng = np.random.default_rng(seed)
+    rows = [(user, int(item), int(rng.integers(1, 40)), float(rng.integers(1, 6)), int(rng.integers(0, 2)))
+            for user in range(1, users + 1) for item in rng.integers(1, items + 1, rng.integers(1, per_user))]
+    return spark.createDataFrame(rows, "userid int, itemid int, timestamp long, rating double, label int")
+
+
+def test_the_validation_fit_of_one_pass_equals_the_served_fit_over_the_impressions_before_validation(spark):
+    marked = mark_validation(random_offline(spark, seed=11), validation_size=3, min_history=4)
+    before = marked.filter(~F.col("validation"))
+    assert 0 < before.count() < marked.count()
+    successors = item_successors(marked, window=3, per_item=6)
+    assert_df_equality(fit_of(successors, VALIDATION), fit_of(item_successors(before, window=3, per_item=6), SERVED),
+                       ignore_row_order=True)
+    neighbours = item_neighbours(windowed_items(marked, history=8), neighbours_per_item=5)
+    assert_df_equality(fit_of(neighbours, VALIDATION),
+                       fit_of(item_neighbours(windowed_items(before, history=8), neighbours_per_item=5), SERVED),
+                       ignore_row_order=True)
+    # The served fit counts every offline impression: it differs from the validation one.
+    assert fit_of(neighbours, SERVED).exceptAll(fit_of(neighbours, VALIDATION)).count() > 0
 
 
 def test_validation_marks_each_users_last_impressions_after_enough_history(spark):

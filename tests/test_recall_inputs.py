@@ -1,7 +1,8 @@
 from chispa import assert_df_equality
 
 from contracts.feature_spec import GENRE_IDS
-from spark_jobs.cooccurrence import item_neighbours, latest_per_user
+from spark_jobs.cooccurrence import item_neighbours, windowed_items
+from spark_jobs.item_lists import SERVED, VALIDATION, fit_of
 from spark_jobs.recall_inputs import item_popularity, item_terms, user_filter, user_terms
 
 
@@ -35,19 +36,32 @@ def test_item_popularity_counts_every_catalogue_item(spark):
 
 def test_cooccurrence_on_a_hand_checked_example(spark):
     # users: 1 has {10, 20, 30}, 2 has {10, 20}, 3 has {20, 40}; user 4's oldest item 10 is beyond the
-    # history of 2, so only {30, 40} count for them.
+    # history of 2, so only {30, 40} count for them; user 4's 40 is held for validation, so their window
+    # before it is {10, 30}.
     rows = [(1, 10, 1), (1, 20, 2), (1, 30, 3), (2, 10, 1), (2, 20, 1), (3, 20, 5), (3, 40, 6),
             (4, 10, 1), (4, 30, 2), (4, 40, 3)]
-    offline = spark.createDataFrame(rows, "userid int, itemid int, timestamp long")
-    pairs = latest_per_user(offline, history=2)
-    assert sorted(tuple(r) for r in pairs.filter("userid = 4").collect()) == [(4, 30), (4, 40)]
+    marked = spark.createDataFrame([(*row, row == (4, 40, 3)) for row in rows],
+                                   "userid int, itemid int, timestamp long, validation boolean")
+    items = windowed_items(marked, history=2)
+    assert sorted(tuple(r) for r in items.filter("userid = 4").collect()) == [
+        (4, 10, VALIDATION), (4, 30, SERVED | VALIDATION), (4, 40, SERVED)]
     # user 1's 2 latest: {20, 30}; user 2: {10, 20}; user 3: {20, 40}; user 4: {30, 40}
     # n: 10 -> 1, 20 -> 3, 30 -> 2, 40 -> 2.  c(20,30) = 1, c(10,20) = 1, c(20,40) = 1, c(30,40) = 1.
-    got = {r.itemid: [(n.itemid, round(n.score, 4)) for n in r.neighbours]
-           for r in item_neighbours(pairs, neighbours_per_item=2).collect()}
+    lists = item_neighbours(items, neighbours_per_item=2)
+    got = {r.itemid: [(n.itemid, round(n.score, 4)) for n in r.neighbours] for r in fit_of(lists, SERVED).collect()}
     assert got == {
         10: [(20, round(1 / 3 ** 0.5, 4))],
         20: [(10, round(1 / 3 ** 0.5, 4)), (30, round(1 / 6 ** 0.5, 4))],  # 30 and 40 tie at 1/sqrt(6): 30 first
         30: [(40, 0.5), (20, round(1 / 6 ** 0.5, 4))],
         40: [(30, 0.5), (20, round(1 / 6 ** 0.5, 4))],
+    }
+    # Validation: user 4 has {10, 30}. n: 10 -> 2, 20 -> 3, 30 -> 2, 40 -> 1; c(10,20) = 1, c(20,30) = 1,
+    # c(20,40) = 1, c(10,30) = 1.
+    got = {r.itemid: [(n.itemid, round(n.score, 4)) for n in r.neighbours]
+           for r in fit_of(lists, VALIDATION).collect()}
+    assert got == {
+        10: [(30, 0.5), (20, round(1 / 6 ** 0.5, 4))],
+        20: [(40, round(1 / 3 ** 0.5, 4)), (10, round(1 / 6 ** 0.5, 4))],  # 10 and 30 tie: 10 first
+        30: [(10, 0.5), (20, round(1 / 6 ** 0.5, 4))],
+        40: [(20, round(1 / 3 ** 0.5, 4))],
     }
