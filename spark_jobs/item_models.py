@@ -59,6 +59,7 @@ T = TypeVar("T")
 # 10,000 movies), so more cores do not mean more threads.
 BLOCK_THREADS = min(4, os.cpu_count() or 1)
 
+
 def item_successors(marked: DataFrame, window: int, per_item: int) -> DataFrame:
     """(fit, itemid, neighbours) by the rule in the module docstring, for both fits from one sort of each user's
     timeline: the validation impressions end it, so a pair counts for VALIDATION where its successor is not one."""
