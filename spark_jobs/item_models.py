@@ -125,8 +125,9 @@ def fit_ease(users: np.ndarray, items: np.ndarray, lam: float, max_items: int) -
                                 shape=(len(userids), len(itemids)))
     gram = (history.T @ history).toarray()
     gram[np.diag_indices(len(itemids))] += lam
-    inverse = np.linalg.inv(gram)
-    weights = -inverse / np.diag(inverse)  # column j divided by P_jj
+    weights = np.linalg.inv(gram)
+    del gram  # one n x n matrix fewer at a time (10,000 movies: 800 MB each)
+    weights /= -np.diag(weights)  # column j divided by -P_jj, in place (the negated diagonal is a copy)
     weights[np.diag_indices(len(itemids))] = 0.0
     return EaseFit(itemids, weights, userids, history)
 
@@ -212,14 +213,17 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
             users, items = (np.asarray(pairs.column(name), dtype=np.int64) for name in ("userid", "itemid"))
             fit = ~np.asarray(pairs.column("validation"), dtype=bool)
             served = fit_ease(users, items, settings.ease_lambda, settings.ease_max_items)
-            before = fit_ease(users[fit], items[fit], settings.ease_lambda, settings.ease_max_items)
             log.info("EASE over %d movies from %d impressions (validation fit: %d)", len(served.itemids), len(users),
                      int(fit.sum()))
             served_ease, served_user_ease = ease_tables(spark, served, settings)
+            # Its lists have crossed to the JVM: the validation fit is made without the served one beside it.
+            del served
+            # Validation reads the users' lists only: the choice replays them, never the per-movie weights.
+            validation_user_ease = user_ease_table(
+                spark, fit_ease(users[fit], items[fit], settings.ease_lambda, settings.ease_max_items), settings)
             ease_written = write_tables([
                 (Table.ITEM_EASE, served_ease), (Table.USER_EASE, served_user_ease),
-                # Validation reads the users' lists only: the choice replays them, never the per-movie weights.
-                (Table.VALIDATION_USER_EASE, user_ease_table(spark, before, settings)),
+                (Table.VALIDATION_USER_EASE, validation_user_ease),
             ], settings, run_id)
             return spark_tables.result() + ease_written
         finally:
