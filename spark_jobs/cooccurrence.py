@@ -10,9 +10,9 @@ the smaller itemid) in ``item_neighbours``: (itemid, neighbours array<struct<ite
 The per-user cap bounds the pairs a heavy user adds (n^2) and favours recent taste.
 
 ``validation_item_neighbours`` is the same over each user's latest ``cooccurrence_history`` impressions before
-their validation impressions (``split.mark_validation``). Both come from one self-join: a user's movie in
-either window carries which windows hold it, and a pair counts for the windows holding both its movies, so
-the pairs the two windows share (nearly all) are generated and counted once.
+their validation impressions (``split.mark_validation``). Spark finds each user's windows (a user's movie in
+either window carries which windows hold it, ``windowed_items``); the driver counts the pairs of each window as a
+sparse Gram matrix and keeps each movie's best neighbours (``cosine_lists``).
 """
 
 from __future__ import annotations
@@ -20,17 +20,26 @@ from __future__ import annotations
 if __package__ in (None, ""):  # run as a file by spark-submit
     import _project_root  # noqa: F401
 
+import functools
+import logging
+import time
 from collections.abc import Sequence
 
+import numpy as np
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from scipy import sparse
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
-from spark_jobs.item_lists import FITS, SERVED, VALIDATION, best_per_item, counts_for, fit_of, stacked_by_fit
+from spark_jobs.item_lists import FITS, SERVED, VALIDATION, best_per_item, fit_of, lists_table
 from spark_jobs.lake import Written, read_table, write_tables
+from spark_jobs.row_blocks import by_row_blocks
 from spark_jobs.runtime import job_main
 from spark_jobs.split import Split, mark_validation
+
+log = logging.getLogger(__name__)
 
 
 def windowed_items(marked: DataFrame, history: int) -> DataFrame:
@@ -49,42 +58,67 @@ def windowed_items(marked: DataFrame, history: int) -> DataFrame:
 
 
 def item_neighbours(user_items: DataFrame, neighbours_per_item: int) -> DataFrame:
-    """(userid, itemid, fits) -> (fit, itemid, neighbours) with cosine scores, best first, for each fit."""
-    fits = F.col("fits")
-    users_per_item = stacked_by_fit(
-        user_items.groupBy("itemid").agg(*(F.sum(counts_for(fits, fit)).alias(f"users_{fit}") for fit in FITS)),
-        ["itemid"], {fit: F.col(f"users_{fit}") for fit in FITS}, "users")
-    left, right = user_items.alias("left"), user_items.alias("right")
-    # Co-occurrence is symmetric: count each unordered pair once, then list it from both sides.
-    # Counted by one packed long key (item * 2**32 + neighbour): at 10M ratings ~74 M pairs reach the hash
-    # aggregation, and one long key is a smaller entry than two int columns (its stage: 71 -> 52 s of CPU).
-    packed = (F.col("left.itemid").cast("long") * (1 << 32) + F.col("right.itemid")).alias("pair")
-    shared = F.col("left.fits").bitwiseAND(F.col("right.fits")).alias("fits")
-    counted = (
-        left.join(right, "userid")
-        .filter(F.col("left.itemid") < F.col("right.itemid"))
-        .select(packed, shared)
-        .filter(fits > 0)
-        .groupBy("pair")
-        .agg(*(F.sum(counts_for(fits, fit)).alias(f"both_{fit}") for fit in FITS))
-        .select(F.shiftright("pair", 32).cast("int").alias("itemid"),
-                F.col("pair").bitwiseAND((1 << 32) - 1).cast("int").alias("neighbour"),
-                *(f"both_{fit}" for fit in FITS))
-    )
-    pairs = stacked_by_fit(counted, ["itemid", "neighbour"], {fit: F.col(f"both_{fit}") for fit in FITS}, "both")
-    # Each side from the same row (a union of the pairs with their mirror computed the aggregation twice).
-    sides = F.explode(F.array(F.struct(F.col("itemid").alias("itemid"), F.col("neighbour").alias("neighbour")),
-                              F.struct(F.col("neighbour").alias("itemid"), F.col("itemid").alias("neighbour"))))
-    together = pairs.select("fit", "both", sides.alias("side")).select("fit", "side.itemid", "side.neighbour", "both")
-    own = users_per_item.select("fit", "itemid", F.col("users").alias("own_users"))
-    other = users_per_item.select("fit", F.col("itemid").alias("neighbour"), F.col("users").alias("other_users"))
-    scored = (
-        together.join(F.broadcast(own), ["fit", "itemid"])
-        .join(F.broadcast(other), ["fit", "neighbour"])
-        .select("fit", "itemid", "neighbour",
-                (F.col("both") / F.sqrt(F.col("own_users") * F.col("other_users"))).alias("score"))
-    )
-    return best_per_item(scored, neighbours_per_item, by=["fit"])
+    """(userid, itemid, fits) -> (fit, itemid, neighbours) with cosine scores, best first, for each fit.
+
+    Counted on the driver: the pairs' counts are the windowed history's Gram matrix, a sparse matrix product
+    (C code, by blocks of movies on a few threads), where Spark's self-join hashed every pair a user adds (at 10M
+    ratings ~87 M pair rows, aggregated with spills, then ~77 M rows sorted for the top lists: ~270 s of CPU).
+    The driver already holds every offline (user, movie) pair for EASE (``item_models``), so this adds no bound
+    on the data's size that the batch did not have."""
+    started = time.monotonic()
+    pairs = user_items.select("userid", "itemid", "fits").toArrow()
+    users, items, fits = (np.asarray(pairs.column(name), dtype=np.int64) for name in ("userid", "itemid", "fits"))
+    collected = time.monotonic()
+    lists = {fit: cosine_lists(users[in_fit], items[in_fit], neighbours_per_item)
+             for fit in FITS for in_fit in [fits & fit != 0]}
+    log.info("co-occurrence: %d windowed (user, movie) pairs collected in %.1f s, counted in %.1f s", len(users),
+             collected - started, time.monotonic() - collected)
+    spark = user_items.sparkSession
+    per_fit = [spark.createDataFrame(table).select(F.lit(fit).alias("fit"), "*") for fit, table in lists.items()]
+    return best_per_item(functools.reduce(DataFrame.unionByName, per_fit), neighbours_per_item, by=["fit"])
+
+
+# Entries of one block's counts (a block of movies against every movie, dense for the cut): its rows are sized to
+# keep them near this (32 MB of float64).
+BLOCK_ENTRIES = 1 << 22
+
+
+def cosine_lists(users: np.ndarray, items: np.ndarray, per_item: int) -> pa.Table:
+    """(itemid, neighbour, score) from distinct (user, movie) pairs: each movie's ``per_item`` most similar movies
+    by c_ij / sqrt(n_i * n_j), best first, ties by the smaller id; movies sharing no user are not listed."""
+    itemids, column = np.unique(items, return_inverse=True)
+    userids, row = np.unique(users, return_inverse=True)
+    history = sparse.csr_matrix((np.ones(len(row), dtype=np.int32), (row, column)),
+                                shape=(len(userids), len(itemids)))
+    by_item = history.T.tocsr()
+    users_per_item = np.diff(by_item.indptr).astype(np.int64)
+
+    def block_lists(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        both = by_item[start:stop] @ history  # c_ij for the block's movies i against every movie j
+        owner = np.repeat(np.arange(start, stop), np.diff(both.indptr))
+        other, count = both.indices, both.data
+        off_diagonal = owner != other
+        owner, other, count = owner[off_diagonal], other[off_diagonal], count[off_diagonal]
+        # The same IEEE operations as ``both / sqrt(n_i * n_j)`` on a long product: the same scores to the last bit.
+        score = count.astype(np.float64) / np.sqrt((users_per_item[owner] * users_per_item[other]).astype(np.float64))
+        if len(itemids) > per_item:
+            # Only what can make a list is ordered below: scores at or above the row's ``per_item``-th largest
+            # (ties at the cut are kept, so the order decides them). Found by sorting the block's dense scores:
+            # a partition (introselect) is ~3x slower than NumPy's sort on rows this full of equal values.
+            dense = np.zeros((stop - start, len(itemids)))
+            dense[owner - start, other] = score
+            cut = np.sort(dense, axis=1)[:, len(itemids) - per_item]
+            candidate = score >= cut[owner - start]
+            owner, other, score = owner[candidate], other[candidate], score[candidate]
+        order = np.lexsort((other, -score, owner))  # columns are in ascending id order: ties by the smaller id
+        owner, other, score = owner[order], other[order], score[order]
+        listed = np.bincount(owner - start, minlength=stop - start)
+        rank = np.arange(len(owner)) - np.repeat(np.cumsum(listed) - listed, listed)
+        kept = rank < per_item
+        return itemids[owner[kept]], itemids[other[kept]], score[kept]
+
+    rows_per_block = max(1, BLOCK_ENTRIES // max(len(itemids), 1))
+    return lists_table("itemid", by_row_blocks(len(itemids), rows_per_block, block_lists))
 
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:

@@ -33,11 +33,9 @@ if __package__ in (None, ""):  # run as a file by spark-submit
 
 import logging
 import math
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -47,17 +45,13 @@ from scipy import sparse
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
-from spark_jobs.item_lists import FITS, SERVED, VALIDATION, best_per_item, fit_of, stacked_by_fit
+from spark_jobs.item_lists import FITS, SERVED, VALIDATION, best_per_item, fit_of, lists_table, stacked_by_fit
 from spark_jobs.lake import Written, read_table, write_tables
+from spark_jobs.row_blocks import by_row_blocks
 from spark_jobs.runtime import job_main
 from spark_jobs.split import Split, mark_validation, validation_holdout
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-# Threads for the driver's blocks of EASE rows; each holds a few dense (block, movies) matrices (~80 MB each at
-# 10,000 movies), so more cores do not mean more threads.
-BLOCK_THREADS = min(4, os.cpu_count() or 1)
 
 
 def item_successors(marked: DataFrame, window: int, per_item: int) -> DataFrame:
@@ -98,14 +92,6 @@ def most_rated_pairs(users: np.ndarray, items: np.ndarray, max_items: int) -> tu
         kept = np.isin(items, covered)
         users, items = users[kept], items[kept]
     return users, items
-
-
-def by_row_blocks(rows: int, rows_per_block: int, compute: Callable[[int, int], T]) -> list[T]:
-    """``compute(start, stop)`` over consecutive blocks of rows, results in row order, on up to ``BLOCK_THREADS``
-    threads: the matrix products and sorts run in NumPy's and SciPy's kernels, which release the GIL."""
-    starts = range(0, rows, rows_per_block)
-    with ThreadPoolExecutor(max_workers=BLOCK_THREADS, thread_name_prefix="ease-block") as pool:
-        return list(pool.map(lambda start: compute(start, min(start + rows_per_block, rows)), starts))
 
 
 @dataclass(frozen=True)
@@ -154,14 +140,6 @@ def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024) -> pa.Ta
     return lists_table("userid", blocks)
 
 
-def lists_table(owner: str, blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pa.Table:
-    """(owner, neighbour, score) from blocks of (owners, neighbours, scores)."""
-    def joined(position: int, dtype: type) -> pa.Array:
-        parts = [block[position] for block in blocks]
-        return pa.array((np.concatenate(parts) if parts else np.empty(0)).astype(dtype))
-    return pa.table({owner: joined(0, np.int32), "neighbour": joined(1, np.int32), "score": joined(2, np.float64)})
-
-
 def ease_weights(fit: EaseFit, per_item: int, items_per_block: int = 1024) -> pa.Table:
     """(itemid, neighbour, score): each covered movie's ``per_item`` EASE weights largest in size."""
     itemids, weights = fit.itemids, fit.weights
@@ -183,10 +161,7 @@ def ease_weights(fit: EaseFit, per_item: int, items_per_block: int = 1024) -> pa
 
 
 def ease_tables(spark: SparkSession, fit: EaseFit, settings: BatchSettings) -> tuple[DataFrame, DataFrame]:
-    """(item_ease, user_ease) of one fit.
-
-    Flat primitive columns cross from Arrow to Spark fast (nested lists of structs took ~15 s at ML-100K);
-    Spark groups them into lists as every other list table."""
+    """(item_ease, user_ease) of one fit."""
     return (best_per_item(spark.createDataFrame(ease_weights(fit, settings.ease_per_item)), settings.ease_per_item),
             user_ease_table(spark, fit, settings))
 

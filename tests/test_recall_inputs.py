@@ -1,7 +1,12 @@
+import itertools
+import math
+from collections import Counter
+
+import numpy as np
 from chispa import assert_df_equality
 
 from contracts.feature_spec import GENRE_IDS
-from spark_jobs.cooccurrence import item_neighbours, windowed_items
+from spark_jobs.cooccurrence import cosine_lists, item_neighbours, windowed_items
 from spark_jobs.item_lists import SERVED, VALIDATION, fit_of
 from spark_jobs.recall_inputs import item_popularity, item_terms, user_filter, user_terms
 
@@ -65,3 +70,25 @@ def test_cooccurrence_on_a_hand_checked_example(spark):
         30: [(10, 0.5), (20, round(1 / 6 ** 0.5, 4))],
         40: [(20, round(1 / 3 ** 0.5, 4))],
     }
+
+
+def test_cosine_lists_equal_counting_every_users_pairs_one_by_one():
+    rng = np.random.default_rng(5)
+    # Few movies and many users: shared counts, so ties on the score at the list's cut are common.
+    histories = {user: set(rng.choice(np.arange(100, 112), rng.integers(1, 7), replace=False).tolist())
+                 for user in range(1, 60)}
+    users = np.array([u for u, seen in histories.items() for _ in seen])
+    items = np.array([i for seen in histories.values() for i in seen])
+    have = Counter(i for seen in histories.values() for i in seen)
+    both = Counter((i, j) for seen in histories.values() for i in seen for j in seen if i != j)
+    expected = {}
+    for (i, j), count in both.items():
+        expected.setdefault(i, []).append((j, count / math.sqrt(have[i] * have[j])))
+    expected = {i: sorted(scored, key=lambda entry: (-entry[1], entry[0]))[:4] for i, scored in expected.items()}
+
+    table = cosine_lists(users, items, per_item=4).to_pylist()
+    got = {}
+    for entry in table:
+        got.setdefault(entry["itemid"], []).append((entry["neighbour"], entry["score"]))
+    assert got == expected  # scores to the last bit, ties by the smaller id
+    assert any(a[1] == b[1] for scored in got.values() for a, b in itertools.pairwise(scored))  # ties were tested
