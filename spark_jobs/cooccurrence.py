@@ -33,7 +33,16 @@ from scipy import sparse
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
-from spark_jobs.item_lists import FITS, SERVED, VALIDATION, best_per_item, fit_of, lists_table
+from spark_jobs.item_lists import (
+    FITS,
+    SERVED,
+    VALIDATION,
+    best_of_rows,
+    best_per_item,
+    fit_of,
+    lists_table,
+    rows_per_block,
+)
 from spark_jobs.lake import Written, read_table, write_tables
 from spark_jobs.row_blocks import by_row_blocks
 from spark_jobs.runtime import job_main
@@ -78,11 +87,6 @@ def item_neighbours(user_items: DataFrame, neighbours_per_item: int) -> DataFram
     return best_per_item(functools.reduce(DataFrame.unionByName, per_fit), neighbours_per_item, by=["fit"])
 
 
-# Entries of one block's counts (a block of movies against every movie, dense for the cut): its rows are sized to
-# keep them near this (32 MB of float64).
-BLOCK_ENTRIES = 1 << 22
-
-
 def cosine_lists(users: np.ndarray, items: np.ndarray, per_item: int) -> pa.Table:
     """(itemid, neighbour, score) from distinct (user, movie) pairs: each movie's ``per_item`` most similar movies
     by c_ij / sqrt(n_i * n_j), best first, ties by the smaller id; movies sharing no user are not listed."""
@@ -101,24 +105,10 @@ def cosine_lists(users: np.ndarray, items: np.ndarray, per_item: int) -> pa.Tabl
         owner, other, count = owner[off_diagonal], other[off_diagonal], count[off_diagonal]
         # The same IEEE operations as ``both / sqrt(n_i * n_j)`` on a long product: the same scores to the last bit.
         score = count.astype(np.float64) / np.sqrt((users_per_item[owner] * users_per_item[other]).astype(np.float64))
-        if len(itemids) > per_item:
-            # Only what can make a list is ordered below: scores at or above the row's ``per_item``-th largest
-            # (ties at the cut are kept, so the order decides them). Found by sorting the block's dense scores:
-            # a partition (introselect) is ~3x slower than NumPy's sort on rows this full of equal values.
-            dense = np.zeros((stop - start, len(itemids)))
-            dense[owner - start, other] = score
-            cut = np.sort(dense, axis=1)[:, len(itemids) - per_item]
-            candidate = score >= cut[owner - start]
-            owner, other, score = owner[candidate], other[candidate], score[candidate]
-        order = np.lexsort((other, -score, owner))  # columns are in ascending id order: ties by the smaller id
-        owner, other, score = owner[order], other[order], score[order]
-        listed = np.bincount(owner - start, minlength=stop - start)
-        rank = np.arange(len(owner)) - np.repeat(np.cumsum(listed) - listed, listed)
-        kept = rank < per_item
-        return itemids[owner[kept]], itemids[other[kept]], score[kept]
+        owner, other, score = best_of_rows(owner, other, score, start, stop, len(itemids), per_item)
+        return itemids[owner], itemids[other], score
 
-    rows_per_block = max(1, BLOCK_ENTRIES // max(len(itemids), 1))
-    return lists_table("itemid", by_row_blocks(len(itemids), rows_per_block, block_lists))
+    return lists_table("itemid", by_row_blocks(len(itemids), rows_per_block(len(itemids)), block_lists))
 
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:

@@ -5,9 +5,9 @@ without each user's last ``validation_size`` offline impressions (what the valid
 
 - ``item_ease``: EASE (Steck 2019), B = I - P diagMat(1 / diag(P)), P = (X'X + lambda I)^-1, diag(B) = 0,
   over the ``ease_max_items`` most-rated movies. X'X is the co-occurrence count of every pair of movies over
-  whole histories. The driver collects the (user, movie) impressions once (both fits come from them), forms
-  X'X as a sparse product (the same n^2 pairs per user as a self-join, without shuffling them: a heavy
-  user's thousands of ratings would otherwise become millions of shuffled rows) and inverts it. A movie
+  whole histories. The driver forms X'X as a sparse product (the same n^2 pairs per user as a self-join,
+  without shuffling them: a heavy user's thousands of ratings would otherwise become millions of shuffled rows)
+  and inverts it. A movie
   beyond the cap is neither a seed nor a candidate of this source. Each movie keeps its ``ease_per_item``
   weights largest in size (negative ones too): a user's score for a movie is the sum of its weights from the
   movies they saw, EASE's own score where nothing was cut.
@@ -20,7 +20,10 @@ without each user's last ``validation_size`` offline impressions (what the valid
   ``validation_min_history`` offline impressions before them), shaped as ``online_holdout``.
 - ``validation_user_ease``, ``validation_item_successors``: the item models fitted without those impressions
   (``validation_item_neighbours`` comes from ``spark_jobs/cooccurrence.py``), so a choice made on validation never
-  sees its targets. The successors' two fits come from one pass (``spark_jobs/item_lists.py``).
+  sees its targets.
+
+The driver collects each user's timeline once (``Timelines``) and fits both models twice from it: EASE's Gram
+matrices and the successors' weights are sparse products and sums in SciPy, by blocks of movies on a few threads.
 
 Every list has the shape of ``item_neighbours``: (itemid, neighbours array<struct<itemid, score>>); the user
 lists (userid, neighbours ...).
@@ -31,6 +34,7 @@ from __future__ import annotations
 if __package__ in (None, ""):  # run as a file by spark-submit
     import _project_root  # noqa: F401
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -39,13 +43,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from scipy import sparse
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
-from spark_jobs.item_lists import FITS, SERVED, VALIDATION, best_per_item, fit_of, lists_table, stacked_by_fit
+from spark_jobs.item_lists import (
+    FITS,
+    SERVED,
+    VALIDATION,
+    best_of_rows,
+    best_per_item,
+    fit_of,
+    lists_table,
+    rows_per_block,
+)
 from spark_jobs.lake import Written, read_table, write_tables
 from spark_jobs.row_blocks import by_row_blocks
 from spark_jobs.runtime import job_main
@@ -54,30 +67,73 @@ from spark_jobs.split import Split, mark_validation, validation_holdout
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Timelines:
+    """The offline impressions the driver fits the item models on, one array per column, in each user's timeline
+    order (user, then timestamp, then itemid; ``split.user_timeline``)."""
+
+    users: np.ndarray  # int64
+    items: np.ndarray  # int64
+    validation: np.ndarray  # bool: a validation impression (``split.mark_validation``)
+
+    @classmethod
+    def collect(cls, marked: DataFrame) -> Timelines:
+        table = marked.select("userid", "itemid", "timestamp", "validation").toArrow()
+        users, items, timestamps = (np.asarray(table.column(name), dtype=np.int64)
+                                    for name in ("userid", "itemid", "timestamp"))
+        validation = np.asarray(table.column("validation"), dtype=bool)
+        # Of a repeated (user, timestamp, movie), the validation copy last: the validation impressions end a timeline.
+        order = np.lexsort((validation, items, timestamps, users))
+        return cls(users[order], items[order], validation[order])
+
+
 def item_successors(marked: DataFrame, window: int, per_item: int) -> DataFrame:
-    """(fit, itemid, neighbours) by the rule in the module docstring, for both fits from one sort of each user's
-    timeline: the validation impressions end it, so a pair counts for VALIDATION where its successor is not one."""
-    timeline = Window.partitionBy("userid").orderBy("timestamp", "itemid")
-    # The next ``window`` items as lead() columns of one window pass (a collect_list over a sliding frame
-    # builds an array per row and costs several times more), then one row per (item, distance, successor).
-    following = marked.select("itemid", F.array(*(F.lead(F.struct("itemid", "validation"), d).over(timeline)
-                                                  for d in range(1, window + 1))).alias("following"))
-    pairs = (following.select("itemid", F.posexplode("following").alias("distance", "next"))
-             .filter(F.col("next").isNotNull()))
-    # 1 / distance in units of 1 / lcm(1..window): whole numbers, so the sums are exact in any order (a
-    # cluster adds them in another order than a local run, and floating-point sums would differ in their last bits).
+    """(fit, itemid, neighbours) by the rule in the module docstring, for both fits."""
+    return successors_frame(marked.sparkSession, Timelines.collect(marked), window, per_item)
+
+
+def successors_frame(spark: SparkSession, timelines: Timelines, window: int, per_item: int) -> DataFrame:
+    per_fit = [spark.createDataFrame(table).select(F.lit(fit).alias("fit"), "*")
+               for fit, table in successor_lists(timelines, window, per_item).items()]
+    return best_per_item(functools.reduce(DataFrame.unionByName, per_fit), per_item, by=["fit"])
+
+
+def successor_lists(timelines: Timelines, window: int, per_item: int) -> dict[int, pa.Table]:
+    """Per fit, (itemid, neighbour, score) by the rule in the module docstring. The validation impressions end each
+    user's timeline, so a pair counts for VALIDATION where its successor is not one.
+
+    On the driver: the (movie, successor) weights are a sparse matrix summed over the distances (Spark's window
+    made ~94 M pair rows at 10M ratings and aggregated them: ~300 s of CPU)."""
+    users, validation = timelines.users, timelines.validation
+    itemids, column = np.unique(timelines.items, return_inverse=True)
+    shape = (len(itemids), len(itemids))
+    # 1 / distance in units of 1 / lcm(1..window): whole numbers, so the sums are exact in any order.
     unit = math.lcm(*range(1, window + 1))
-    weight = (F.lit(unit) / (F.col("distance") + 1)).cast("long")
-    weights = pairs.groupBy("itemid", F.col("next.itemid").alias("neighbour")).agg(
-        F.sum(weight).alias(f"weight_{SERVED}"),
-        F.sum(F.when(~F.col("next.validation"), weight).otherwise(0)).alias(f"weight_{VALIDATION}"))
-    weights = stacked_by_fit(weights, ["itemid", "neighbour"], {fit: F.col(f"weight_{fit}") for fit in FITS},
-                             "weight")
-    # The total by a window over the partitioning the ranking needs anyway (a grouped total joined back
-    # computed the weights twice).
-    total = F.sum("weight").over(Window.partitionBy("fit", "itemid"))
-    scored = weights.select("fit", "itemid", "neighbour", (F.col("weight") / (total + F.lit(unit))).alias("score"))
-    return best_per_item(scored, per_item, by=["fit"])
+    weights = {fit: sparse.csr_matrix(shape, dtype=np.int64) for fit in FITS}
+    for distance in range(1, window + 1):
+        follows = users[:-distance] == users[distance:]
+        source, successor = column[:-distance][follows], column[distance:][follows]
+        counted = {SERVED: np.ones(len(source), dtype=bool), VALIDATION: ~validation[distance:][follows]}
+        for fit, counts in counted.items():
+            weights[fit] += sparse.csr_matrix(
+                (np.full(int(counts.sum()), unit // distance, dtype=np.int64), (source[counts], successor[counts])),
+                shape=shape)  # repeated pairs summed
+    return {fit: divided_by_totals(matrix, itemids, unit, per_item) for fit, matrix in weights.items()}
+
+
+def divided_by_totals(weights: sparse.csr_matrix, itemids: np.ndarray, unit: int, per_item: int) -> pa.Table:
+    """(itemid, neighbour, score): each movie's weights divided by (their total + unit), its ``per_item`` best."""
+    totals = np.asarray(weights.sum(axis=1), dtype=np.int64).ravel()
+
+    def block_lists(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        block = weights[start:stop]
+        owner = np.repeat(np.arange(start, stop), np.diff(block.indptr))
+        # The same IEEE division as Spark's of two longs.
+        score = block.data.astype(np.float64) / (totals[owner] + unit).astype(np.float64)
+        owner, other, score = best_of_rows(owner, block.indices, score, start, stop, len(itemids), per_item)
+        return itemids[owner], itemids[other], score
+
+    return lists_table("itemid", by_row_blocks(len(itemids), rows_per_block(len(itemids)), block_lists))
 
 
 def most_rated_pairs(users: np.ndarray, items: np.ndarray, max_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,19 +230,21 @@ def user_ease_table(spark: SparkSession, fit: EaseFit, settings: BatchSettings) 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
     marked = mark_validation(offline, settings.validation_size, settings.validation_min_history).cache()
-    successors = item_successors(marked, settings.successor_window, settings.successors_per_item).cache()
-    # The tables Spark computes alone are written while the driver fits EASE, so the JVM's work and NumPy's overlap.
+    successors: DataFrame | None = None
+    # Spark writes tables while the driver fits, so the JVM's work and NumPy's overlap.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="item-models-spark") as spark_side:
-        spark_tables = spark_side.submit(write_tables, [
-            (Table.VALIDATION_HOLDOUT, validation_holdout(marked)),
-            (Table.ITEM_SUCCESSORS, fit_of(successors, SERVED)),
-            (Table.VALIDATION_ITEM_SUCCESSORS, fit_of(successors, VALIDATION)),
-        ], settings, run_id)
+        spark_tables = [spark_side.submit(write_tables, [(Table.VALIDATION_HOLDOUT, validation_holdout(marked))],
+                                          settings, run_id)]
         try:
-            # One collect of (user, movie, validation) gives both EASE fits: the driver builds their Gram matrices.
-            pairs = marked.select("userid", "itemid", "validation").toArrow()
-            users, items = (np.asarray(pairs.column(name), dtype=np.int64) for name in ("userid", "itemid"))
-            fit = ~np.asarray(pairs.column("validation"), dtype=bool)
+            # One collect of the users' timelines gives both fits of both models.
+            timelines = Timelines.collect(marked)
+            successors = successors_frame(spark, timelines, settings.successor_window,
+                                          settings.successors_per_item).cache()
+            spark_tables.append(spark_side.submit(write_tables, [
+                (Table.ITEM_SUCCESSORS, fit_of(successors, SERVED)),
+                (Table.VALIDATION_ITEM_SUCCESSORS, fit_of(successors, VALIDATION)),
+            ], settings, run_id))
+            users, items, fit = timelines.users, timelines.items, ~timelines.validation
             served = fit_ease(users, items, settings.ease_lambda, settings.ease_max_items)
             log.info("EASE over %d movies from %d impressions (validation fit: %d)", len(served.itemids), len(users),
                      int(fit.sum()))
@@ -200,10 +258,12 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
                 (Table.ITEM_EASE, served_ease), (Table.USER_EASE, served_user_ease),
                 (Table.VALIDATION_USER_EASE, validation_user_ease),
             ], settings, run_id)
-            return spark_tables.result() + ease_written
+            return [written for tables in spark_tables for written in tables.result()] + ease_written
         finally:
-            spark_tables.exception()  # the Spark side has ended before its inputs are released
-            successors.unpersist()
+            for tables in spark_tables:
+                tables.exception()  # the Spark side has ended before its inputs are released
+            if successors is not None:
+                successors.unpersist()
             marked.unpersist()
 
 

@@ -1,5 +1,7 @@
 """The batch's item models (spark_jobs/item_models.py) and how the request path sums their lists."""
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,8 +16,15 @@ from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights
 from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
 from models.validation_replay import validation_users
 from spark_jobs.cooccurrence import item_neighbours, windowed_items
-from spark_jobs.item_lists import SERVED, VALIDATION, best_per_item, fit_of
-from spark_jobs.item_models import ease_weights, fit_ease, item_successors, user_ease
+from spark_jobs.item_lists import FITS, SERVED, VALIDATION, best_per_item, fit_of
+from spark_jobs.item_models import (
+    Timelines,
+    ease_weights,
+    fit_ease,
+    item_successors,
+    successor_lists,
+    user_ease,
+)
 from spark_jobs.split import mark_validation, validation_holdout
 
 
@@ -170,3 +179,38 @@ def test_quota_choice_makes_room_for_the_source_that_finds_the_targets_and_stops
     # noise is not a gain: +-0.01 around zero over 40 users is within two standard errors
     noise = np.resize([0.01, -0.01], 40)
     assert not clearly_better(0.5 + noise, np.full(40, 0.5)) and clearly_better(np.full(40, 0.52), np.full(40, 0.5))
+
+
+def test_successor_lists_equal_walking_every_timeline_one_by_one():
+    rng = np.random.default_rng(8)
+    # Few movies, repeats and shared seconds: ties at the list's cut, a movie following itself.
+    rows = []
+    for user in range(1, 30):
+        timeline = sorted((int(rng.integers(1, 6)), int(rng.integers(1, 9))) for _ in range(rng.integers(1, 12)))
+        held = int(rng.integers(0, 3))  # the validation impressions end the timeline
+        rows += [(user, item, second, k >= len(timeline) - held) for k, (second, item) in enumerate(timeline)]
+    rows = [rows[k] for k in rng.permutation(len(rows))]
+    users, items, timestamps, validation = (np.array(column) for column in zip(*rows, strict=True))
+    order = np.lexsort((validation, items, timestamps, users))
+    timelines = Timelines(users[order], items[order], validation[order])
+    window, per_item = 3, 4
+    got = {fit: {} for fit in FITS}
+    for fit, table in successor_lists(timelines, window, per_item).items():
+        for entry in table.to_pylist():
+            got[fit].setdefault(entry["itemid"], []).append((entry["neighbour"], entry["score"]))
+
+    unit = 6  # lcm(1, 2, 3)
+    for fit in FITS:
+        weights: dict[int, dict[int, int]] = {}
+        for user in set(users.tolist()):
+            timeline = sorted((t, i, v) for u, i, t, v in rows if u == user)
+            for k, (_, item, _) in enumerate(timeline):
+                for distance, (_, successor, held) in enumerate(timeline[k + 1:k + 1 + window], 1):
+                    if fit == SERVED or not held:
+                        weights.setdefault(item, {}).setdefault(successor, 0)
+                        weights[item][successor] += unit // distance
+        expected = {item: sorted(((successor, weight / (sum(following.values()) + unit))
+                                  for successor, weight in following.items()), key=lambda e: (-e[1], e[0]))[:per_item]
+                    for item, following in weights.items()}
+        assert got[fit] == expected
+    assert any(a[1] == b[1] for scored in got[SERVED].values() for a, b in itertools.pairwise(scored))
