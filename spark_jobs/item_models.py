@@ -7,10 +7,9 @@ without each user's last ``validation_size`` offline impressions (what the valid
   over the ``ease_max_items`` most-rated movies. X'X is the co-occurrence count of every pair of movies over
   whole histories. The driver forms X'X as a sparse product (the same n^2 pairs per user as a self-join,
   without shuffling them: a heavy user's thousands of ratings would otherwise become millions of shuffled rows)
-  and inverts it. A movie
-  beyond the cap is neither a seed nor a candidate of this source. Each movie keeps its ``ease_per_item``
-  weights largest in size (negative ones too): a user's score for a movie is the sum of its weights from the
-  movies they saw, EASE's own score where nothing was cut.
+  and inverts it. A movie beyond the cap is neither a seed nor a candidate of this source. Each movie keeps its
+  ``ease_per_item`` weights largest in size (negative ones too): a user's score for a movie is the sum of its
+  weights from the movies they saw, EASE's own score where nothing was cut.
 - ``user_ease``: each user's ``ease_per_user`` best EASE scores, movies they saw excluded: what the ``ease``
   source serves (a heavy user's sum runs over hundreds of movies' weights, too many per request).
 - ``item_successors``: the movies a user rated after each movie, within the next ``successor_window``
