@@ -1,11 +1,12 @@
-"""What every item list table shares: its shape, the order of a list, and the two fits one pass computes.
+"""What every item list table shares: its shape, the order of a list, the two fits, and how the driver cuts the
+lists it computes.
 
 A list table is (owner, neighbours array<struct<itemid, score>>), best first, ties by the smaller itemid: the
 owner is a movie (``item_neighbours``, ``item_ease``, ``item_successors``) or a user (``user_ease``).
 
 The item models are fitted twice, on everything offline (what the service reads) and without each user's
 validation impressions (what the validation choices are made on, ``split.mark_validation``). Where both come
-from the same rows, one pass computes them: each row says which fits count it, as bits of ``fits``.
+from the same rows, a row says which fits count it, as bits of ``fits``.
 """
 
 from __future__ import annotations
@@ -14,26 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 SERVED = 1  # fitted on every offline impression
 VALIDATION = 2  # fitted without each user's validation impressions
 FITS: tuple[int, ...] = (SERVED, VALIDATION)
-
-
-def counts_for(fits: Column, fit: int) -> Column:
-    """1 where ``fits`` has ``fit``'s bit, else 0."""
-    return (fits.bitwiseAND(fit) != 0).cast("int")
-
-
-def stacked_by_fit(df: DataFrame, keys: Sequence[str], values: dict[int, Column], name: str) -> DataFrame:
-    """One row per (fit, keys) from one row per keys with a value per fit, the rows whose value is 0 dropped
-    (a pair that only one fit counts is not in the other's list)."""
-    entries = F.array(*(F.struct(F.lit(fit).alias("fit"), value.alias(name)) for fit, value in values.items()))
-    return (df.select(*keys, F.explode(entries).alias("entry"))
-            .select(F.col("entry.fit").alias("fit"), *keys, F.col(f"entry.{name}").alias(name))
-            .filter(F.col(name) > 0))
 
 
 def best_per_item(scored: DataFrame, per_item: int, owner: str = "itemid", by: Sequence[str] = ()) -> DataFrame:
