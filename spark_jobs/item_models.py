@@ -149,28 +149,67 @@ def most_rated_pairs(users: np.ndarray, items: np.ndarray, max_items: int) -> tu
     return users, items
 
 
+# Columns per block of the EASE weights. A sparse-by-dense product adds one weight row per movie a user saw; with
+# whole rows (80 KB at 10,000 movies) every addition comes from memory, while a block of 256 columns (20 MB) and a
+# block of users' scores against it stay in cache: the users' scores at 10M ratings ~1.5-1.9x faster, the same sums.
+WEIGHT_COLUMNS = 256
+
+
 @dataclass(frozen=True)
 class EaseFit:
-    itemids: np.ndarray  # int64 (n,): the covered movies, ascending: the rows and columns of ``weights``
-    weights: np.ndarray  # float64 (n, n), zero diagonal: row i holds i's weights towards every movie
+    itemids: np.ndarray  # int64 (n,): the covered movies, ascending: the rows and columns of the weights
+    # float64 (n, n), zero diagonal (row i holds i's weights towards every movie), as contiguous blocks of columns
+    weight_blocks: tuple[np.ndarray, ...]
     userids: np.ndarray  # int64 (u,): the users, ascending: the rows of ``history``
     history: sparse.csr_matrix  # (u, n) 1 where the user saw the movie
 
+    def weight_rows(self, start: int, stop: int) -> np.ndarray:
+        return np.hstack([block[start:stop] for block in self.weight_blocks])
 
-def fit_ease(users: np.ndarray, items: np.ndarray, lam: float, max_items: int) -> EaseFit:
+    def scores(self, histories: sparse.csr_matrix) -> np.ndarray:
+        """(rows, n): each history row times the weights, a block of columns at a time."""
+        summed = np.empty((histories.shape[0], len(self.itemids)))
+        start = 0
+        for block in self.weight_blocks:
+            summed[:, start:start + block.shape[1]] = histories @ block
+            start += block.shape[1]
+        return summed
+
+
+def gram_matrix(history: sparse.csr_matrix) -> np.ndarray:
+    """X'X, dense, by blocks of its rows on a few threads (whole counts: exact in any order)."""
+    by_item = history.T.tocsr()
+    columns = history.shape[1]
+    gram = np.empty((columns, columns))
+
+    def gram_rows(start: int, stop: int) -> None:
+        gram[start:stop] = (by_item[start:stop] @ history).toarray()
+
+    by_row_blocks(columns, rows_per_block(columns), gram_rows)
+    return gram
+
+
+def fit_ease(users: np.ndarray, items: np.ndarray, lam: float, max_items: int,
+             columns_per_block: int = WEIGHT_COLUMNS) -> EaseFit:
     """EASE's closed form over the ``max_items`` most-rated movies of these (user, movie) impressions."""
     users, items = most_rated_pairs(users, items, max_items)
     itemids, column = np.unique(items, return_inverse=True)
     userids, row = np.unique(users, return_inverse=True)
     history = sparse.csr_matrix((np.ones(len(row), dtype=np.float64), (row, column)),
                                 shape=(len(userids), len(itemids)))
-    gram = (history.T @ history).toarray()
+    gram = gram_matrix(history)
     gram[np.diag_indices(len(itemids))] += lam
-    weights = np.linalg.inv(gram)
+    inverse = np.linalg.inv(gram)
     del gram  # one n x n matrix fewer at a time (10,000 movies: 800 MB each)
-    weights /= -np.diag(weights)  # column j divided by -P_jj, in place (the negated diagonal is a copy)
-    weights[np.diag_indices(len(itemids))] = 0.0
-    return EaseFit(itemids, weights, userids, history)
+    scale = -np.diag(inverse)  # column j divided by -P_jj
+
+    def weight_block(start: int) -> np.ndarray:
+        block = inverse[:, start:start + columns_per_block] / scale[start:start + columns_per_block]
+        block[np.arange(start, start + block.shape[1]), np.arange(block.shape[1])] = 0.0
+        return block
+
+    return EaseFit(itemids, tuple(weight_block(start) for start in range(0, len(itemids), columns_per_block)),
+                   userids, history)
 
 
 def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024) -> pa.Table:
@@ -181,7 +220,7 @@ def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024) -> pa.Ta
 
     def block_lists(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         block = fit.history[start:stop]
-        summed = np.asarray(block @ fit.weights)
+        summed = fit.scores(block)
         summed[block.toarray() > 0] = -np.inf
         best = np.argpartition(-summed, keep - 1, axis=1)[:, :keep]
         best_scores = np.take_along_axis(summed, best, axis=1)
@@ -197,11 +236,11 @@ def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024) -> pa.Ta
 
 def ease_weights(fit: EaseFit, per_item: int, items_per_block: int = 1024) -> pa.Table:
     """(itemid, neighbour, score): each covered movie's ``per_item`` EASE weights largest in size."""
-    itemids, weights = fit.itemids, fit.weights
+    itemids = fit.itemids
     keep = min(per_item, max(len(itemids) - 1, 0))
 
     def block_lists(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = weights[start:stop]
+        rows = fit.weight_rows(start, stop)
         # The largest weights by size, negative ones too: a user's EASE score sums them all, and dropping the
         # negative ones changes the order (ML-100K: NDCG@50 0.239 against EASE's own 0.247).
         best = np.argpartition(-np.abs(rows), keep - 1, axis=1)[:, :keep]

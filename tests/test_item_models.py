@@ -85,7 +85,7 @@ def test_ease_lists_are_the_reference_ease_weights(spark):
     rng = np.random.default_rng(3)
     users, items = rng.integers(0, 120, 1500), rng.integers(1, 60, 1500)  # with repeats: counted once
     pairs = np.unique(np.stack([users, items], axis=1), axis=0)
-    fit = fit_ease(users, items, lam=50.0, max_items=40)
+    fit = fit_ease(users, items, lam=50.0, max_items=40, columns_per_block=16)  # blocks of 16, 16 and 8
     weights = ease_weights(fit, per_item=10)
     lists = {r.itemid: r.neighbours for r in best_per_item(spark.createDataFrame(weights), 10).collect()}
     reference = Ease.fit([pairs[pairs[:, 0] == u, 1] for u in range(120)], lam=50.0, max_items=40)
