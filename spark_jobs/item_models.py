@@ -45,6 +45,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from scipy import sparse
+from scipy.linalg import lapack
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
@@ -189,6 +190,27 @@ def gram_matrix(history: sparse.csr_matrix) -> np.ndarray:
     return gram
 
 
+def symmetric_inverse(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix from its Cholesky factor, in the matrix's own memory:
+    half the arithmetic of a general inverse (10,000 movies: 32 -> 15 s) and no second n x n matrix."""
+    # The transpose of a C-ordered symmetric matrix is the same matrix in Fortran order: LAPACK works in place.
+    factor, info = lapack.dpotrf(matrix.T, lower=False, overwrite_a=True, clean=False)
+    if info:
+        raise np.linalg.LinAlgError(f"Cholesky factorisation failed (LAPACK info {info}): not positive definite")
+    inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info:
+        raise np.linalg.LinAlgError(f"inverse from the Cholesky factor failed (LAPACK info {info})")
+    inverse = inverse.T  # C order again; LAPACK filled its lower triangle: mirror it by blocks of rows
+    size = len(inverse)
+    for start in range(0, size, 1024):
+        stop = min(start + 1024, size)
+        inverse[start:stop, stop:] = inverse[stop:, start:stop].T
+        diagonal = inverse[start:stop, start:stop]
+        upper = np.triu_indices(stop - start, 1)
+        diagonal[upper] = diagonal.T[upper]
+    return inverse
+
+
 def fit_ease(users: np.ndarray, items: np.ndarray, lam: float, max_items: int,
              columns_per_block: int = WEIGHT_COLUMNS) -> EaseFit:
     """EASE's closed form over the ``max_items`` most-rated movies of these (user, movie) impressions."""
@@ -199,8 +221,7 @@ def fit_ease(users: np.ndarray, items: np.ndarray, lam: float, max_items: int,
                                 shape=(len(userids), len(itemids)))
     gram = gram_matrix(history)
     gram[np.diag_indices(len(itemids))] += lam
-    inverse = np.linalg.inv(gram)
-    del gram  # one n x n matrix fewer at a time (10,000 movies: 800 MB each)
+    inverse = symmetric_inverse(gram)  # in gram's memory: one n x n matrix (10,000 movies: 800 MB) less
     scale = -np.diag(inverse)  # column j divided by -P_jj
 
     def weight_block(start: int) -> np.ndarray:
