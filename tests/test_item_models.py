@@ -23,6 +23,7 @@ from spark_jobs.item_models import (
     fit_ease,
     item_successors,
     successor_lists,
+    symmetric_inverse,
     user_ease,
 )
 from spark_jobs.split import mark_validation, validation_holdout
@@ -214,3 +215,17 @@ def test_successor_lists_equal_walking_every_timeline_one_by_one():
                     for item, following in weights.items()}
         assert got[fit] == expected
     assert any(a[1] == b[1] for scored in got[SERVED].values() for a, b in itertools.pairwise(scored))
+
+
+def test_symmetric_inverse_is_the_inverse_mirrored_across_several_blocks_of_rows():
+    rng = np.random.default_rng(4)
+    factors = rng.standard_normal((1500, 1600))  # 1,500 rows: the mirroring runs over two blocks of rows
+    gram = factors @ factors.T + 30.0 * np.eye(1500)
+    expected = np.linalg.inv(gram)
+    inverse = symmetric_inverse(gram)
+    assert np.shares_memory(inverse, gram)  # no second matrix
+    np.testing.assert_allclose(inverse, expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(inverse, inverse.T)
+    assert symmetric_inverse(np.empty((0, 0))).shape == (0, 0)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        symmetric_inverse(-np.eye(3))
