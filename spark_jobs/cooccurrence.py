@@ -20,7 +20,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # run as a file by spark-submit
     import _project_root  # noqa: F401
 
-import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -38,8 +37,8 @@ from spark_jobs.item_lists import (
     SERVED,
     VALIDATION,
     best_of_rows,
-    best_per_item,
     fit_of,
+    fits_frame,
     lists_table,
     rows_per_block,
 )
@@ -82,9 +81,7 @@ def item_neighbours(user_items: DataFrame, neighbours_per_item: int) -> DataFram
              for fit in FITS for in_fit in [fits & fit != 0]}
     log.info("co-occurrence: %d windowed (user, movie) pairs collected in %.1f s, counted in %.1f s", len(users),
              collected - started, time.monotonic() - collected)
-    spark = user_items.sparkSession
-    per_fit = [spark.createDataFrame(table).select(F.lit(fit).alias("fit"), "*") for fit, table in lists.items()]
-    return best_per_item(functools.reduce(DataFrame.unionByName, per_fit), neighbours_per_item, by=["fit"])
+    return fits_frame(user_items.sparkSession, lists, neighbours_per_item)
 
 
 def cosine_lists(users: np.ndarray, items: np.ndarray, per_item: int) -> pa.Table:

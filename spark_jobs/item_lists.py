@@ -11,11 +11,12 @@ from the same rows, a row says which fits count it, as bits of ``fits``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 SERVED = 1  # fitted on every offline impression
@@ -33,6 +34,12 @@ def best_per_item(scored: DataFrame, per_item: int, owner: str = "itemid", by: S
             lambda entry: F.struct(entry["neighbour"].alias("itemid"), entry["score"].cast("float").alias("score")),
         ).alias("neighbours")
     )
+
+
+def fits_frame(spark: SparkSession, tables: dict[int, pa.Table], per_item: int) -> DataFrame:
+    """(fit, owner, neighbours) from each fit's flat (owner, neighbour, score) table the driver computed."""
+    per_fit = [spark.createDataFrame(table).select(F.lit(fit).alias("fit"), "*") for fit, table in tables.items()]
+    return best_per_item(functools.reduce(DataFrame.unionByName, per_fit), per_item, by=["fit"])
 
 
 def lists_table(owner: str, blocks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pa.Table:

@@ -33,7 +33,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # run as a file by spark-submit
     import _project_root  # noqa: F401
 
-import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -56,6 +55,7 @@ from spark_jobs.item_lists import (
     best_of_rows,
     best_per_item,
     fit_of,
+    fits_frame,
     lists_table,
     rows_per_block,
 )
@@ -93,9 +93,7 @@ def item_successors(marked: DataFrame, window: int, per_item: int) -> DataFrame:
 
 
 def successors_frame(spark: SparkSession, timelines: Timelines, window: int, per_item: int) -> DataFrame:
-    per_fit = [spark.createDataFrame(table).select(F.lit(fit).alias("fit"), "*")
-               for fit, table in successor_lists(timelines, window, per_item).items()]
-    return best_per_item(functools.reduce(DataFrame.unionByName, per_fit), per_item, by=["fit"])
+    return fits_frame(spark, successor_lists(timelines, window, per_item), per_item)
 
 
 def successor_lists(timelines: Timelines, window: int, per_item: int) -> dict[int, pa.Table]:
