@@ -81,11 +81,11 @@ def item_neighbours(user_items: DataFrame, neighbours_per_item: int) -> DataFram
              for fit in FITS for in_fit in [fits & fit != 0]}
     log.info("co-occurrence: %d windowed (user, movie) pairs collected in %.1f s, counted in %.1f s", len(users),
              collected - started, time.monotonic() - collected)
-    return fits_frame(user_items.sparkSession, lists, neighbours_per_item)
+    return fits_frame(user_items.sparkSession, lists)
 
 
 def cosine_lists(users: np.ndarray, items: np.ndarray, per_item: int) -> pa.Table:
-    """(itemid, neighbour, score) from distinct (user, movie) pairs: each movie's ``per_item`` most similar movies
+    """(itemid, neighbours) from distinct (user, movie) pairs: each movie's ``per_item`` most similar movies
     by c_ij / sqrt(n_i * n_j), best first, ties by the smaller id; movies sharing no user are not listed."""
     itemids, column = np.unique(items, return_inverse=True)
     userids, row = np.unique(users, return_inverse=True)

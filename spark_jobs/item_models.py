@@ -53,7 +53,6 @@ from spark_jobs.item_lists import (
     SERVED,
     VALIDATION,
     best_of_rows,
-    best_per_item,
     fit_of,
     fits_frame,
     lists_table,
@@ -93,11 +92,11 @@ def item_successors(marked: DataFrame, window: int, per_item: int) -> DataFrame:
 
 
 def successors_frame(spark: SparkSession, timelines: Timelines, window: int, per_item: int) -> DataFrame:
-    return fits_frame(spark, successor_lists(timelines, window, per_item), per_item)
+    return fits_frame(spark, successor_lists(timelines, window, per_item))
 
 
 def successor_lists(timelines: Timelines, window: int, per_item: int) -> dict[int, pa.Table]:
-    """Per fit, (itemid, neighbour, score) by the rule in the module docstring. The validation impressions end each
+    """Per fit, (itemid, neighbours) by the rule in the module docstring. The validation impressions end each
     user's timeline, so a pair counts for VALIDATION where its successor is not one.
 
     On the driver: the (movie, successor) weights are a sparse matrix summed over the distances (Spark's window
@@ -120,7 +119,7 @@ def successor_lists(timelines: Timelines, window: int, per_item: int) -> dict[in
 
 
 def divided_by_totals(weights: sparse.csr_matrix, itemids: np.ndarray, unit: int, per_item: int) -> pa.Table:
-    """(itemid, neighbour, score): each movie's weights divided by (their total + unit), its ``per_item`` best."""
+    """(itemid, neighbours): each movie's weights divided by (their total + unit), its ``per_item`` best."""
     totals = np.asarray(weights.sum(axis=1), dtype=np.int64).ravel()
 
     def block_lists(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,7 +233,7 @@ def fit_ease(users: np.ndarray, items: np.ndarray, lam: float, max_items: int,
 
 
 def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024) -> pa.Table:
-    """(userid, neighbour, score): each user's ``per_user`` best EASE scores (their history times the weights),
+    """(userid, neighbours): each user's ``per_user`` best EASE scores (their history times the weights),
     movies they saw excluded, ties by the smaller id. By blocks of users: the scores of one block are a
     dense (block, movies) matrix."""
     keep = min(per_user, len(fit.itemids))
@@ -256,7 +255,7 @@ def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024) -> pa.Ta
 
 
 def ease_weights(fit: EaseFit, per_item: int, items_per_block: int = 1024) -> pa.Table:
-    """(itemid, neighbour, score): each covered movie's ``per_item`` EASE weights largest in size."""
+    """(itemid, neighbours): each covered movie's ``per_item`` EASE weights largest in size."""
     itemids = fit.itemids
     keep = min(per_item, max(len(itemids) - 1, 0))
 
@@ -277,13 +276,11 @@ def ease_weights(fit: EaseFit, per_item: int, items_per_block: int = 1024) -> pa
 
 def ease_tables(spark: SparkSession, fit: EaseFit, settings: BatchSettings) -> tuple[DataFrame, DataFrame]:
     """(item_ease, user_ease) of one fit."""
-    return (best_per_item(spark.createDataFrame(ease_weights(fit, settings.ease_per_item)), settings.ease_per_item),
-            user_ease_table(spark, fit, settings))
+    return spark.createDataFrame(ease_weights(fit, settings.ease_per_item)), user_ease_table(spark, fit, settings)
 
 
 def user_ease_table(spark: SparkSession, fit: EaseFit, settings: BatchSettings) -> DataFrame:
-    return best_per_item(spark.createDataFrame(user_ease(fit, settings.ease_per_user)), settings.ease_per_user,
-                         owner="userid")
+    return spark.createDataFrame(user_ease(fit, settings.ease_per_user))
 
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:

@@ -16,7 +16,7 @@ from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights
 from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
 from models.validation_replay import validation_users
 from spark_jobs.cooccurrence import item_neighbours, windowed_items
-from spark_jobs.item_lists import FITS, SERVED, VALIDATION, best_per_item, fit_of
+from spark_jobs.item_lists import FITS, LIST_ENTRY, SERVED, VALIDATION, fit_of, lists_table
 from spark_jobs.item_models import (
     Timelines,
     ease_weights,
@@ -88,7 +88,8 @@ def test_ease_lists_are_the_reference_ease_weights(spark):
     pairs = np.unique(np.stack([users, items], axis=1), axis=0)
     fit = fit_ease(users, items, lam=50.0, max_items=40, columns_per_block=16)  # blocks of 16, 16 and 8
     weights = ease_weights(fit, per_item=10)
-    lists = {r.itemid: r.neighbours for r in best_per_item(spark.createDataFrame(weights), 10).collect()}
+    # Read back through Spark, as the batch writes them.
+    lists = {r.itemid: r.neighbours for r in spark.createDataFrame(weights).collect()}
     reference = Ease.fit([pairs[pairs[:, 0] == u, 1] for u in range(120)], lam=50.0, max_items=40)
     assert sorted(lists) == reference.itemids.tolist()
     for position, itemid in enumerate(reference.itemids):
@@ -98,8 +99,8 @@ def test_ease_lists_are_the_reference_ease_weights(spark):
         assert [n.itemid for n in lists[itemid]] == reference.itemids[best].tolist()
         np.testing.assert_allclose([n.score for n in lists[itemid]], row[best], rtol=1e-5)
     # Each user's list: the reference's scores of their history, seen movies excluded, best 7 (in blocks of 16).
-    per_user = {r.userid: r.neighbours for r in best_per_item(
-        spark.createDataFrame(user_ease(fit, per_user=7, users_per_block=16)), 7, owner="userid").collect()}
+    per_user = {r.userid: r.neighbours
+                for r in spark.createDataFrame(user_ease(fit, per_user=7, users_per_block=16)).collect()}
     for userid in (0, 37, 119):
         seen = pairs[pairs[:, 0] == userid, 1]
         scores = reference.scores(seen, item_count=60)
@@ -197,8 +198,8 @@ def test_successor_lists_equal_walking_every_timeline_one_by_one():
     window, per_item = 3, 4
     got = {fit: {} for fit in FITS}
     for fit, table in successor_lists(timelines, window, per_item).items():
-        for entry in table.to_pylist():
-            got[fit].setdefault(entry["itemid"], []).append((entry["neighbour"], entry["score"]))
+        got[fit] = {row["itemid"]: [(entry["itemid"], entry["score"]) for entry in row["neighbours"]]
+                    for row in table.to_pylist()}
 
     unit = 6  # lcm(1, 2, 3)
     for fit in FITS:
@@ -213,7 +214,9 @@ def test_successor_lists_equal_walking_every_timeline_one_by_one():
         expected = {item: sorted(((successor, weight / (sum(following.values()) + unit))
                                   for successor, weight in following.items()), key=lambda e: (-e[1], e[0]))[:per_item]
                     for item, following in weights.items()}
-        assert got[fit] == expected
+        # Ordered on the exact scores, stored as float32 (the tables' type).
+        assert got[fit] == {item: [(successor, float(np.float32(score))) for successor, score in scored]
+                            for item, scored in expected.items()}
     assert any(a[1] == b[1] for scored in got[SERVED].values() for a, b in itertools.pairwise(scored))
 
 
@@ -229,3 +232,18 @@ def test_symmetric_inverse_is_the_inverse_mirrored_across_several_blocks_of_rows
     assert symmetric_inverse(np.empty((0, 0))).shape == (0, 0)
     with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
         symmetric_inverse(-np.eye(3))
+
+
+def test_lists_are_built_from_blocks_in_list_order_and_refused_out_of_order():
+    blocks = [(np.array([3, 3, 5]), np.array([9, 7, 3]), np.array([0.5, 0.25, 1.0])),
+              (np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([])),
+              (np.array([8]), np.array([3]), np.array([0.125]))]
+    table = lists_table("itemid", blocks)
+    assert table.schema.field("neighbours").type == pa.list_(LIST_ENTRY)
+    assert table.to_pylist() == [
+        {"itemid": 3, "neighbours": [{"itemid": 9, "score": 0.5}, {"itemid": 7, "score": 0.25}]},
+        {"itemid": 5, "neighbours": [{"itemid": 3, "score": 1.0}]},
+        {"itemid": 8, "neighbours": [{"itemid": 3, "score": 0.125}]}]
+    assert lists_table("userid", []).num_rows == 0
+    with pytest.raises(ValueError, match="itemid lists out of order"):
+        lists_table("itemid", blocks[::-1])

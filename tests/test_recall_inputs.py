@@ -86,9 +86,8 @@ def test_cosine_lists_equal_counting_every_users_pairs_one_by_one():
         expected.setdefault(i, []).append((j, count / math.sqrt(have[i] * have[j])))
     expected = {i: sorted(scored, key=lambda entry: (-entry[1], entry[0]))[:4] for i, scored in expected.items()}
 
-    table = cosine_lists(users, items, per_item=4).to_pylist()
-    got = {}
-    for entry in table:
-        got.setdefault(entry["itemid"], []).append((entry["neighbour"], entry["score"]))
-    assert got == expected  # scores to the last bit, ties by the smaller id
+    got = {row["itemid"]: [(entry["itemid"], entry["score"]) for entry in row["neighbours"]]
+           for row in cosine_lists(users, items, per_item=4).to_pylist()}
+    # Ordered on the exact scores (ties by the smaller id), stored to the last bit of float32, the tables' type.
+    assert got == {i: [(j, float(np.float32(score))) for j, score in scored] for i, scored in expected.items()}
     assert any(a[1] == b[1] for scored in got.values() for a, b in itertools.pairwise(scored))  # ties were tested
