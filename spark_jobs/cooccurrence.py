@@ -32,6 +32,7 @@ from scipy import sparse
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
+from spark_jobs.id_codes import id_codes
 from spark_jobs.item_lists import (
     FITS,
     SERVED,
@@ -87,8 +88,8 @@ def item_neighbours(user_items: DataFrame, neighbours_per_item: int) -> DataFram
 def cosine_lists(users: np.ndarray, items: np.ndarray, per_item: int) -> pa.Table:
     """(itemid, neighbours) from distinct (user, movie) pairs: each movie's ``per_item`` most similar movies
     by c_ij / sqrt(n_i * n_j), best first, ties by the smaller id; movies sharing no user are not listed."""
-    itemids, column = np.unique(items, return_inverse=True)
-    userids, row = np.unique(users, return_inverse=True)
+    itemids, column = id_codes(items)
+    userids, row = id_codes(users)
     history = sparse.csr_matrix((np.ones(len(row), dtype=np.int32), (row, column)),
                                 shape=(len(userids), len(itemids)))
     by_item = history.T.tocsr()

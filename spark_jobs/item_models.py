@@ -48,8 +48,8 @@ from scipy.linalg import lapack
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
+from spark_jobs.id_codes import id_codes
 from spark_jobs.item_lists import (
-    FITS,
     SERVED,
     VALIDATION,
     best_of_rows,
@@ -102,20 +102,32 @@ def successor_lists(timelines: Timelines, window: int, per_item: int) -> dict[in
     On the driver: the (movie, successor) weights are a sparse matrix summed over the distances (Spark's window
     made ~94 M pair rows at 10M ratings and aggregated them: ~300 s of CPU)."""
     users, validation = timelines.users, timelines.validation
-    itemids, column = np.unique(timelines.items, return_inverse=True)
+    itemids, column = id_codes(timelines.items)
     shape = (len(itemids), len(itemids))
     # 1 / distance in units of 1 / lcm(1..window): whole numbers, so the sums are exact in any order.
     unit = math.lcm(*range(1, window + 1))
-    weights = {fit: sparse.csr_matrix(shape, dtype=np.int64) for fit in FITS}
+    # The VALIDATION fit counts the pairs whose successor is not held for validation; SERVED adds those that are
+    # (few: the end of each timeline), so every pair is counted into one matrix only.
+    before_validation, into_validation = [], []
     for distance in range(1, window + 1):
         follows = users[:-distance] == users[distance:]
         source, successor = column[:-distance][follows], column[distance:][follows]
-        counted = {SERVED: np.ones(len(source), dtype=bool), VALIDATION: ~validation[distance:][follows]}
-        for fit, counts in counted.items():
-            weights[fit] += sparse.csr_matrix(
-                (np.full(int(counts.sum()), unit // distance, dtype=np.int64), (source[counts], successor[counts])),
-                shape=shape)  # repeated pairs summed
+        held = validation[distance:][follows]
+        for pairs, picked in ((before_validation, ~held), (into_validation, held)):
+            pairs.append(sparse.csr_matrix(
+                (np.full(int(picked.sum()), unit // distance, dtype=np.int64), (source[picked], successor[picked])),
+                shape=shape))  # repeated pairs summed
+    weights = {VALIDATION: summed(before_validation, shape)}
+    weights[SERVED] = weights[VALIDATION] + summed(into_validation, shape)
     return {fit: divided_by_totals(matrix, itemids, unit, per_item) for fit, matrix in weights.items()}
+
+
+def summed(matrices: list[sparse.csr_matrix], shape: tuple[int, int]) -> sparse.csr_matrix:
+    """Their sum, in pairs: each addition merges matrices of about the same size, not each into a growing total."""
+    while len(matrices) > 1:
+        pairs = [matrices[start:start + 2] for start in range(0, len(matrices), 2)]
+        matrices = [pair[0] + pair[1] if len(pair) == 2 else pair[0] for pair in pairs]
+    return matrices[0] if matrices else sparse.csr_matrix(shape, dtype=np.int64)
 
 
 def divided_by_totals(weights: sparse.csr_matrix, itemids: np.ndarray, unit: int, per_item: int) -> pa.Table:
@@ -216,8 +228,8 @@ def fit_ease(users: np.ndarray, items: np.ndarray, lam: float, max_items: int,
              columns_per_block: int = WEIGHT_COLUMNS) -> EaseFit:
     """EASE's closed form over the ``max_items`` most-rated movies of these (user, movie) impressions."""
     users, items = most_rated_pairs(users, items, max_items)
-    itemids, column = np.unique(items, return_inverse=True)
-    userids, row = np.unique(users, return_inverse=True)
+    itemids, column = id_codes(items)
+    userids, row = id_codes(users)
     # float32 ones: the Gram matrix's counts (at most the number of users) are exact below 2^24.
     history = sparse.csr_matrix((np.ones(len(row), dtype=np.float32), (row, column)),
                                 shape=(len(userids), len(itemids)))
@@ -227,7 +239,8 @@ def fit_ease(users: np.ndarray, items: np.ndarray, lam: float, max_items: int,
     scale = -np.diag(inverse)  # column j divided by -P_jj
 
     def weight_block(start: int) -> np.ndarray:
-        block = (inverse[:, start:start + columns_per_block] / scale[start:start + columns_per_block]).astype(np.float32)
+        stop = start + columns_per_block
+        block = (inverse[:, start:stop] / scale[start:stop]).astype(np.float32)
         block[np.arange(start, start + block.shape[1]), np.arange(block.shape[1])] = 0.0
         return block
 

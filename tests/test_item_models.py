@@ -16,6 +16,7 @@ from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights
 from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
 from models.validation_replay import validation_users
 from spark_jobs.cooccurrence import item_neighbours, windowed_items
+from spark_jobs.id_codes import id_codes
 from spark_jobs.item_lists import FITS, LIST_ENTRY, SERVED, VALIDATION, fit_of, lists_table
 from spark_jobs.item_models import (
     Timelines,
@@ -247,3 +248,13 @@ def test_lists_are_built_from_blocks_in_list_order_and_refused_out_of_order():
     assert lists_table("userid", []).num_rows == 0
     with pytest.raises(ValueError, match="itemid lists out of order"):
         lists_table("itemid", blocks[::-1])
+
+
+# Ids within the table, one beyond it (np.unique then), none.
+@pytest.mark.parametrize("ids", [np.array([7, 3, 7, 0, 12, 3]), np.array([5, (1 << 26) + 9, 5]),
+                                 np.array([], dtype=int)])
+def test_id_codes_are_numpys_unique_with_its_inverse(ids):
+    distinct, codes = id_codes(ids)
+    expected_distinct, expected_codes = np.unique(ids, return_inverse=True)
+    np.testing.assert_array_equal(distinct, expected_distinct)
+    np.testing.assert_array_equal(codes, expected_codes)
