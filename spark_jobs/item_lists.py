@@ -40,12 +40,14 @@ def lists_table(owner: str, blocks: Sequence[tuple[np.ndarray, np.ndarray, np.nd
 
     The lists are built here, in Arrow, and Spark only writes them: grouping flat rows into lists in Spark
     (a window over every entry, then a sort of each list) took ~120 s of the two cores at 10M ratings for the EASE
-    tables alone. A score is ordered as float64 and stored as float32, as the tables always were."""
+    tables alone. Scores are stored as float32, the tables' type; the order is the one the caller computed."""
     def joined(position: int) -> np.ndarray:
         parts = [block[position] for block in blocks]
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
     owners, neighbours, scores = joined(0), joined(1), joined(2)
+    if len(owners) >= 1 << 31:  # Arrow's list offsets are int32
+        raise ValueError(f"{len(owners)} list entries: more than one list table holds; keep fewer per {owner}")
     if np.any(owners[1:] < owners[:-1]):
         raise ValueError(f"{owner} lists out of order: each block's entries must be grouped by ascending {owner}")
     starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(owners) else np.empty(0, dtype=np.int64)
