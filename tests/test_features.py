@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
@@ -80,11 +81,9 @@ def test_online_counters_cover_the_last_ten_offline(spark):
 
 
 def test_standardisation_uses_train_statistics_only(spark):
-    df = spark.createDataFrame(
-        [("train", 1.0, 5.0), ("train", 3.0, 5.0), ("test", 100.0, -7.0)], "split string, a double, b double"
-    )
+    df = spark.createDataFrame([("train", 1, 5), ("train", 3, 5), ("test", 100, -7)], "split string, a int, b int")
     stats = fit_standardiser(df.filter(F.col("split") == "train"), ["a", "b"])
-    assert stats["a"] == pytest.approx((2.0, 2 ** 0.5))
+    assert stats["a"] == (2.0, 2 ** 0.5)
     assert stats["b"] == (5.0, 1.0)  # std 0 -> 1
     result = df.transform(standardise(stats))
     expected = spark.createDataFrame(
@@ -94,9 +93,23 @@ def test_standardisation_uses_train_statistics_only(spark):
     assert_df_equality(result, expected, ignore_nullable=True, allow_nan_equality=True)
 
 
+def test_standardiser_statistics_match_numpy_on_large_counts(spark):
+    # Values whose squares' sum exceeds float64's exact integers: the variance must still come out right.
+    values = np.random.default_rng(3).integers(0, 3_000_000, size=2_000)
+    df = spark.createDataFrame([(int(v),) for v in values], "a long")
+    mean, std = fit_standardiser(df, ["a"])["a"]
+    assert mean == pytest.approx(values.mean(), rel=1e-15)
+    assert std == pytest.approx(values.std(ddof=1), rel=1e-12)
+
+
 def test_standardiser_with_one_train_row_has_std_one(spark):
-    df = spark.createDataFrame([(4.0,)], "a double")
+    df = spark.createDataFrame([(4,)], "a int")
     assert fit_standardiser(df, ["a"]) == {"a": (4.0, 1.0)}
+
+
+def test_standardiser_of_no_rows_is_identity(spark):
+    df = spark.createDataFrame([], "a int")
+    assert fit_standardiser(df, ["a"]) == {"a": (0.0, 1.0)}
 
 
 def test_unknown_user_gets_zero_demographics(spark):
