@@ -1,6 +1,5 @@
-"""Item co-occurrence: offline histories -> each movie's top neighbours by cosine similarity, in two fits.
-
-    spark-submit --properties-file spark_jobs/delta.conf spark_jobs/cooccurrence.py --output DIR
+"""Item co-occurrence: the users' offline timelines -> each movie's top neighbours by cosine similarity, in two fits
+(``item_models.py`` writes them, from the timelines it collects once for every item model).
 
 Over each user's latest ``cooccurrence_history`` offline impressions (train + test; the hold-out is
 never read), two movies co-occur once per user who has both. With n_i the users having movie i and
@@ -10,88 +9,63 @@ the smaller itemid) in ``item_neighbours``: (itemid, neighbours array<struct<ite
 The per-user cap bounds the pairs a heavy user adds (n^2) and favours recent taste.
 
 ``validation_item_neighbours`` is the same over each user's latest ``cooccurrence_history`` impressions before
-their validation impressions (``split.mark_validation``). Spark finds each user's windows (a user's movie in
-either window carries which windows hold it, ``windowed_items``); the driver counts the pairs of each window as a
-sparse Gram matrix and keeps each movie's best neighbours (``cosine_lists``).
+their validation impressions (``split.mark_validation``). The driver numbers each timeline from its end to find
+both windows (``window_fits``), counts the pairs of each window as a sparse Gram matrix and keeps each movie's
+best neighbours (``cosine_lists``).
 """
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file by spark-submit
-    import _project_root  # noqa: F401
-
 import logging
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
 from scipy import sparse
 
-from contracts.settings import BatchSettings
-from contracts.tables import Table
 from spark_jobs.id_codes import id_codes
-from spark_jobs.item_lists import (
-    FITS,
-    SERVED,
-    VALIDATION,
-    best_of_rows,
-    fit_of,
-    fits_frame,
-    lists_table,
-    rows_per_block,
-)
-from spark_jobs.lake import Written, read_table, write_tables
+from spark_jobs.item_lists import FITS, SERVED, VALIDATION, best_of_rows, lists_table, rows_per_block
 from spark_jobs.row_blocks import by_row_blocks
-from spark_jobs.runtime import job_main
-from spark_jobs.split import Split, mark_validation
+from spark_jobs.timelines import Timelines
 
 log = logging.getLogger(__name__)
 
 
-def windowed_items(marked: DataFrame, history: int) -> DataFrame:
-    """(userid, itemid, fits), one row per distinct pair: SERVED where the movie is among the user's latest
-    ``history`` offline impressions, VALIDATION where it is among their latest ``history`` before their
-    validation impressions (``marked`` has ``validation``, true on a suffix of each user's timeline)."""
-    newest_first = Window.partitionBy("userid").orderBy(F.desc("timestamp"), F.desc("itemid"))
-    ranked = marked.select(
-        "userid", "itemid", "validation", F.row_number().over(newest_first).alias("recency"),
-        F.sum(F.col("validation").cast("int")).over(Window.partitionBy("userid")).alias("held"))
+def window_fits(timelines: Timelines, history: int) -> np.ndarray:
+    """Per impression, the fits whose window holds it, as bits: SERVED where it is among its user's latest
+    ``history`` offline impressions, VALIDATION where it is among their latest ``history`` before their validation
+    impressions (which end the timeline)."""
+    recency = timelines.recency()
     # The validation impressions are the newest ``held``: the others' recency before them is recency - held.
-    fits = (F.when(F.col("recency") <= history, SERVED).otherwise(0)
-            + F.when(~F.col("validation") & (F.col("recency") - F.col("held") <= history), VALIDATION).otherwise(0))
-    return (ranked.select("userid", "itemid", fits.alias("fits")).filter(F.col("fits") > 0)
-            .groupBy("userid", "itemid").agg(F.bit_or("fits").alias("fits")))
+    before_validation = recency - timelines.held_per_impression()
+    return (np.where(recency <= history, SERVED, 0)
+            | np.where(~timelines.validation & (before_validation <= history), VALIDATION, 0))
 
 
-def item_neighbours(user_items: DataFrame, neighbours_per_item: int) -> DataFrame:
-    """(userid, itemid, fits) -> (fit, itemid, neighbours) with cosine scores, best first, for each fit.
+def neighbour_lists(timelines: Timelines, history: int, per_item: int) -> dict[int, pa.Table]:
+    """Per fit, (itemid, neighbours) by the rule in the module docstring.
 
     Counted on the driver: the pairs' counts are the windowed history's Gram matrix, a sparse matrix product
     (C code, by blocks of movies on a few threads), where Spark's self-join hashed every pair a user adds (at 10M
-    ratings ~87 M pair rows, aggregated with spills, then ~77 M rows sorted for the top lists: ~270 s of CPU).
-    The driver already holds every offline (user, movie) pair for EASE (``item_models``), so this adds no bound
-    on the data's size that the batch did not have."""
+    ratings ~87 M pair rows, aggregated with spills, then ~77 M rows sorted for the top lists: ~270 s of CPU)."""
     started = time.monotonic()
-    pairs = user_items.select("userid", "itemid", "fits").toArrow()
-    users, items, fits = (np.asarray(pairs.column(name), dtype=np.int64) for name in ("userid", "itemid", "fits"))
-    collected = time.monotonic()
-    lists = {fit: cosine_lists(users[in_fit], items[in_fit], neighbours_per_item)
+    fits = window_fits(timelines, history)
+    lists = {fit: cosine_lists(timelines.users[in_fit], timelines.items[in_fit], per_item)
              for fit in FITS for in_fit in [fits & fit != 0]}
-    log.info("co-occurrence: %d windowed (user, movie) pairs collected in %.1f s, counted in %.1f s", len(users),
-             collected - started, time.monotonic() - collected)
-    return fits_frame(user_items.sparkSession, lists)
+    log.info("co-occurrence: %d windowed impressions counted in %.1f s", int((fits != 0).sum()),
+             time.monotonic() - started)
+    return lists
 
 
 def cosine_lists(users: np.ndarray, items: np.ndarray, per_item: int) -> pa.Table:
-    """(itemid, neighbours) from distinct (user, movie) pairs: each movie's ``per_item`` most similar movies
-    by c_ij / sqrt(n_i * n_j), best first, ties by the smaller id; movies sharing no user are not listed."""
+    """(itemid, neighbours) from (user, movie) pairs, a repeated pair counted once: each movie's ``per_item`` most
+    similar movies by c_ij / sqrt(n_i * n_j), best first, ties by the smaller id; movies sharing no user are not
+    listed."""
     itemids, column = id_codes(items)
     userids, row = id_codes(users)
     history = sparse.csr_matrix((np.ones(len(row), dtype=np.int32), (row, column)),
-                                shape=(len(userids), len(itemids)))
+                                shape=(len(userids), len(itemids)))  # repeated pairs summed: counted once below
+    history.data[:] = 1
     by_item = history.T.tocsr()
     users_per_item = np.diff(by_item.indptr).astype(np.int64)
 
@@ -107,24 +81,3 @@ def cosine_lists(users: np.ndarray, items: np.ndarray, per_item: int) -> pa.Tabl
         return itemids[owner], itemids[other], score
 
     return lists_table("itemid", by_row_blocks(len(itemids), rows_per_block(len(itemids)), block_lists))
-
-
-def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
-    offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
-    marked = mark_validation(offline, settings.validation_size, settings.validation_min_history)
-    # Cached: both tables are a filter of it, written side by side.
-    lists = windowed_items(marked, settings.cooccurrence_history).transform(
-        lambda items: item_neighbours(items, settings.neighbours_per_item)).cache()
-    try:
-        return write_tables([(Table.ITEM_NEIGHBOURS, fit_of(lists, SERVED)),
-                             (Table.VALIDATION_ITEM_NEIGHBOURS, fit_of(lists, VALIDATION))], settings, run_id)
-    finally:
-        lists.unpersist()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    job_main("cooccurrence", run, argv, __doc__)
-
-
-if __name__ == "__main__":
-    main()

@@ -17,12 +17,14 @@ without each user's last ``validation_size`` offline impressions (what the valid
   its ``successors_per_item`` largest kept. A sequence-aware source: what follows the latest movies.
 - ``validation_holdout``: each user's last ``validation_size`` offline impressions (users with at least
   ``validation_min_history`` offline impressions before them), shaped as ``online_holdout``.
-- ``validation_user_ease``, ``validation_item_successors``: the item models fitted without those impressions
-  (``validation_item_neighbours`` comes from ``spark_jobs/cooccurrence.py``), so a choice made on validation never
-  sees its targets.
+- ``item_neighbours``: co-occurrence over each user's latest ``cooccurrence_history`` impressions
+  (``spark_jobs/cooccurrence.py``).
+- ``validation_user_ease``, ``validation_item_successors``, ``validation_item_neighbours``: the item models fitted
+  without those impressions, so a choice made on validation never sees its targets.
 
-The driver collects each user's timeline once (``Timelines``) and fits both models twice from it: EASE's Gram
-matrices and the successors' weights are sparse products and sums in SciPy, by blocks of movies on a few threads.
+The driver collects each user's timeline once (``timelines.Timelines``) and fits every model twice from it:
+EASE's and co-occurrence's Gram matrices and the successors' weights are sparse products and sums in SciPy, by
+blocks of movies on a few threads.
 
 Every list has the shape of ``item_neighbours``: (itemid, neighbours array<struct<itemid, score>>); the user
 lists (userid, neighbours ...).
@@ -48,6 +50,7 @@ from scipy.linalg import lapack
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
+from spark_jobs.cooccurrence import neighbour_lists
 from spark_jobs.id_codes import id_codes
 from spark_jobs.item_lists import (
     SERVED,
@@ -62,28 +65,9 @@ from spark_jobs.lake import Written, read_table, write_tables
 from spark_jobs.row_blocks import by_row_blocks
 from spark_jobs.runtime import job_main
 from spark_jobs.split import Split, mark_validation, validation_holdout
+from spark_jobs.timelines import Timelines
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Timelines:
-    """The offline impressions the driver fits the item models on, one array per column, in each user's timeline
-    order (user, then timestamp, then itemid; ``split.user_timeline``)."""
-
-    users: np.ndarray  # int64
-    items: np.ndarray  # int64
-    validation: np.ndarray  # bool: a validation impression (``split.mark_validation``)
-
-    @classmethod
-    def collect(cls, marked: DataFrame) -> Timelines:
-        table = marked.select("userid", "itemid", "timestamp", "validation").toArrow()
-        users, items, timestamps = (np.asarray(table.column(name), dtype=np.int64)
-                                    for name in ("userid", "itemid", "timestamp"))
-        validation = np.asarray(table.column("validation"), dtype=bool)
-        # Of a repeated (user, timestamp, movie), the validation copy last: the validation impressions end a timeline.
-        order = np.lexsort((validation, items, timestamps, users))
-        return cls(users[order], items[order], validation[order])
 
 
 def item_successors(marked: DataFrame, window: int, per_item: int) -> DataFrame:
@@ -305,18 +289,25 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
     marked = mark_validation(offline, settings.validation_size, settings.validation_min_history).cache()
     successors: DataFrame | None = None
+    neighbours: DataFrame | None = None
     # Spark writes tables while the driver fits, so the JVM's work and NumPy's overlap.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="item-models-spark") as spark_side:
         spark_tables = [spark_side.submit(write_tables, [(Table.VALIDATION_HOLDOUT, validation_holdout(marked))],
                                           settings, run_id)]
         try:
-            # One collect of the users' timelines gives both fits of both models.
+            # One collect of the users' timelines gives both fits of every model.
             timelines = Timelines.collect(marked)
             successors = successors_frame(spark, timelines, settings.successor_window,
                                           settings.successors_per_item).cache()
             spark_tables.append(spark_side.submit(write_tables, [
                 (Table.ITEM_SUCCESSORS, fit_of(successors, SERVED)),
                 (Table.VALIDATION_ITEM_SUCCESSORS, fit_of(successors, VALIDATION)),
+            ], settings, run_id))
+            neighbours = fits_frame(spark, neighbour_lists(timelines, settings.cooccurrence_history,
+                                                           settings.neighbours_per_item)).cache()
+            spark_tables.append(spark_side.submit(write_tables, [
+                (Table.ITEM_NEIGHBOURS, fit_of(neighbours, SERVED)),
+                (Table.VALIDATION_ITEM_NEIGHBOURS, fit_of(neighbours, VALIDATION)),
             ], settings, run_id))
             users, items, fit = timelines.users, timelines.items, ~timelines.validation
             served = fit_ease(users, items, settings.ease_lambda, settings.ease_max_items)
@@ -336,8 +327,9 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
         finally:
             for tables in spark_tables:
                 tables.exception()  # the Spark side has ended before its inputs are released
-            if successors is not None:
-                successors.unpersist()
+            for lists in (successors, neighbours):
+                if lists is not None:
+                    lists.unpersist()
             marked.unpersist()
 
 

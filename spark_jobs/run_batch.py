@@ -1,5 +1,6 @@
 """The whole batch in one Spark session: ingest and the posted ratings (``events``, from the service's event
-log), split, then features, recall inputs, co-occurrence and the item models side by side, then export.
+log), split, then features, recall inputs and the item models (co-occurrence among them) side by side, then
+export.
 
     python -m spark_jobs.run_batch [--data DIR] [--output DIR]
     spark-submit --properties-file spark_jobs/delta.conf spark_jobs/run_batch.py --data DIR
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pyspark.sql import SparkSession
 
 from contracts.settings import BatchSettings
-from spark_jobs import cooccurrence, events, export, features, ingest, item_models, recall_inputs, split
+from spark_jobs import events, export, features, ingest, item_models, recall_inputs, split
 from spark_jobs.lake import Written
 from spark_jobs.runtime import JobRun, job_main
 
@@ -32,8 +33,7 @@ log = logging.getLogger(__name__)
 STAGES: tuple[tuple[tuple[str, JobRun], ...], ...] = (
     (("ingest", ingest.run), ("events", events.run)),
     (("split", split.run),),
-    (("features", features.run), ("recall_inputs", recall_inputs.run), ("cooccurrence", cooccurrence.run),
-     ("item_models", item_models.run)),
+    (("features", features.run), ("recall_inputs", recall_inputs.run), ("item_models", item_models.run)),
     (("export", export.run),),
 )
 STEP_COUNT = sum(len(stage) for stage in STAGES)

@@ -15,11 +15,18 @@ from models.export_readers import load_item_lists
 from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights, mean_ndcg
 from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
 from models.validation_replay import validation_users
-from spark_jobs.cooccurrence import item_neighbours, windowed_items
+from spark_jobs.cooccurrence import neighbour_lists
 from spark_jobs.id_codes import id_codes
-from spark_jobs.item_lists import FITS, LIST_ENTRY, SERVED, VALIDATION, fit_of, lists_table
+from spark_jobs.item_lists import (
+    FITS,
+    LIST_ENTRY,
+    SERVED,
+    VALIDATION,
+    fit_of,
+    fits_frame,
+    lists_table,
+)
 from spark_jobs.item_models import (
-    Timelines,
     ease_weights,
     fit_ease,
     item_successors,
@@ -28,6 +35,7 @@ from spark_jobs.item_models import (
     user_ease,
 )
 from spark_jobs.split import mark_validation, validation_holdout
+from spark_jobs.timelines import Timelines
 
 
 def test_successors_weight_each_following_item_by_its_distance(spark):
@@ -63,9 +71,10 @@ def test_the_validation_fit_of_one_pass_equals_the_served_fit_over_the_impressio
     successors = item_successors(marked, window=3, per_item=6)
     assert_df_equality(fit_of(successors, VALIDATION), fit_of(item_successors(before, window=3, per_item=6), SERVED),
                        ignore_row_order=True)
-    neighbours = item_neighbours(windowed_items(marked, history=8), neighbours_per_item=5)
+    neighbours = fits_frame(spark, neighbour_lists(Timelines.collect(marked), history=8, per_item=5))
     assert_df_equality(fit_of(neighbours, VALIDATION),
-                       fit_of(item_neighbours(windowed_items(before, history=8), neighbours_per_item=5), SERVED),
+                       fit_of(fits_frame(spark, neighbour_lists(Timelines.collect(before), history=8, per_item=5)),
+                              SERVED),
                        ignore_row_order=True)
     # The served fit counts every offline impression: it differs from the validation one.
     assert fit_of(neighbours, SERVED).exceptAll(fit_of(neighbours, VALIDATION)).count() > 0

@@ -6,9 +6,10 @@ import numpy as np
 from chispa import assert_df_equality
 
 from contracts.feature_spec import GENRE_IDS
-from spark_jobs.cooccurrence import cosine_lists, item_neighbours, windowed_items
-from spark_jobs.item_lists import SERVED, VALIDATION, fit_of
+from spark_jobs.cooccurrence import cosine_lists, neighbour_lists, window_fits
+from spark_jobs.item_lists import SERVED, VALIDATION, fit_of, fits_frame
 from spark_jobs.recall_inputs import item_popularity, item_terms, user_filter, user_terms
+from spark_jobs.timelines import Timelines
 
 
 def test_user_terms_keep_seen_genres_strongest_first(spark):
@@ -45,14 +46,15 @@ def test_cooccurrence_on_a_hand_checked_example(spark):
     # before it is {10, 30}.
     rows = [(1, 10, 1), (1, 20, 2), (1, 30, 3), (2, 10, 1), (2, 20, 1), (3, 20, 5), (3, 40, 6),
             (4, 10, 1), (4, 30, 2), (4, 40, 3)]
-    marked = spark.createDataFrame([(*row, row == (4, 40, 3)) for row in rows],
+    marked = spark.createDataFrame([(*row, row == (4, 40, 3)) for row in reversed(rows)],
                                    "userid int, itemid int, timestamp long, validation boolean")
-    items = windowed_items(marked, history=2)
-    assert sorted(tuple(r) for r in items.filter("userid = 4").collect()) == [
-        (4, 10, VALIDATION), (4, 30, SERVED | VALIDATION), (4, 40, SERVED)]
+    timelines = Timelines.collect(marked)
+    fourth = timelines.users == 4
+    assert timelines.items[fourth].tolist() == [10, 30, 40]
+    assert window_fits(timelines, history=2)[fourth].tolist() == [VALIDATION, SERVED | VALIDATION, SERVED]
     # user 1's 2 latest: {20, 30}; user 2: {10, 20}; user 3: {20, 40}; user 4: {30, 40}
     # n: 10 -> 1, 20 -> 3, 30 -> 2, 40 -> 2.  c(20,30) = 1, c(10,20) = 1, c(20,40) = 1, c(30,40) = 1.
-    lists = item_neighbours(items, neighbours_per_item=2)
+    lists = fits_frame(spark, neighbour_lists(timelines, history=2, per_item=2))
     got = {r.itemid: [(n.itemid, round(n.score, 4)) for n in r.neighbours] for r in fit_of(lists, SERVED).collect()}
     assert got == {
         10: [(20, round(1 / 3 ** 0.5, 4))],
@@ -91,3 +93,20 @@ def test_cosine_lists_equal_counting_every_users_pairs_one_by_one():
     # Ordered on the exact scores (ties by the smaller id), stored to the last bit of float32, the tables' type.
     assert got == {i: [(j, float(np.float32(score))) for j, score in scored] for i, scored in expected.items()}
     assert any(a[1] == b[1] for scored in got.values() for a, b in itertools.pairwise(scored))  # ties were tested
+
+
+def test_cosine_lists_count_a_repeated_pair_once():
+    users, items = np.array([1, 1, 2, 2, 3]), np.array([10, 20, 10, 30, 20])
+    once = cosine_lists(users, items, per_item=3)
+    # user 1 rated 10 twice: the same users have each movie
+    assert cosine_lists(np.append(users, 1), np.append(items, 10), per_item=3).equals(once)
+
+
+def test_timelines_number_each_user_from_the_end():
+    timelines = Timelines(np.array([3, 3, 3, 5, 8, 8]), np.array([1, 2, 3, 1, 4, 5]),
+                          np.array([False, True, True, False, False, True]))
+    assert timelines.recency().tolist() == [3, 2, 1, 1, 2, 1]
+    assert timelines.held_per_impression().tolist() == [2, 2, 2, 0, 1, 1]
+    empty = Timelines(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+    assert empty.recency().tolist() == [] and empty.held_per_impression().tolist() == []
+    assert window_fits(empty, history=5).tolist() == []
