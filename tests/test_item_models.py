@@ -22,6 +22,7 @@ from spark_jobs.item_lists import (
     LIST_ENTRY,
     SERVED,
     VALIDATION,
+    best_of_rows,
     fit_of,
     fits_frame,
     lists_table,
@@ -242,6 +243,31 @@ def test_symmetric_inverse_is_the_inverse_mirrored_across_several_blocks_of_rows
     assert symmetric_inverse(np.empty((0, 0))).shape == (0, 0)
     with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
         symmetric_inverse(-np.eye(3))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-9, 1e6])
+def test_best_of_rows_keeps_each_rows_best_by_score_then_smaller_column(scale):
+    rng = np.random.default_rng(8)
+    start, stop, columns, per_row = 40, 140, 300, 7
+    cells = rng.choice((stop - start) * columns, size=9_000, replace=False)
+    owner, other = start + cells // columns, cells % columns
+    # Few distinct values, so ties at each row's cut are common; some negative; some rows shorter than a list.
+    score = rng.integers(-3, 12, size=len(cells)) * scale + scale / 3
+    short = owner >= stop - 10
+    owner, other, score = owner[~short | (other < 4)], other[~short | (other < 4)], score[~short | (other < 4)]
+    expected = sorted(((o, -s, c) for o, c, s in zip(owner.tolist(), other.tolist(), score.tolist(), strict=True)))
+    by_row: dict[int, list[tuple[int, float]]] = {}
+    for o, negative, c in expected:
+        if len(by_row.setdefault(o, [])) < per_row:
+            by_row[o].append((c, -negative))
+    shuffled = rng.permutation(len(owner))
+    got_owner, got_other, got_score = best_of_rows(owner[shuffled], other[shuffled], score[shuffled], start, stop,
+                                                   columns, per_row)
+    got: dict[int, list[tuple[int, float]]] = {}
+    for o, c, s in zip(got_owner.tolist(), got_other.tolist(), got_score.tolist(), strict=True):
+        got.setdefault(o, []).append((c, s))
+    assert got == by_row
+    assert list(got_owner) == sorted(got_owner)
 
 
 def test_lists_are_built_from_blocks_in_list_order_and_refused_out_of_order():
