@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
+from scipy import sparse
 
 from contracts.tables import Export
 from models.ease import Ease
@@ -28,6 +29,7 @@ from spark_jobs.item_lists import (
     lists_table,
 )
 from spark_jobs.item_models import (
+    RunningSum,
     ease_weights,
     fit_ease,
     item_successors,
@@ -268,6 +270,21 @@ def test_best_of_rows_keeps_each_rows_best_by_score_then_smaller_column(scale):
         got.setdefault(o, []).append((c, s))
     assert got == by_row
     assert list(got_owner) == sorted(got_owner)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 7, 10])
+def test_running_sum_is_the_sum_of_every_matrix_added(count):
+    rng = np.random.default_rng(count)
+    matrices = [sparse.random(30, 40, density=0.1, format="csr", random_state=rng, dtype=np.float64)
+                for _ in range(count)]
+    matrices = [sparse.csr_matrix((np.round(m.data * 100).astype(np.int64), m.indices, m.indptr), shape=m.shape)
+                for m in matrices]
+    running = RunningSum((30, 40))
+    for matrix in matrices:
+        running.add(matrix)
+    assert len(running.partials) <= max(count, 1).bit_length()  # a binary counter's partial sums, not every addend
+    expected = sum((m.toarray() for m in matrices), np.zeros((30, 40), dtype=np.int64))
+    np.testing.assert_array_equal(running.total().toarray(), expected)
 
 
 def test_lists_are_built_from_blocks_in_list_order_and_refused_out_of_order():
