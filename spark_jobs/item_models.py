@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from scipy import sparse
 from scipy.linalg import lapack
@@ -55,9 +55,9 @@ from spark_jobs.id_codes import id_codes
 from spark_jobs.item_lists import (
     SERVED,
     VALIDATION,
+    DriverTables,
     best_of_rows,
     fit_of,
-    fits_frame,
     lists_table,
     rows_per_block,
 )
@@ -68,15 +68,6 @@ from spark_jobs.split import Split, mark_validation, validation_holdout
 from spark_jobs.timelines import Timelines
 
 log = logging.getLogger(__name__)
-
-
-def item_successors(marked: DataFrame, window: int, per_item: int) -> DataFrame:
-    """(fit, itemid, neighbours) by the rule in the module docstring, for both fits."""
-    return successors_frame(marked.sparkSession, Timelines.collect(marked), window, per_item)
-
-
-def successors_frame(spark: SparkSession, timelines: Timelines, window: int, per_item: int) -> DataFrame:
-    return fits_frame(spark, successor_lists(timelines, window, per_item))
 
 
 def successor_lists(timelines: Timelines, window: int, per_item: int) -> dict[int, pa.Table]:
@@ -294,35 +285,26 @@ def ease_weights(fit: EaseFit, per_item: int, items_per_block: int = 1024) -> pa
     return lists_table("itemid", by_row_blocks(len(itemids), items_per_block, block_lists) if keep else [])
 
 
-def ease_tables(spark: SparkSession, fit: EaseFit, settings: BatchSettings) -> tuple[DataFrame, DataFrame]:
-    """(item_ease, user_ease) of one fit."""
-    return spark.createDataFrame(ease_weights(fit, settings.ease_per_item)), user_ease_table(spark, fit, settings)
-
-
-def user_ease_table(spark: SparkSession, fit: EaseFit, settings: BatchSettings) -> DataFrame:
-    return spark.createDataFrame(user_ease(fit, settings.ease_per_user))
-
-
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
     marked = mark_validation(offline, settings.validation_size, settings.validation_min_history).cache()
-    successors: DataFrame | None = None
-    neighbours: DataFrame | None = None
-    # Spark writes tables while the driver fits, so the JVM's work and NumPy's overlap.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="item-models-spark") as spark_side:
+    # Spark writes tables while the driver fits, so the JVM's work and NumPy's overlap. The writes end (the pool's
+    # exit) before the handed-over files are removed (``handed``'s exit).
+    with DriverTables(spark, settings.handoff_dir / run_id) as handed, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="item-models-spark") as spark_side:
         spark_tables = [spark_side.submit(write_tables, [(Table.VALIDATION_HOLDOUT, validation_holdout(marked))],
                                           settings, run_id)]
         try:
             # One collect of the users' timelines gives both fits of every model.
             timelines = Timelines.collect(marked)
-            successors = successors_frame(spark, timelines, settings.successor_window,
-                                          settings.successors_per_item).cache()
+            successors = handed.fits_frame("successors", successor_lists(
+                timelines, settings.successor_window, settings.successors_per_item))
             spark_tables.append(spark_side.submit(write_tables, [
                 (Table.ITEM_SUCCESSORS, fit_of(successors, SERVED)),
                 (Table.VALIDATION_ITEM_SUCCESSORS, fit_of(successors, VALIDATION)),
             ], settings, run_id))
-            neighbours = fits_frame(spark, neighbour_lists(timelines, settings.cooccurrence_history,
-                                                           settings.neighbours_per_item)).cache()
+            neighbours = handed.fits_frame("neighbours", neighbour_lists(
+                timelines, settings.cooccurrence_history, settings.neighbours_per_item))
             spark_tables.append(spark_side.submit(write_tables, [
                 (Table.ITEM_NEIGHBOURS, fit_of(neighbours, SERVED)),
                 (Table.VALIDATION_ITEM_NEIGHBOURS, fit_of(neighbours, VALIDATION)),
@@ -331,23 +313,22 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
             served = fit_ease(users, items, settings.ease_lambda, settings.ease_max_items)
             log.info("EASE over %d movies from %d impressions (validation fit: %d)", len(served.itemids), len(users),
                      int(fit.sum()))
-            served_ease, served_user_ease = ease_tables(spark, served, settings)
-            # Its lists have crossed to the JVM: the validation fit is made without the served one beside it.
+            served_ease = handed.frame(Table.ITEM_EASE, ease_weights(served, settings.ease_per_item))
+            served_user_ease = handed.frame(Table.USER_EASE, user_ease(served, settings.ease_per_user))
+            # Its lists are on disk: the validation fit is made without the served one beside it.
             del served
             # Validation reads the users' lists only: the choice replays them, never the per-movie weights.
-            validation_user_ease = user_ease_table(
-                spark, fit_ease(users[fit], items[fit], settings.ease_lambda, settings.ease_max_items), settings)
+            validation_user_ease = handed.frame(Table.VALIDATION_USER_EASE, user_ease(
+                fit_ease(users[fit], items[fit], settings.ease_lambda, settings.ease_max_items),
+                settings.ease_per_user))
             ease_written = write_tables([
                 (Table.ITEM_EASE, served_ease), (Table.USER_EASE, served_user_ease),
                 (Table.VALIDATION_USER_EASE, validation_user_ease),
             ], settings, run_id)
-            return [written for tables in spark_tables for written in tables.result()] + ease_written
+            return [written for writes in spark_tables for written in writes.result()] + ease_written
         finally:
-            for tables in spark_tables:
-                tables.exception()  # the Spark side has ended before its inputs are released
-            for lists in (successors, neighbours):
-                if lists is not None:
-                    lists.unpersist()
+            for writes in spark_tables:
+                writes.exception()  # the Spark side has ended before its inputs are released
             marked.unpersist()
 
 

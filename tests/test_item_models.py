@@ -1,12 +1,15 @@
 """The batch's item models (spark_jobs/item_models.py) and how the request path sums their lists."""
 
 import itertools
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from scipy import sparse
 
@@ -23,16 +26,15 @@ from spark_jobs.item_lists import (
     LIST_ENTRY,
     SERVED,
     VALIDATION,
+    DriverTables,
     best_of_rows,
     fit_of,
-    fits_frame,
     lists_table,
 )
 from spark_jobs.item_models import (
     RunningSum,
     ease_weights,
     fit_ease,
-    item_successors,
     successor_lists,
     symmetric_inverse,
     user_ease,
@@ -41,14 +43,20 @@ from spark_jobs.split import mark_validation, validation_holdout
 from spark_jobs.timelines import Timelines
 
 
-def test_successors_weight_each_following_item_by_its_distance(spark):
+def handed_to_spark(spark: SparkSession, folder: Path, name: str, tables: dict[int, pa.Table]) -> DataFrame:
+    """The lists as the batch hands them to Spark: (fit, owner, neighbours)."""
+    return DriverTables(spark, folder / name).fits_frame(name, tables)
+
+
+def test_successors_weight_each_following_item_by_its_distance(spark, tmp_path):
     # user 1: 10, 20, 30 (20 and 30 in the same second: ordered by itemid), 30 held for validation; user 2: 20, 10
     rows = [(1, 10, 1, False), (1, 30, 2, True), (1, 20, 2, False), (2, 20, 5, False), (2, 10, 6, False)]
     marked = spark.createDataFrame(rows, "userid int, itemid int, timestamp long, validation boolean")
 
     def lists(fit: int, per_item: int) -> dict[int, list[tuple[int, float]]]:
+        successors = successor_lists(Timelines.collect(marked), window=2, per_item=per_item)
         return {r.itemid: [(n.itemid, round(n.score, 5)) for n in r.neighbours]
-                for r in fit_of(item_successors(marked, window=2, per_item=per_item), fit).collect()}
+                for r in fit_of(handed_to_spark(spark, tmp_path, f"s{fit}{per_item}", successors), fit).collect()}
 
     # 10 -> 20 at distance 1 (weight 1), 30 at 2 (1/2): total 1.5, divided by 2.5
     # 20 -> 30 at 1 (user 1) and 10 at 1 (user 2): total 2, divided by 3; tie on score: the smaller id first
@@ -67,17 +75,25 @@ def random_offline(spark, seed: int, users: int = 40, items: int = 30, per_user:
     return spark.createDataFrame(rows, "userid int, itemid int, timestamp long, rating double, label int")
 
 
-def test_the_validation_fit_of_one_pass_equals_the_served_fit_over_the_impressions_before_validation(spark):
+def test_the_validation_fit_of_one_pass_equals_the_served_fit_over_the_impressions_before_validation(spark,
+                                                                                                      tmp_path):
     marked = mark_validation(random_offline(spark, seed=11), validation_size=3, min_history=4)
     before = marked.filter(~F.col("validation"))
     assert 0 < before.count() < marked.count()
-    successors = item_successors(marked, window=3, per_item=6)
-    assert_df_equality(fit_of(successors, VALIDATION), fit_of(item_successors(before, window=3, per_item=6), SERVED),
-                       ignore_row_order=True)
-    neighbours = fits_frame(spark, neighbour_lists(Timelines.collect(marked), history=8, per_item=5))
-    assert_df_equality(fit_of(neighbours, VALIDATION),
-                       fit_of(fits_frame(spark, neighbour_lists(Timelines.collect(before), history=8, per_item=5)),
-                              SERVED),
+
+    def fits(name: str, lists_of: Callable[[Timelines], dict[int, pa.Table]], rows: DataFrame) -> DataFrame:
+        return handed_to_spark(spark, tmp_path, name, lists_of(Timelines.collect(rows)))
+
+    def successors(timelines: Timelines) -> dict[int, pa.Table]:
+        return successor_lists(timelines, window=3, per_item=6)
+
+    def neighbours_of(timelines: Timelines) -> dict[int, pa.Table]:
+        return neighbour_lists(timelines, history=8, per_item=5)
+
+    assert_df_equality(fit_of(fits("s1", successors, marked), VALIDATION),
+                       fit_of(fits("s2", successors, before), SERVED), ignore_row_order=True)
+    neighbours = fits("n1", neighbours_of, marked)
+    assert_df_equality(fit_of(neighbours, VALIDATION), fit_of(fits("n2", neighbours_of, before), SERVED),
                        ignore_row_order=True)
     # The served fit counts every offline impression: it differs from the validation one.
     assert fit_of(neighbours, SERVED).exceptAll(fit_of(neighbours, VALIDATION)).count() > 0
@@ -95,14 +111,14 @@ def test_validation_marks_each_users_last_impressions_after_enough_history(spark
     assert_df_equality(validation_holdout(marked), expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_ease_lists_are_the_reference_ease_weights(spark):
+def test_ease_lists_are_the_reference_ease_weights(spark, tmp_path):
     rng = np.random.default_rng(3)
     users, items = rng.integers(0, 120, 1500), rng.integers(1, 60, 1500)  # with repeats: counted once
     pairs = np.unique(np.stack([users, items], axis=1), axis=0)
     fit = fit_ease(users, items, lam=50.0, max_items=40, columns_per_block=16)  # blocks of 16, 16 and 8
     weights = ease_weights(fit, per_item=10)
     # Read back through Spark, as the batch writes them.
-    lists = {r.itemid: r.neighbours for r in spark.createDataFrame(weights).collect()}
+    lists = {r.itemid: r.neighbours for r in DriverTables(spark, tmp_path / "ease").frame("ease", weights).collect()}
     reference = Ease.fit([pairs[pairs[:, 0] == u, 1] for u in range(120)], lam=50.0, max_items=40)
     assert sorted(lists) == reference.itemids.tolist()
     for position, itemid in enumerate(reference.itemids):
@@ -112,8 +128,9 @@ def test_ease_lists_are_the_reference_ease_weights(spark):
         assert [n.itemid for n in lists[itemid]] == reference.itemids[best].tolist()
         np.testing.assert_allclose([n.score for n in lists[itemid]], row[best], rtol=1e-5)
     # Each user's list: the reference's scores of their history, seen movies excluded, best 7 (in blocks of 16).
-    per_user = {r.userid: r.neighbours
-                for r in spark.createDataFrame(user_ease(fit, per_user=7, users_per_block=16)).collect()}
+    handed = DriverTables(spark, tmp_path / "user_ease").frame("user_ease",
+                                                               user_ease(fit, per_user=7, users_per_block=16))
+    per_user = {r.userid: r.neighbours for r in handed.collect()}
     for userid in (0, 37, 119):
         seen = pairs[pairs[:, 0] == userid, 1]
         scores = reference.scores(seen, item_count=60)
@@ -310,3 +327,15 @@ def test_id_codes_are_numpys_unique_with_its_inverse(ids):
     expected_distinct, expected_codes = np.unique(ids, return_inverse=True)
     np.testing.assert_array_equal(distinct, expected_distinct)
     np.testing.assert_array_equal(codes, expected_codes)
+
+
+def test_driver_tables_are_read_by_spark_from_files_removed_on_close(spark, tmp_path):
+    table = lists_table("itemid", [(np.array([3, 3, 5]), np.array([7, 9, 3]), np.array([0.5, 0.25, 1.0]))])
+    folder = tmp_path / "handoff" / "run-1"
+    with DriverTables(spark, folder) as handed:
+        frame = handed.frame("lists", table)
+        assert [(r.itemid, [(n.itemid, n.score) for n in r.neighbours]) for r in frame.orderBy("itemid").collect()] \
+            == [(3, [(7, 0.5), (9, 0.25)]), (5, [(3, 1.0)])]
+        with pytest.raises(ValueError, match="twice"):
+            handed.frame("lists", table)
+    assert not (tmp_path / "handoff").exists()
