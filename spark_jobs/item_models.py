@@ -70,32 +70,56 @@ from spark_jobs.timelines import Timelines
 log = logging.getLogger(__name__)
 
 
-def successor_lists(timelines: Timelines, window: int, per_item: int) -> dict[int, pa.Table]:
+# Pairs (a movie and a successor at one distance) counted at once: the summed weights of one block of source
+# movies are held, not every movie's. At 25M ratings every movie's at once peaked at ~3 GB on the driver.
+PAIRS_PER_BLOCK = 40_000_000
+
+
+def successor_lists(timelines: Timelines, window: int, per_item: int,
+                    pairs_per_block: int = PAIRS_PER_BLOCK) -> dict[int, pa.Table]:
     """Per fit, (itemid, neighbours) by the rule in the module docstring. The validation impressions end each
     user's timeline, so a pair counts for VALIDATION where its successor is not one.
 
     On the driver: the (movie, successor) weights are a sparse matrix summed over the distances (Spark's window
-    made ~94 M pair rows at 10M ratings and aggregated them: ~300 s of CPU)."""
+    made ~94 M pair rows at 10M ratings and aggregated them: ~300 s of CPU), by blocks of source movies."""
     users, validation = timelines.users, timelines.validation
     itemids, column = id_codes(timelines.items)
     column = column.astype(np.int32 if len(itemids) < 1 << 31 else np.int64)  # half the memory for each pair
-    shape = (len(itemids), len(itemids))
     # 1 / distance in units of 1 / lcm(1..window): whole numbers, so the sums are exact in any order.
     unit = math.lcm(*range(1, window + 1))
-    # The VALIDATION fit counts the pairs whose successor is not held for validation; SERVED adds those that are
-    # (few: the end of each timeline), so every pair is counted into one matrix only.
-    before_validation, into_validation = RunningSum(shape), RunningSum(shape)
-    for distance in range(1, window + 1):
-        follows = users[:-distance] == users[distance:]
-        source, successor = column[:-distance][follows], column[distance:][follows]
-        held = validation[distance:][follows]
-        for pairs, picked in ((before_validation, ~held), (into_validation, held)):
-            pairs.add(sparse.csr_matrix(
-                (np.full(int(picked.sum()), unit // distance, dtype=np.int64), (source[picked], successor[picked])),
-                shape=shape))  # repeated pairs summed
-    weights = {VALIDATION: before_validation.total()}
-    weights[SERVED] = weights[VALIDATION] + into_validation.total()
-    return {fit: divided_by_totals(matrix, itemids, unit, per_item) for fit, matrix in weights.items()}
+    lists: dict[int, list[pa.Table]] = {VALIDATION: [], SERVED: []}
+    for low, high in movie_blocks(np.bincount(column, minlength=len(itemids)) * window, pairs_per_block):
+        shape = (high - low, len(itemids))
+        in_block = (column >= low) & (column < high)
+        # The VALIDATION fit counts the pairs whose successor is not held for validation; SERVED adds those that
+        # are (few: the end of each timeline), so every pair is counted into one matrix only.
+        before_validation, into_validation = RunningSum(shape), RunningSum(shape)
+        for distance in range(1, window + 1):
+            starts = np.flatnonzero(in_block[:-distance] & (users[:-distance] == users[distance:]))
+            source, successor = column[starts] - low, column[starts + distance]
+            held = validation[starts + distance]
+            for pairs, picked in ((before_validation, ~held), (into_validation, held)):
+                pairs.add(sparse.csr_matrix(
+                    (np.full(int(picked.sum()), unit // distance, dtype=np.int64),
+                     (source[picked], successor[picked])), shape=shape))  # repeated pairs summed
+        weights = before_validation.total()
+        lists[VALIDATION].append(divided_by_totals(weights, itemids[low:high], itemids, unit, per_item))
+        weights = weights + into_validation.total()
+        lists[SERVED].append(divided_by_totals(weights, itemids[low:high], itemids, unit, per_item))
+    return {fit: pa.concat_tables(tables) if tables else lists_table("itemid", []) for fit, tables in lists.items()}
+
+
+def movie_blocks(pairs_per_movie: np.ndarray, pairs_per_block: int) -> list[tuple[int, int]]:
+    """Consecutive ranges of movie codes [low, high), each starting at most ``pairs_per_block`` pairs, unless one
+    movie alone starts more (a movie's pairs are never split)."""
+    ends = np.cumsum(pairs_per_movie)
+    blocks, low = [], 0
+    while low < len(ends):
+        before = int(ends[low - 1]) if low else 0
+        high = max(int(np.searchsorted(ends, before + pairs_per_block, side="right")), low + 1)
+        blocks.append((low, high))
+        low = high
+    return blocks
 
 
 class RunningSum:
@@ -123,8 +147,10 @@ class RunningSum:
         return total
 
 
-def divided_by_totals(weights: sparse.csr_matrix, itemids: np.ndarray, unit: int, per_item: int) -> pa.Table:
-    """(itemid, neighbours): each movie's weights divided by (their total + unit), its ``per_item`` best."""
+def divided_by_totals(weights: sparse.csr_matrix, owners: np.ndarray, itemids: np.ndarray, unit: int,
+                      per_item: int) -> pa.Table:
+    """(itemid, neighbours): each row's weights (the movie ``owners[row]`` towards ``itemids[column]``) divided by
+    (their total + unit), its ``per_item`` best."""
     totals = np.asarray(weights.sum(axis=1), dtype=np.int64).ravel()
 
     def block_lists(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -133,9 +159,9 @@ def divided_by_totals(weights: sparse.csr_matrix, itemids: np.ndarray, unit: int
         # The same IEEE division as Spark's of two longs.
         score = block.data.astype(np.float64) / (totals[owner] + unit).astype(np.float64)
         owner, other, score = best_of_rows(owner, block.indices, score, start, stop, len(itemids), per_item)
-        return itemids[owner], itemids[other], score
+        return owners[owner], itemids[other], score
 
-    return lists_table("itemid", by_row_blocks(len(itemids), rows_per_block(len(itemids)), block_lists))
+    return lists_table("itemid", by_row_blocks(len(owners), rows_per_block(len(itemids)), block_lists))
 
 
 def most_rated_pairs(users: np.ndarray, items: np.ndarray, max_items: int) -> tuple[np.ndarray, np.ndarray]:

@@ -32,9 +32,11 @@ from spark_jobs.item_lists import (
     lists_table,
 )
 from spark_jobs.item_models import (
+    PAIRS_PER_BLOCK,
     RunningSum,
     ease_weights,
     fit_ease,
+    movie_blocks,
     successor_lists,
     symmetric_inverse,
     user_ease,
@@ -213,7 +215,8 @@ def test_quota_choice_makes_room_for_the_source_that_finds_the_targets_and_stops
     assert not clearly_better(0.5 + noise, np.full(40, 0.5)) and clearly_better(np.full(40, 0.52), np.full(40, 0.5))
 
 
-def test_successor_lists_equal_walking_every_timeline_one_by_one():
+@pytest.mark.parametrize("pairs_per_block", [PAIRS_PER_BLOCK, 20])  # one block of movies; many
+def test_successor_lists_equal_walking_every_timeline_one_by_one(pairs_per_block):
     rng = np.random.default_rng(8)
     # Few movies, repeats and shared seconds: ties at the list's cut, a movie following itself.
     rows = []
@@ -227,7 +230,8 @@ def test_successor_lists_equal_walking_every_timeline_one_by_one():
     timelines = Timelines(users[order], items[order], validation[order])
     window, per_item = 3, 4
     got = {fit: {} for fit in FITS}
-    for fit, table in successor_lists(timelines, window, per_item).items():
+    assert len(movie_blocks(np.bincount(items) * window, pairs_per_block)) > (1 if pairs_per_block == 20 else 0)
+    for fit, table in successor_lists(timelines, window, per_item, pairs_per_block).items():
         got[fit] = {row["itemid"]: [(entry["itemid"], entry["score"]) for entry in row["neighbours"]]
                     for row in table.to_pylist()}
 
@@ -339,3 +343,13 @@ def test_driver_tables_are_read_by_spark_from_files_removed_on_close(spark, tmp_
         with pytest.raises(ValueError, match="twice"):
             handed.frame("lists", table)
     assert not (tmp_path / "handoff").exists()
+
+
+def test_movie_blocks_cover_every_movie_once_in_order():
+    pairs = np.array([5, 0, 30, 1, 1, 1, 8, 0, 2])
+    blocks = movie_blocks(pairs, pairs_per_block=10)
+    assert blocks[0][0] == 0 and blocks[-1][1] == len(pairs)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
+    assert (2, 3) in blocks  # the 30 pairs of one movie stay together
+    assert movie_blocks(np.zeros(0, dtype=np.int64), 10) == []
+    assert movie_blocks(pairs, pairs_per_block=1000) == [(0, len(pairs))]
