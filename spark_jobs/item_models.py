@@ -38,12 +38,12 @@ if __package__ in (None, ""):  # run as a file by spark-submit
 import logging
 import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from scipy import sparse
 from scipy.linalg import lapack
@@ -318,44 +318,56 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     # exit) before the handed-over files are removed (``handed``'s exit).
     with DriverTables(spark, settings.handoff_dir / run_id) as handed, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="item-models-spark") as spark_side:
-        spark_tables = [spark_side.submit(write_tables, [(Table.VALIDATION_HOLDOUT, validation_holdout(marked))],
-                                          settings, run_id)]
+        writes = [spark_side.submit(write_tables, [(Table.VALIDATION_HOLDOUT, validation_holdout(marked))],
+                                    settings, run_id)]
         try:
             # One collect of the users' timelines gives both fits of every model.
             timelines = Timelines.collect(marked)
-            successors = handed.fits_frame("successors", successor_lists(
-                timelines, settings.successor_window, settings.successors_per_item))
-            spark_tables.append(spark_side.submit(write_tables, [
-                (Table.ITEM_SUCCESSORS, fit_of(successors, SERVED)),
-                (Table.VALIDATION_ITEM_SUCCESSORS, fit_of(successors, VALIDATION)),
-            ], settings, run_id))
-            neighbours = handed.fits_frame("neighbours", neighbour_lists(
-                timelines, settings.cooccurrence_history, settings.neighbours_per_item))
-            spark_tables.append(spark_side.submit(write_tables, [
-                (Table.ITEM_NEIGHBOURS, fit_of(neighbours, SERVED)),
-                (Table.VALIDATION_ITEM_NEIGHBOURS, fit_of(neighbours, VALIDATION)),
-            ], settings, run_id))
-            users, items, fit = timelines.users, timelines.items, ~timelines.validation
-            served = fit_ease(users, items, settings.ease_lambda, settings.ease_max_items)
-            log.info("EASE over %d movies from %d impressions (validation fit: %d)", len(served.itemids), len(users),
-                     int(fit.sum()))
-            served_ease = handed.frame(Table.ITEM_EASE, ease_weights(served, settings.ease_per_item))
-            served_user_ease = handed.frame(Table.USER_EASE, user_ease(served, settings.ease_per_user))
-            # Its lists are on disk: the validation fit is made without the served one beside it.
-            del served
-            # Validation reads the users' lists only: the choice replays them, never the per-movie weights.
-            validation_user_ease = handed.frame(Table.VALIDATION_USER_EASE, user_ease(
-                fit_ease(users[fit], items[fit], settings.ease_lambda, settings.ease_max_items),
-                settings.ease_per_user))
-            ease_written = write_tables([
-                (Table.ITEM_EASE, served_ease), (Table.USER_EASE, served_user_ease),
-                (Table.VALIDATION_USER_EASE, validation_user_ease),
-            ], settings, run_id)
-            return [written for writes in spark_tables for written in writes.result()] + ease_written
+
+            def sequence_lists() -> list[Future[list[Written]]]:
+                successors = handed.fits_frame("successors", successor_lists(
+                    timelines, settings.successor_window, settings.successors_per_item))
+                written = [spark_side.submit(write_tables, [
+                    (Table.ITEM_SUCCESSORS, fit_of(successors, SERVED)),
+                    (Table.VALIDATION_ITEM_SUCCESSORS, fit_of(successors, VALIDATION)),
+                ], settings, run_id)]
+                neighbours = handed.fits_frame("neighbours", neighbour_lists(
+                    timelines, settings.cooccurrence_history, settings.neighbours_per_item))
+                written.append(spark_side.submit(write_tables, [
+                    (Table.ITEM_NEIGHBOURS, fit_of(neighbours, SERVED)),
+                    (Table.VALIDATION_ITEM_NEIGHBOURS, fit_of(neighbours, VALIDATION)),
+                ], settings, run_id))
+                return written
+
+            # Two threads of driver work: much of each is single-threaded NumPy (sorts, sparse sums), so together they
+            # keep both cores busy once Spark's other steps have ended.
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="item-models-fit") as fitting:
+                sequence = fitting.submit(sequence_lists)
+                ease = fitting.submit(ease_lists, timelines, settings, handed)
+                writes += sequence.result()
+            writes.append(spark_side.submit(write_tables, ease.result(), settings, run_id))
+            return [written for tables in writes for written in tables.result()]
         finally:
-            for writes in spark_tables:
-                writes.exception()  # the Spark side has ended before its inputs are released
+            for tables in writes:
+                tables.exception()  # the Spark side has ended before its inputs are released
             marked.unpersist()
+
+
+def ease_lists(timelines: Timelines, settings: BatchSettings, handed: DriverTables) -> list[tuple[str, DataFrame]]:
+    """The EASE tables of both fits, handed to Spark."""
+    users, items, fit = timelines.users, timelines.items, ~timelines.validation
+    served = fit_ease(users, items, settings.ease_lambda, settings.ease_max_items)
+    log.info("EASE over %d movies from %d impressions (validation fit: %d)", len(served.itemids), len(users),
+             int(fit.sum()))
+    served_ease = handed.frame(Table.ITEM_EASE, ease_weights(served, settings.ease_per_item))
+    served_user_ease = handed.frame(Table.USER_EASE, user_ease(served, settings.ease_per_user))
+    # Its lists are on disk: the validation fit is made without the served one beside it.
+    del served
+    # Validation reads the users' lists only: the choice replays them, never the per-movie weights.
+    validation_user_ease = handed.frame(Table.VALIDATION_USER_EASE, user_ease(
+        fit_ease(users[fit], items[fit], settings.ease_lambda, settings.ease_max_items), settings.ease_per_user))
+    return [(Table.ITEM_EASE, served_ease), (Table.USER_EASE, served_user_ease),
+            (Table.VALIDATION_USER_EASE, validation_user_ease)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
