@@ -8,7 +8,7 @@ impressions (README "Real-time events"):
   (timestamp, itemid), so a rating posted late takes its place in that order;
 - the 36 counters are over the latest PIT_HISTORY impressions (``spark_jobs.features.latest_counters``),
   standardised with the published run's train statistics (its feature metadata);
-- the terms are the genres among them with impressions, strongest first (``spark_jobs.recall_inputs.user_terms``);
+- the terms are the genres among them with impressions, strongest first (``spark_jobs.genre_terms.user_terms``);
 - the seen filter gains the item; the recent list is the latest ``recent_items`` impressions, newest first
   (``user_filter``);
 - the EASE list is the per-movie EASE weights (``item_ease``) summed over everything the user saw;

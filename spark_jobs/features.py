@@ -1,5 +1,5 @@
 """Features: impressions -> training samples (narrow: the trainer assembles their 59 spec features), the
-counter history, online user and item features.
+counter history, online user and item features, and the users' genre terms (from the same online counters).
 
     spark-submit --properties-file spark_jobs/delta.conf spark_jobs/features.py --output DIR
 
@@ -37,6 +37,7 @@ from contracts.feature_spec import (
 )
 from contracts.settings import BatchSettings
 from contracts.tables import Table
+from spark_jobs.genre_terms import user_terms
 from spark_jobs.lake import Written, read_table, write_table, write_tables
 from spark_jobs.runtime import job_main
 from spark_jobs.split import Split, user_timeline
@@ -391,11 +392,13 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     online_counters = latest_counters(timeline.filter(F.col("split").isin(*Split.OFFLINE)))
     if posted.limit(1).count():
         online_counters = online_counters.transform(with_posted_counters(every_impression, items))
+    online_counters = online_counters.cache()  # one row per user, read by the user features and the terms
     online_users = user_features(users, online_counters, span["first"], spec).transform(standardise(stats))
     written = write_tables([
         (Table.SAMPLES, training_samples(impressions)),
         (Table.NEGATIVE_SAMPLES, negatives),
         (Table.USER_FEATURES, online_users),
+        (Table.USER_TERMS, user_terms(online_counters)),
         (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
         (Table.ITEM_VOCABULARY, vocabulary),
         (Table.USER_FEATURE_HISTORY, user_feature_history(counter_history(timeline)).transform(standardise(stats))),
@@ -412,6 +415,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
                                            "run_id string, spec_version string, metadata string")
     written.append(write_table(metadata_table, settings, Table.FEATURE_METADATA, run_id))
     timeline.unpersist()
+    online_counters.unpersist()
     vocabulary.unpersist()
     log.info("features: %d columns (spec %s), %s", len(spec.names), spec.version, counts)
     return written

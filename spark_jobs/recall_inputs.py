@@ -3,8 +3,8 @@
     spark-submit --properties-file spark_jobs/delta.conf spark_jobs/recall_inputs.py --output DIR
 
 - ``item_terms``: per movie, its genre ids.
-- ``user_terms``: per user, the genres of their last PIT_HISTORY offline impressions with how many
-  impressions and positives each had (raw counts, strongest first).
+- ``user_terms`` comes from the features step, which computes the counters it is made of
+  (``spark_jobs/genre_terms.py``).
 - ``user_filter``: per user, every movie seen offline, so recommendations can exclude them, and the
   latest ``recent_items`` of them newest first (co-occurrence recall starts from those).
 - ``item_popularity``: per catalogue movie, its offline positives and impressions: the popularity
@@ -18,13 +18,11 @@ if __package__ in (None, ""):  # run as a file by spark-submit
 
 from collections.abc import Sequence
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from contracts.feature_spec import GENRE_IDS, genre_clicks_name, genre_impressions_name
 from contracts.settings import BatchSettings
 from contracts.tables import Table
-from spark_jobs.features import GENRE_FLAGS, add_genre_flags, online_genre_counters
 from spark_jobs.lake import Written, read_table, write_tables
 from spark_jobs.runtime import job_main
 from spark_jobs.split import Split
@@ -32,31 +30,6 @@ from spark_jobs.split import Split
 
 def item_terms(items: DataFrame) -> DataFrame:
     return items.select("itemid", F.col("genre_ids").alias("terms"))
-
-
-def _strongest_first(a: Column, b: Column) -> Column:
-    return (
-        F.when(a["clicks"] != b["clicks"], b["clicks"] - a["clicks"])
-        .when(a["impressions"] != b["impressions"], b["impressions"] - a["impressions"])
-        .otherwise(a["genre_id"] - b["genre_id"])
-        .cast("int")  # array_sort wants an int comparator
-    )
-
-
-def user_terms(online_counters: DataFrame) -> DataFrame:
-    """Counter columns -> one array of (genre_id, impressions, clicks) for the genres seen."""
-    per_genre = F.array(
-        *(
-            F.struct(
-                F.lit(k).alias("genre_id"),
-                F.col(genre_impressions_name(k)).alias("impressions"),
-                F.col(genre_clicks_name(k)).alias("clicks"),
-            )
-            for k in GENRE_IDS
-        )
-    )
-    seen = F.filter(per_genre, lambda term: term["impressions"] > 0)
-    return online_counters.select("userid", F.array_sort(seen, _strongest_first).alias("terms"))
 
 
 def user_filter(offline_impressions: DataFrame, recent_items: int = 50) -> DataFrame:
@@ -91,10 +64,8 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     offline = impressions.filter(F.col("split").isin(*Split.OFFLINE))
     # The users' state: their offline impressions and the ratings they posted to the service, as it applies them.
     state = impressions.filter(F.col("split").isin(*Split.ONLINE_STATE))
-    flagged = state.join(items.transform(add_genre_flags).select("itemid", *GENRE_FLAGS), "itemid")
     return write_tables([
         (Table.ITEM_TERMS, item_terms(items)),
-        (Table.USER_TERMS, user_terms(online_genre_counters(flagged))),
         (Table.USER_FILTER, user_filter(state, settings.recent_items)),
         (Table.ITEM_POPULARITY, item_popularity(items, offline)),
     ], settings, run_id)

@@ -7,8 +7,9 @@ from chispa import assert_df_equality
 
 from contracts.feature_spec import GENRE_IDS
 from spark_jobs.cooccurrence import cosine_lists, neighbour_lists, window_fits
+from spark_jobs.genre_terms import user_terms
 from spark_jobs.item_lists import SERVED, VALIDATION, DriverTables, fit_of
-from spark_jobs.recall_inputs import item_popularity, item_terms, user_filter, user_terms
+from spark_jobs.recall_inputs import item_popularity, item_terms, user_filter
 from spark_jobs.timelines import Timelines
 
 
