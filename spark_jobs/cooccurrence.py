@@ -77,7 +77,7 @@ def cosine_lists(users: np.ndarray, items: np.ndarray, per_item: int) -> pa.Tabl
         owner, other, count = owner[off_diagonal], other[off_diagonal], count[off_diagonal]
         # The same IEEE operations as ``both / sqrt(n_i * n_j)`` on a long product: the same scores to the last bit.
         score = count.astype(np.float64) / np.sqrt((users_per_item[owner] * users_per_item[other]).astype(np.float64))
-        owner, other, score = best_of_rows(owner, other, score, start, stop, len(itemids), per_item)
+        owner, other, score = best_of_rows(owner, other, score, start, stop, per_item)
         return itemids[owner], itemids[other], score
 
     return lists_table("itemid", by_row_blocks(len(itemids), rows_per_block(len(itemids)), block_lists))

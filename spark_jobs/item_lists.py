@@ -104,9 +104,9 @@ def rows_per_block(columns: int) -> int:
     return max(1, BLOCK_ENTRIES // max(columns, 1))
 
 
-def best_of_rows(owner: np.ndarray, other: np.ndarray, score: np.ndarray, start: int, stop: int, columns: int,
+def best_of_rows(owner: np.ndarray, other: np.ndarray, score: np.ndarray, start: int, stop: int,
                  per_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The entries (owner row, other column, score > 0) of rows ``start..stop`` of a sparse matrix, in any order ->
+    """The entries (owner row, other column, score) of rows ``start..stop`` of a sparse matrix, in any order ->
     each row's ``per_row`` best, best first, ties by the smaller column (columns are in ascending id order)."""
     owner, other, score = at_or_above_row_cut(owner, other, score, start, stop, per_row)
     order = np.lexsort((other, -score, owner))

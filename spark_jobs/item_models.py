@@ -158,7 +158,7 @@ def divided_by_totals(weights: sparse.csr_matrix, owners: np.ndarray, itemids: n
         owner = np.repeat(np.arange(start, stop), np.diff(block.indptr))
         # The same IEEE division as Spark's of two longs.
         score = block.data.astype(np.float64) / (totals[owner] + unit).astype(np.float64)
-        owner, other, score = best_of_rows(owner, block.indices, score, start, stop, len(itemids), per_item)
+        owner, other, score = best_of_rows(owner, block.indices, score, start, stop, per_item)
         return owners[owner], itemids[other], score
 
     return lists_table("itemid", by_row_blocks(len(owners), rows_per_block(len(itemids)), block_lists))

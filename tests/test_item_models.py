@@ -285,7 +285,7 @@ def test_best_of_rows_keeps_each_rows_best_by_score_then_smaller_column(scale):
             by_row[o].append((c, -negative))
     shuffled = rng.permutation(len(owner))
     got_owner, got_other, got_score = best_of_rows(owner[shuffled], other[shuffled], score[shuffled], start, stop,
-                                                   columns, per_row)
+                                                   per_row)
     got: dict[int, list[tuple[int, float]]] = {}
     for o, c, s in zip(got_owner.tolist(), got_other.tolist(), got_score.tolist(), strict=True):
         got.setdefault(o, []).append((c, s))
