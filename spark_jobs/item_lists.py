@@ -131,15 +131,17 @@ def at_or_above_row_cut(owner: np.ndarray, other: np.ndarray, score: np.ndarray,
     listed = np.bincount(row, minlength=stop - start)
     if not len(score) or per_row <= 0 or listed.max() <= per_row:
         return owner, other, score
-    low = score.min()
-    span = 2 * (score.max() - low) + 1  # > every score's distance from the lowest: rows never overlap
+    # In float64 whatever the scores' type: float32's own rounding of score - low would exceed the slack below.
+    exact = score.astype(np.float64, copy=False)
+    low = exact.min()
+    span = 2 * (exact.max() - low) + 1  # > every score's distance from the lowest: rows never overlap
     offsets = np.arange(stop - start) * span
-    keys = np.sort(offsets[row] + (score - low))
+    keys = np.sort(offsets[row] + (exact - low))
     full = listed > per_row
     cut = np.full(stop - start, -np.inf)
     cut[full] = keys[np.cumsum(listed)[full] - per_row] - offsets[full] + low
     slack = 4 * np.spacing(offsets[-1] + span)  # the key's rounding, with room
-    kept = score >= cut[row] - slack
+    kept = exact >= cut[row] - slack
     return owner[kept], other[kept], score[kept]
 
 

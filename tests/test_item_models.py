@@ -34,6 +34,7 @@ from spark_jobs.item_lists import (
 from spark_jobs.item_models import (
     PAIRS_PER_BLOCK,
     RunningSum,
+    best_of_score_rows,
     ease_weights,
     fit_ease,
     movie_blocks,
@@ -268,14 +269,15 @@ def test_symmetric_inverse_is_the_inverse_mirrored_across_several_blocks_of_rows
         symmetric_inverse(-np.eye(3))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("scale", [1.0, 1e-9, 1e6])
-def test_best_of_rows_keeps_each_rows_best_by_score_then_smaller_column(scale):
+def test_best_of_rows_keeps_each_rows_best_by_score_then_smaller_column(scale, dtype):
     rng = np.random.default_rng(8)
     start, stop, columns, per_row = 40, 140, 300, 7
     cells = rng.choice((stop - start) * columns, size=9_000, replace=False)
     owner, other = start + cells // columns, cells % columns
     # Few distinct values, so ties at each row's cut are common; some negative; some rows shorter than a list.
-    score = rng.integers(-3, 12, size=len(cells)) * scale + scale / 3
+    score = (rng.integers(-3, 12, size=len(cells)) * scale + scale / 3).astype(dtype)
     short = owner >= stop - 10
     owner, other, score = owner[~short | (other < 4)], other[~short | (other < 4)], score[~short | (other < 4)]
     expected = sorted(((o, -s, c) for o, c, s in zip(owner.tolist(), other.tolist(), score.tolist(), strict=True)))
@@ -291,6 +293,32 @@ def test_best_of_rows_keeps_each_rows_best_by_score_then_smaller_column(scale):
         got.setdefault(o, []).append((c, s))
     assert got == by_row
     assert list(got_owner) == sorted(got_owner)
+
+
+@pytest.mark.parametrize("keep", [1, 5, 40])
+def test_best_of_score_rows_keeps_each_rows_best_by_score_then_smaller_column_and_never_minus_infinity(keep):
+    rng = np.random.default_rng(keep)
+    # Few distinct values, so ties at each row's cut are common; -inf cells (movies seen) in every row, and rows
+    # with fewer finite cells than a list holds.
+    scores = rng.integers(-4, 6, size=(60, 40)).astype(np.float32) / 3
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    scores[:5, 3:] = -np.inf
+    expected: list[tuple[int, int, float]] = []
+    for row in range(len(scores)):
+        ranked = sorted((-score, column) for column, score in enumerate(scores[row].tolist()) if score > -np.inf)
+        expected += [(row, column, -negative) for negative, column in ranked[:keep]]
+    row, column, score = best_of_score_rows(scores, keep)
+    assert list(zip(row.tolist(), column.tolist(), score.tolist(), strict=True)) == expected
+
+
+def test_ease_scores_are_each_users_history_times_the_weights():
+    rng = np.random.default_rng(3)
+    users = rng.integers(1, 80, size=2_000)
+    items = rng.integers(1, 300, size=2_000)
+    fit = fit_ease(users, items, lam=10.0, max_items=250, columns_per_block=64)
+    weights = np.hstack(fit.weight_blocks)
+    np.testing.assert_allclose(fit.scores(fit.history), fit.history @ weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(fit.scores(fit.history[10:20]), fit.scores(fit.history)[10:20])
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 3, 7, 10])
