@@ -286,20 +286,47 @@ def best_of_dense_rows(values: np.ndarray, rank_by: np.ndarray, keep: int) -> tu
     return np.take_along_axis(best, order, axis=1), np.take_along_axis(best_values, order, axis=1)
 
 
+# Columns per group whose maxima give each row's cut (``best_of_score_rows``): larger groups make the cut cheaper and
+# looser (more cells to order past it).
+CUT_GROUP_COLUMNS = 16
+
+
 def best_of_score_rows(scores: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row of a dense float32 matrix, the columns of its ``keep`` largest scores, largest first, ties by the
     smaller column (columns are in ascending id order): as (row, column, score), by row. A cell of -inf is never
     listed (a row can list fewer).
 
-    Each row's cut (its ``keep``-th largest score) comes from torch's top-k, about half the CPU of NumPy's
-    ``argpartition`` (which also picks among scores tied at the cut arbitrarily); the cells at or above the cut are
-    then ordered exactly."""
-    cut = torch.topk(torch.from_numpy(scores), keep, dim=1, sorted=False).values.min(dim=1).values.numpy()
-    listed = scores >= cut[:, None]
+    No per-row selection over every cell (NumPy's ``argpartition``, torch's top-k: 0.17 and 0.08 s for 1,024 rows
+    of 10,000 movies on one thread). Each row's cut is the ``keep``-th largest of the maxima of its groups of
+    ``CUT_GROUP_COLUMNS`` columns: at least ``keep`` groups reach it, each with a cell at or above it, so no cell
+    of the list is below it, and ~20% more cells than the list holds pass it. Those few are ordered by one sort of
+    a 64-bit key (row, score descending, column)."""
+    rows, columns = scores.shape
+    groups = -(-columns // CUT_GROUP_COLUMNS)
+    if keep > groups:  # a catalogue too small to group: every cell passes
+        cut = np.full(rows, -np.inf, dtype=np.float32)
+    else:
+        maxima = np.maximum.reduceat(scores, np.arange(0, columns, CUT_GROUP_COLUMNS), axis=1)
+        cut = np.partition(maxima, groups - keep, axis=1)[:, groups - keep]
+    passed = scores >= cut[:, None]
     if np.isneginf(cut).any():
-        listed &= scores > -np.inf
-    row, column = np.nonzero(listed)
-    return best_of_rows(row, column, scores[row, column], 0, len(scores), keep)
+        passed &= scores > -np.inf
+    row, column = np.nonzero(passed)
+    # float32's bits as an unsigned key ordered like the scores (-0.0 made +0.0 first, so the two tie), inverted for
+    # largest first; the row above it and the column below it.
+    bits = (scores[row, column] + np.float32(0.0)).view(np.uint32).astype(np.uint64)
+    ascending = np.where(bits >> 31 == 1, ~bits & 0xFFFFFFFF, bits | 0x80000000)
+    column_bits = max(int(columns - 1).bit_length(), 1)
+    if rows > 1 << (32 - column_bits):
+        raise ValueError(f"{rows} rows of {columns} columns: more than one 64-bit key holds; pass fewer rows")
+    keys = np.sort((row.astype(np.uint64) << np.uint64(32 + column_bits))
+                   | ((~ascending & 0xFFFFFFFF) << np.uint64(column_bits)) | column.astype(np.uint64))
+    row = (keys >> np.uint64(32 + column_bits)).astype(np.int64)
+    column = (keys & np.uint64((1 << column_bits) - 1)).astype(np.int64)
+    listed = np.bincount(row, minlength=rows)
+    kept = np.arange(len(row)) - np.repeat(np.cumsum(listed) - listed, listed) < keep
+    row, column = row[kept], column[kept]
+    return row, column, scores[row, column]
 
 
 def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024) -> pa.Table:

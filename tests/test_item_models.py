@@ -295,14 +295,17 @@ def test_best_of_rows_keeps_each_rows_best_by_score_then_smaller_column(scale, d
     assert list(got_owner) == sorted(got_owner)
 
 
-@pytest.mark.parametrize("keep", [1, 5, 40])
-def test_best_of_score_rows_keeps_each_rows_best_by_score_then_smaller_column_and_never_minus_infinity(keep):
+@pytest.mark.parametrize(("columns", "keep"), [(40, 1), (40, 5), (40, 40), (200, 1), (200, 12), (200, 13),
+                                                (200, 14), (203, 30)])
+def test_best_of_score_rows_keeps_each_rows_best_by_score_then_smaller_column_and_never_minus_infinity(columns, keep):
+    # 200 columns are 13 groups of the cut: lists up to 13 long are cut from the groups' maxima, longer ones not.
     rng = np.random.default_rng(keep)
     # Few distinct values, so ties at each row's cut are common; -inf cells (movies seen) in every row, and rows
-    # with fewer finite cells than a list holds.
-    scores = rng.integers(-4, 6, size=(60, 40)).astype(np.float32) / 3
+    # with fewer finite cells than a list holds; negative zeros tie with zeros.
+    scores = rng.integers(-4, 6, size=(60, columns)).astype(np.float32) / 3
     scores[rng.random(scores.shape) < 0.2] = -np.inf
     scores[:5, 3:] = -np.inf
+    scores[5:8][scores[5:8] == 0] = -0.0
     expected: list[tuple[int, int, float]] = []
     for row in range(len(scores)):
         ranked = sorted((-score, column) for column, score in enumerate(scores[row].tolist()) if score > -np.inf)
