@@ -103,12 +103,6 @@ class LakeSettings(BaseSettings):
         """Trained models, one versioned folder per training run under <model>/, with a current link."""
         return self.output_dir / "models"
 
-    @property
-    def handoff_dir(self) -> Path:
-        """Where the driver leaves the tables it computed (Parquet) for Spark to write into Delta: beside the
-        tables, so it is wherever the executors can read the lake; each run's folder is removed after its writes."""
-        return self.output_dir / "handoff"
-
     def table_path(self, table: str) -> Path:
         return self.delta_dir / table
 

@@ -11,16 +11,10 @@ from the same rows, a row says which fits count it, as bits of ``fits``.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 SERVED = 1  # fitted on every offline impression
 VALIDATION = 2  # fitted without each user's validation impressions
@@ -29,46 +23,6 @@ FITS: tuple[int, ...] = (SERVED, VALIDATION)
 
 # One entry of a list: what every list table and every reader of one agree on.
 LIST_ENTRY = pa.struct([("itemid", pa.int32()), ("score", pa.float32())])
-
-
-class DriverTables:
-    """Hands the tables the driver computed (Arrow) to Spark as Parquet files in a folder of their own, removed on
-    close: Spark reads them like any input, in parallel, from disk.
-
-    ``spark.createDataFrame`` of an Arrow table would instead copy it into the JVM's heap and ship it inside one
-    task: at 25M ratings ``item_ease`` (5 M entries) became a 79 MB task whose serialisation ran the driver's
-    4 GB heap out of memory."""
-
-    def __init__(self, spark: SparkSession, folder: Path) -> None:
-        self.spark, self.folder = spark, folder
-        shutil.rmtree(folder, ignore_errors=True)  # a failed run's leftovers
-        folder.mkdir(parents=True)
-        self.names: set[str] = set()
-
-    def frame(self, name: str, table: pa.Table) -> DataFrame:
-        if name in self.names:
-            raise ValueError(f"{name}: handed to Spark twice in one run")
-        self.names.add(name)
-        path = self.folder / f"{name}.parquet"
-        pq.write_table(table, path)
-        return self.spark.read.parquet(str(path))
-
-    def fits_frame(self, name: str, tables: dict[int, pa.Table]) -> DataFrame:
-        """(fit, owner, neighbours) from each fit's list table (``lists_table``)."""
-        return self.frame(name, pa.concat_tables(
-            [table.add_column(0, "fit", pa.array(np.full(table.num_rows, fit, dtype=np.int32)))
-             for fit, table in tables.items()]))
-
-    def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-        with contextlib.suppress(OSError):  # the parent too, unless another run is handing over tables
-            self.folder.parent.rmdir()
-
-    def __enter__(self) -> DriverTables:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
 
 def lists_table(owner: str, blocks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pa.Table:
@@ -143,8 +97,3 @@ def at_or_above_row_cut(owner: np.ndarray, other: np.ndarray, score: np.ndarray,
     slack = 4 * np.spacing(offsets[-1] + span)  # the key's rounding, with room
     kept = exact >= cut[row] - slack
     return owner[kept], other[kept], score[kept]
-
-
-def fit_of(lists: DataFrame, fit: int) -> DataFrame:
-    """One fit's rows of a (fit, owner, neighbours) table, shaped as its list table."""
-    return lists.filter(F.col("fit") == fit).drop("fit")

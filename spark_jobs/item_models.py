@@ -38,12 +38,12 @@ if __package__ in (None, ""):  # run as a file by spark-submit
 import logging
 import math
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from scipy import sparse
 from scipy.linalg import lapack
@@ -55,13 +55,11 @@ from spark_jobs.id_codes import id_codes
 from spark_jobs.item_lists import (
     SERVED,
     VALIDATION,
-    DriverTables,
     best_of_rows,
-    fit_of,
     lists_table,
     rows_per_block,
 )
-from spark_jobs.lake import Written, read_table, write_tables
+from spark_jobs.lake import Written, read_table, write_arrow_table, write_tables
 from spark_jobs.row_blocks import by_row_blocks
 from spark_jobs.runtime import job_main
 from spark_jobs.split import Split, mark_validation, validation_holdout
@@ -367,60 +365,51 @@ def ease_weights(fit: EaseFit, per_item: int, items_per_block: int = 1024) -> pa
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
     marked = mark_validation(offline, settings.validation_size, settings.validation_min_history).cache()
-    # Spark writes tables while the driver fits, so the JVM's work and NumPy's overlap. The writes end (the pool's
-    # exit) before the handed-over files are removed (``handed``'s exit).
-    with DriverTables(spark, settings.handoff_dir / run_id) as handed, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="item-models-spark") as spark_side:
-        writes = [spark_side.submit(write_tables, [(Table.VALIDATION_HOLDOUT, validation_holdout(marked))],
-                                    settings, run_id)]
+    # Spark writes the validation hold-out while the driver fits; the driver commits the lists it computes itself.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="item-models-spark") as spark_side:
+        holdout = spark_side.submit(write_tables, [(Table.VALIDATION_HOLDOUT, validation_holdout(marked))],
+                                    settings, run_id)
         try:
             # One collect of the users' timelines gives both fits of every model.
             timelines = Timelines.collect(marked)
 
-            def sequence_lists() -> list[Future[list[Written]]]:
-                successors = handed.fits_frame("successors", successor_lists(
-                    timelines, settings.successor_window, settings.successors_per_item))
-                written = [spark_side.submit(write_tables, [
-                    (Table.ITEM_SUCCESSORS, fit_of(successors, SERVED)),
-                    (Table.VALIDATION_ITEM_SUCCESSORS, fit_of(successors, VALIDATION)),
-                ], settings, run_id)]
-                neighbours = handed.fits_frame("neighbours", neighbour_lists(
-                    timelines, settings.cooccurrence_history, settings.neighbours_per_item))
-                written.append(spark_side.submit(write_tables, [
-                    (Table.ITEM_NEIGHBOURS, fit_of(neighbours, SERVED)),
-                    (Table.VALIDATION_ITEM_NEIGHBOURS, fit_of(neighbours, VALIDATION)),
-                ], settings, run_id))
+            def sequence_lists() -> list[Written]:
+                successors = successor_lists(timelines, settings.successor_window, settings.successors_per_item)
+                written = [write_arrow_table(successors[SERVED], settings, Table.ITEM_SUCCESSORS, run_id),
+                           write_arrow_table(successors[VALIDATION], settings, Table.VALIDATION_ITEM_SUCCESSORS,
+                                             run_id)]
+                neighbours = neighbour_lists(timelines, settings.cooccurrence_history, settings.neighbours_per_item)
+                written.append(write_arrow_table(neighbours[SERVED], settings, Table.ITEM_NEIGHBOURS, run_id))
+                written.append(write_arrow_table(neighbours[VALIDATION], settings, Table.VALIDATION_ITEM_NEIGHBOURS,
+                                                 run_id))
                 return written
 
             # Two threads of driver work: much of each is single-threaded NumPy (sorts, sparse sums), so together they
             # keep both cores busy once Spark's other steps have ended.
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="item-models-fit") as fitting:
                 sequence = fitting.submit(sequence_lists)
-                ease = fitting.submit(ease_lists, timelines, settings, handed)
-                writes += sequence.result()
-            writes.append(spark_side.submit(write_tables, ease.result(), settings, run_id))
-            return [written for tables in writes for written in tables.result()]
+                ease = fitting.submit(ease_lists, timelines, settings, run_id)
+                return holdout.result() + sequence.result() + ease.result()
         finally:
-            for tables in writes:
-                tables.exception()  # the Spark side has ended before its inputs are released
+            holdout.exception()  # the Spark side has ended before its input is released
             marked.unpersist()
 
 
-def ease_lists(timelines: Timelines, settings: BatchSettings, handed: DriverTables) -> list[tuple[str, DataFrame]]:
-    """The EASE tables of both fits, handed to Spark."""
+def ease_lists(timelines: Timelines, settings: BatchSettings, run_id: str) -> list[Written]:
+    """The EASE tables of both fits, each committed as soon as it is computed."""
     users, items, fit = timelines.users, timelines.items, ~timelines.validation
     served = fit_ease(users, items, settings.ease_lambda, settings.ease_max_items)
     log.info("EASE over %d movies from %d impressions (validation fit: %d)", len(served.itemids), len(users),
              int(fit.sum()))
-    served_ease = handed.frame(Table.ITEM_EASE, ease_weights(served, settings.ease_per_item))
-    served_user_ease = handed.frame(Table.USER_EASE, user_ease(served, settings.ease_per_user))
-    # Its lists are on disk: the validation fit is made without the served one beside it.
+    written = [write_arrow_table(ease_weights(served, settings.ease_per_item), settings, Table.ITEM_EASE, run_id),
+               write_arrow_table(user_ease(served, settings.ease_per_user), settings, Table.USER_EASE, run_id)]
+    # Its lists are committed: the validation fit is made without the served one beside it.
     del served
     # Validation reads the users' lists only: the choice replays them, never the per-movie weights.
-    validation_user_ease = handed.frame(Table.VALIDATION_USER_EASE, user_ease(
-        fit_ease(users[fit], items[fit], settings.ease_lambda, settings.ease_max_items), settings.ease_per_user))
-    return [(Table.ITEM_EASE, served_ease), (Table.USER_EASE, served_user_ease),
-            (Table.VALIDATION_USER_EASE, validation_user_ease)]
+    validation = fit_ease(users[fit], items[fit], settings.ease_lambda, settings.ease_max_items)
+    written.append(write_arrow_table(user_ease(validation, settings.ease_per_user), settings,
+                                     Table.VALIDATION_USER_EASE, run_id))
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> None:

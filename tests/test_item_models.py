@@ -2,18 +2,19 @@
 
 import itertools
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
-from pyspark.sql import DataFrame, SparkSession
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy import sparse
 
-from contracts.tables import Export
+from contracts.settings import BatchSettings
+from contracts.tables import Export, Table
 from models.ease import Ease
 from models.export_readers import load_item_lists
 from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights, mean_ndcg
@@ -26,9 +27,7 @@ from spark_jobs.item_lists import (
     LIST_ENTRY,
     SERVED,
     VALIDATION,
-    DriverTables,
     best_of_rows,
-    fit_of,
     lists_table,
 )
 from spark_jobs.item_models import (
@@ -42,13 +41,10 @@ from spark_jobs.item_models import (
     symmetric_inverse,
     user_ease,
 )
+from spark_jobs.lake import read_table, write_arrow_table
 from spark_jobs.split import mark_validation, validation_holdout
 from spark_jobs.timelines import Timelines
-
-
-def handed_to_spark(spark: SparkSession, folder: Path, name: str, tables: dict[int, pa.Table]) -> DataFrame:
-    """The lists as the batch hands them to Spark: (fit, owner, neighbours)."""
-    return DriverTables(spark, folder / name).fits_frame(name, tables)
+from tests.item_list_frames import fit_of, fits_frame
 
 
 def test_successors_weight_each_following_item_by_its_distance(spark, tmp_path):
@@ -59,7 +55,7 @@ def test_successors_weight_each_following_item_by_its_distance(spark, tmp_path):
     def lists(fit: int, per_item: int) -> dict[int, list[tuple[int, float]]]:
         successors = successor_lists(Timelines.collect(marked), window=2, per_item=per_item)
         return {r.itemid: [(n.itemid, round(n.score, 5)) for n in r.neighbours]
-                for r in fit_of(handed_to_spark(spark, tmp_path, f"s{fit}{per_item}", successors), fit).collect()}
+                for r in fit_of(fits_frame(spark, successors), fit).collect()}
 
     # 10 -> 20 at distance 1 (weight 1), 30 at 2 (1/2): total 1.5, divided by 2.5
     # 20 -> 30 at 1 (user 1) and 10 at 1 (user 2): total 2, divided by 3; tie on score: the smaller id first
@@ -85,7 +81,7 @@ def test_the_validation_fit_of_one_pass_equals_the_served_fit_over_the_impressio
     assert 0 < before.count() < marked.count()
 
     def fits(name: str, lists_of: Callable[[Timelines], dict[int, pa.Table]], rows: DataFrame) -> DataFrame:
-        return handed_to_spark(spark, tmp_path, name, lists_of(Timelines.collect(rows)))
+        return fits_frame(spark, lists_of(Timelines.collect(rows)))
 
     def successors(timelines: Timelines) -> dict[int, pa.Table]:
         return successor_lists(timelines, window=3, per_item=6)
@@ -121,7 +117,7 @@ def test_ease_lists_are_the_reference_ease_weights(spark, tmp_path):
     fit = fit_ease(users, items, lam=50.0, max_items=40, columns_per_block=16)  # blocks of 16, 16 and 8
     weights = ease_weights(fit, per_item=10)
     # Read back through Spark, as the batch writes them.
-    lists = {r.itemid: r.neighbours for r in DriverTables(spark, tmp_path / "ease").frame("ease", weights).collect()}
+    lists = {r.itemid: r.neighbours for r in spark.createDataFrame(weights).collect()}
     reference = Ease.fit([pairs[pairs[:, 0] == u, 1] for u in range(120)], lam=50.0, max_items=40)
     assert sorted(lists) == reference.itemids.tolist()
     for position, itemid in enumerate(reference.itemids):
@@ -131,8 +127,7 @@ def test_ease_lists_are_the_reference_ease_weights(spark, tmp_path):
         assert [n.itemid for n in lists[itemid]] == reference.itemids[best].tolist()
         np.testing.assert_allclose([n.score for n in lists[itemid]], row[best], rtol=1e-5)
     # Each user's list: the reference's scores of their history, seen movies excluded, best 7 (in blocks of 16).
-    handed = DriverTables(spark, tmp_path / "user_ease").frame("user_ease",
-                                                               user_ease(fit, per_user=7, users_per_block=16))
+    handed = spark.createDataFrame(user_ease(fit, per_user=7, users_per_block=16))
     per_user = {r.userid: r.neighbours for r in handed.collect()}
     for userid in (0, 37, 119):
         seen = pairs[pairs[:, 0] == userid, 1]
@@ -364,16 +359,21 @@ def test_id_codes_are_numpys_unique_with_its_inverse(ids):
     np.testing.assert_array_equal(codes, expected_codes)
 
 
-def test_driver_tables_are_read_by_spark_from_files_removed_on_close(spark, tmp_path):
+def test_a_driver_table_is_committed_as_the_next_delta_version_spark_reads_with_the_run_id(spark, tmp_path):
+    settings = BatchSettings(output_dir=tmp_path)
     table = lists_table("itemid", [(np.array([3, 3, 5]), np.array([7, 9, 3]), np.array([0.5, 0.25, 1.0]))])
-    folder = tmp_path / "handoff" / "run-1"
-    with DriverTables(spark, folder) as handed:
-        frame = handed.frame("lists", table)
-        assert [(r.itemid, [(n.itemid, n.score) for n in r.neighbours]) for r in frame.orderBy("itemid").collect()] \
-            == [(3, [(7, 0.5), (9, 0.25)]), (5, [(3, 1.0)])]
-        with pytest.raises(ValueError, match="twice"):
-            handed.frame("lists", table)
-    assert not (tmp_path / "handoff").exists()
+    # A version written by Spark first, as an older batch did: the driver's commit replaces it, same schema.
+    spark.createDataFrame(lists_table("itemid", [(np.array([1]), np.array([2]), np.array([0.1]))])).write \
+        .format("delta").save(str(settings.table_path(Table.ITEM_EASE)))
+    spark_schema = read_table(spark, settings, Table.ITEM_EASE).schema
+    written = write_arrow_table(table, settings, Table.ITEM_EASE, "run-1")
+    assert (written.version, written.rows) == (1, 2)
+    frame = read_table(spark, settings, Table.ITEM_EASE)
+    assert frame.schema == spark_schema
+    assert [(r.itemid, [(n.itemid, n.score) for n in r.neighbours]) for r in frame.orderBy("itemid").collect()] \
+        == [(3, [(7, 0.5), (9, 0.25)]), (5, [(3, 1.0)])]
+    last = DeltaTable.forPath(spark, str(settings.table_path(Table.ITEM_EASE))).history(1).collect()[0]
+    assert last["userMetadata"] == "run-1"
 
 
 def test_movie_blocks_cover_every_movie_once_in_order():

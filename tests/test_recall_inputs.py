@@ -8,9 +8,10 @@ from chispa import assert_df_equality
 from contracts.feature_spec import GENRE_IDS
 from spark_jobs.cooccurrence import cosine_lists, neighbour_lists, window_fits
 from spark_jobs.genre_terms import user_terms
-from spark_jobs.item_lists import SERVED, VALIDATION, DriverTables, fit_of
+from spark_jobs.item_lists import SERVED, VALIDATION
 from spark_jobs.recall_inputs import item_popularity, item_terms, user_filter
 from spark_jobs.timelines import Timelines
+from tests.item_list_frames import fit_of, fits_frame
 
 
 def test_user_terms_keep_seen_genres_strongest_first(spark):
@@ -55,7 +56,7 @@ def test_cooccurrence_on_a_hand_checked_example(spark, tmp_path):
     assert window_fits(timelines, history=2)[fourth].tolist() == [VALIDATION, SERVED | VALIDATION, SERVED]
     # user 1's 2 latest: {20, 30}; user 2: {10, 20}; user 3: {20, 40}; user 4: {30, 40}
     # n: 10 -> 1, 20 -> 3, 30 -> 2, 40 -> 2.  c(20,30) = 1, c(10,20) = 1, c(20,40) = 1, c(30,40) = 1.
-    lists = DriverTables(spark, tmp_path).fits_frame("neighbours", neighbour_lists(timelines, history=2, per_item=2))
+    lists = fits_frame(spark, neighbour_lists(timelines, history=2, per_item=2))
     got = {r.itemid: [(n.itemid, round(n.score, 4)) for n in r.neighbours] for r in fit_of(lists, SERVED).collect()}
     assert got == {
         10: [(20, round(1 / 3 ** 0.5, 4))],
