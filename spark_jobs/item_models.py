@@ -22,9 +22,10 @@ without each user's last ``validation_size`` offline impressions (what the valid
 - ``validation_user_ease``, ``validation_item_successors``, ``validation_item_neighbours``: the item models fitted
   without those impressions, so a choice made on validation never sees its targets.
 
-The driver collects each user's timeline once (``timelines.Timelines``) and fits every model twice from it:
-EASE's and co-occurrence's Gram matrices and the successors' weights are sparse products and sums in SciPy, by
-blocks of movies on a few threads.
+The driver collects each user's timeline once (``timelines.Timelines``), marks the validation impressions in it,
+and fits every model twice from it: EASE's and co-occurrence's Gram matrices and the successors' weights are
+sparse products and sums in SciPy, by blocks of movies on a few threads. It commits every table of this step
+itself (``lake.write_arrow_table``): Spark only reads the impressions.
 
 Every list has the shape of ``item_neighbours``: (itemid, neighbours array<struct<itemid, score>>); the user
 lists (userid, neighbours ...).
@@ -59,10 +60,10 @@ from spark_jobs.item_lists import (
     lists_table,
     rows_per_block,
 )
-from spark_jobs.lake import Written, read_table, write_arrow_table, write_tables
+from spark_jobs.lake import Written, read_table, write_arrow_table
 from spark_jobs.row_blocks import by_row_blocks
 from spark_jobs.runtime import job_main
-from spark_jobs.split import Split, mark_validation, validation_holdout
+from spark_jobs.split import Split
 from spark_jobs.timelines import Timelines
 
 log = logging.getLogger(__name__)
@@ -364,35 +365,26 @@ def ease_weights(fit: EaseFit, per_item: int, items_per_block: int = 1024) -> pa
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
-    marked = mark_validation(offline, settings.validation_size, settings.validation_min_history).cache()
-    # Spark writes the validation hold-out while the driver fits; the driver commits the lists it computes itself.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="item-models-spark") as spark_side:
-        holdout = spark_side.submit(write_tables, [(Table.VALIDATION_HOLDOUT, validation_holdout(marked))],
-                                    settings, run_id)
-        try:
-            # One collect of the users' timelines gives both fits of every model.
-            timelines = Timelines.collect(marked)
+    # One collect of the users' timelines gives the validation hold-out and both fits of every model.
+    timelines, holdout = Timelines.with_validation(offline, settings.validation_size, settings.validation_min_history)
+    written = [write_arrow_table(holdout, settings, Table.VALIDATION_HOLDOUT, run_id)]
+    del holdout
 
-            def sequence_lists() -> list[Written]:
-                successors = successor_lists(timelines, settings.successor_window, settings.successors_per_item)
-                written = [write_arrow_table(successors[SERVED], settings, Table.ITEM_SUCCESSORS, run_id),
-                           write_arrow_table(successors[VALIDATION], settings, Table.VALIDATION_ITEM_SUCCESSORS,
-                                             run_id)]
-                neighbours = neighbour_lists(timelines, settings.cooccurrence_history, settings.neighbours_per_item)
-                written.append(write_arrow_table(neighbours[SERVED], settings, Table.ITEM_NEIGHBOURS, run_id))
-                written.append(write_arrow_table(neighbours[VALIDATION], settings, Table.VALIDATION_ITEM_NEIGHBOURS,
-                                                 run_id))
-                return written
+    def sequence_lists() -> list[Written]:
+        successors = successor_lists(timelines, settings.successor_window, settings.successors_per_item)
+        written = [write_arrow_table(successors[SERVED], settings, Table.ITEM_SUCCESSORS, run_id),
+                   write_arrow_table(successors[VALIDATION], settings, Table.VALIDATION_ITEM_SUCCESSORS, run_id)]
+        neighbours = neighbour_lists(timelines, settings.cooccurrence_history, settings.neighbours_per_item)
+        written.append(write_arrow_table(neighbours[SERVED], settings, Table.ITEM_NEIGHBOURS, run_id))
+        written.append(write_arrow_table(neighbours[VALIDATION], settings, Table.VALIDATION_ITEM_NEIGHBOURS, run_id))
+        return written
 
-            # Two threads of driver work: much of each is single-threaded NumPy (sorts, sparse sums), so together they
-            # keep both cores busy once Spark's other steps have ended.
-            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="item-models-fit") as fitting:
-                sequence = fitting.submit(sequence_lists)
-                ease = fitting.submit(ease_lists, timelines, settings, run_id)
-                return holdout.result() + sequence.result() + ease.result()
-        finally:
-            holdout.exception()  # the Spark side has ended before its input is released
-            marked.unpersist()
+    # Two threads of driver work: much of each is single-threaded NumPy (sorts, sparse sums), so together they keep
+    # both cores busy once Spark's other steps have ended.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="item-models-fit") as fitting:
+        sequence = fitting.submit(sequence_lists)
+        ease = fitting.submit(ease_lists, timelines, settings, run_id)
+        return written + sequence.result() + ease.result()
 
 
 def ease_lists(timelines: Timelines, settings: BatchSettings, run_id: str) -> list[Written]:
