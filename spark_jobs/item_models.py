@@ -341,7 +341,8 @@ def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024) -> pa.Ta
         summed = fit.scores(block)
         summed[np.repeat(np.arange(stop - start), np.diff(block.indptr)), block.indices] = -np.inf  # seen
         row, best, best_scores = best_of_score_rows(summed, keep)
-        return fit.userids[start + row], fit.itemids[best], best_scores
+        # In the table's types: every block is held until the table is built (32 M entries at 25M ratings).
+        return fit.userids[start + row].astype(np.int32), fit.itemids[best].astype(np.int32), best_scores
 
     blocks = by_row_blocks(len(fit.userids), users_per_block, block_lists) if keep else []
     return lists_table("userid", blocks)

@@ -46,7 +46,9 @@ class Timelines:
                                     for name in ("userid", "itemid", "timestamp"))
         # The rating last: a (user, timestamp, movie) rated twice differently holds out the same copy every run.
         order = np.lexsort((np.asarray(table.column("rating")), items, timestamps, users))
+        del timestamps
         unmarked = cls(users[order], items[order], np.zeros(len(order), dtype=bool))
+        del users, items
         _, lengths = unmarked.user_runs()
         validation = (unmarked.recency() <= validation_size) & np.repeat(lengths >= validation_size + min_history,
                                                                          lengths)
