@@ -44,8 +44,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 from scipy import sparse
 from scipy.linalg import lapack
 
@@ -60,11 +61,11 @@ from spark_jobs.item_lists import (
     lists_table,
     rows_per_block,
 )
-from spark_jobs.lake import Written, read_table, write_arrow_table
+from spark_jobs.lake import Written, write_arrow_table
 from spark_jobs.row_blocks import by_row_blocks
 from spark_jobs.runtime import job_main
 from spark_jobs.split import Split
-from spark_jobs.timelines import Timelines
+from spark_jobs.timelines import HOLDOUT_COLUMNS, Timelines
 
 log = logging.getLogger(__name__)
 
@@ -365,9 +366,15 @@ def ease_weights(fit: EaseFit, per_item: int, items_per_block: int = 1024) -> pa
 
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
-    offline = read_table(spark, settings, Table.IMPRESSIONS).filter(F.col("split").isin(*Split.OFFLINE))
-    # One collect of the users' timelines gives the validation hold-out and both fits of every model.
+    # The impressions read on the driver straight from the Delta table's files (the version split wrote): Spark's
+    # collect would hold every row in the JVM's heap first, which at 25M ratings ran a 3 GB heap out of memory while
+    # the features step ran beside it.
+    impressions = DeltaTable(str(settings.table_path(Table.IMPRESSIONS))).to_pyarrow_dataset()
+    offline = impressions.to_table(columns=list(HOLDOUT_COLUMNS), filter=pc.field("split").isin(list(Split.OFFLINE)))
+    log.info("item models: %d offline impressions in from %s", offline.num_rows, settings.table_path(Table.IMPRESSIONS))
+    # One read of the users' timelines gives the validation hold-out and both fits of every model.
     timelines, holdout = Timelines.with_validation(offline, settings.validation_size, settings.validation_min_history)
+    del offline
     written = [write_arrow_table(holdout, settings, Table.VALIDATION_HOLDOUT, run_id)]
     del holdout
 

@@ -14,6 +14,9 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 
+# ``validation_holdout``'s columns, in its order: what the timelines are made from.
+HOLDOUT_COLUMNS: tuple[str, ...] = ("userid", "itemid", "rating", "label", "timestamp")
+
 
 @dataclass(frozen=True)
 class Timelines:
@@ -34,14 +37,15 @@ class Timelines:
         return cls(users[order], items[order], validation[order])
 
     @classmethod
-    def with_validation(cls, offline: DataFrame, validation_size: int, min_history: int) -> tuple[Timelines, pa.Table]:
-        """The offline impressions' timelines marked by ``split.mark_validation``'s rule (each user's last
-        ``validation_size`` where at least ``min_history`` come before them), and those impressions as the
-        ``validation_holdout`` table (``split.validation_holdout``'s columns and types).
+    def with_validation(cls, offline: pa.Table, validation_size: int, min_history: int) -> tuple[Timelines, pa.Table]:
+        """The timelines of these offline impressions (userid, itemid, rating, label, timestamp) marked by
+        ``split.mark_validation``'s rule (each user's last ``validation_size`` where at least ``min_history`` come
+        before them), and those impressions as the ``validation_holdout`` table (``split.validation_holdout``'s
+        columns and types).
 
         Marked here, from the one sort the timelines need anyway, instead of by a Spark window (a second sort of
         every impression, and a cache) before the collect."""
-        table = offline.select("userid", "itemid", "rating", "label", "timestamp").toArrow()
+        table = offline.select(list(HOLDOUT_COLUMNS))
         users, items, timestamps = (np.asarray(table.column(name), dtype=np.int64)
                                     for name in ("userid", "itemid", "timestamp"))
         # The rating last: a (user, timestamp, movie) rated twice differently holds out the same copy every run.

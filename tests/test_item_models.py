@@ -109,7 +109,7 @@ def test_validation_marks_each_users_last_impressions_after_enough_history(spark
                                      "userid int, itemid int, rating double, label int, timestamp long")
     assert_df_equality(validation_holdout(marked), expected, ignore_row_order=True, ignore_nullable=True)
     # The same marks on the driver, where the batch makes them.
-    timelines, holdout = Timelines.with_validation(offline, validation_size=2, min_history=3)
+    timelines, holdout = Timelines.with_validation(offline.toArrow(), validation_size=2, min_history=3)
     assert sorted(zip(timelines.users[timelines.validation].tolist(), timelines.items[timelines.validation].tolist(),
                       strict=True)) == held
     assert_df_equality(spark.createDataFrame(holdout), expected, ignore_row_order=True, ignore_nullable=True)
@@ -123,7 +123,7 @@ def test_the_drivers_validation_marks_and_hold_out_are_splits(spark, seed):
         .withColumn("rating", ((F.col("userid") + 7 * F.col("itemid") + F.col("timestamp")) % 5 + 1).cast("double")) \
         .withColumn("label", (F.col("rating") > 3).cast("int"))
     marked = mark_validation(offline, validation_size=3, min_history=4)
-    timelines, holdout = Timelines.with_validation(offline, validation_size=3, min_history=4)
+    timelines, holdout = Timelines.with_validation(offline.toArrow(), validation_size=3, min_history=4)
     expected = Timelines.collect(marked)
     for name in ("users", "items", "validation"):
         np.testing.assert_array_equal(getattr(timelines, name), getattr(expected, name), err_msg=name)
