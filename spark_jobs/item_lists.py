@@ -29,9 +29,10 @@ def lists_table(owner: str, blocks: Sequence[tuple[np.ndarray, np.ndarray, np.nd
     """(owner, neighbours) from blocks of (owners, neighbours, scores) the driver computed, each block's entries
     already in list order (owners ascending, each owner's best first, cut to its length), the blocks in owner order.
 
-    The lists are built here, in Arrow, and Spark only writes them: grouping flat rows into lists in Spark
-    (a window over every entry, then a sort of each list) took ~120 s of the two cores at 10M ratings for the EASE
-    tables alone. Scores are stored as float32, the tables' type; the order is the one the caller computed."""
+    The lists are built here, in Arrow, and committed as they are (``lake.write_arrow_table``): grouping flat rows
+    into lists in Spark (a window over every entry, then a sort of each list) took ~120 s of the two cores at 10M
+    ratings for the EASE tables alone. Scores are stored as float32, the tables' type; the order is the one the
+    caller computed."""
     def joined(position: int, dtype: type) -> np.ndarray:
         # Each part in the table's type first: the joined lists of ``user_ease`` at 25M ratings (32 M entries) take
         # 390 MB so, 650 MB as int64 ids.

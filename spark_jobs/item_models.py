@@ -22,10 +22,10 @@ without each user's last ``validation_size`` offline impressions (what the valid
 - ``validation_user_ease``, ``validation_item_successors``, ``validation_item_neighbours``: the item models fitted
   without those impressions, so a choice made on validation never sees its targets.
 
-The driver collects each user's timeline once (``timelines.Timelines``), marks the validation impressions in it,
-and fits every model twice from it: EASE's and co-occurrence's Gram matrices and the successors' weights are
-sparse products and sums in SciPy, by blocks of movies on a few threads. It commits every table of this step
-itself (``lake.write_arrow_table``): Spark only reads the impressions.
+The driver reads each user's timeline once (``timelines.Timelines``, from the impressions' Delta files), marks the
+validation impressions in it, and fits every model twice from it: EASE's and co-occurrence's Gram matrices and the
+successors' weights are sparse products and sums in SciPy, by blocks of movies on a few threads. It commits every
+table of this step itself (``lake.write_arrow_table``): the step runs no Spark job.
 
 Every list has the shape of ``item_neighbours``: (itemid, neighbours array<struct<itemid, score>>); the user
 lists (userid, neighbours ...).
