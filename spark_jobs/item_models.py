@@ -45,7 +45,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 from scipy import sparse
 from scipy.linalg import lapack
@@ -61,7 +60,7 @@ from spark_jobs.item_lists import (
     lists_table,
     rows_per_block,
 )
-from spark_jobs.lake import Written, write_arrow_table
+from spark_jobs.lake import Written, read_arrow_table, write_arrow_table
 from spark_jobs.row_blocks import by_row_blocks
 from spark_jobs.runtime import job_main
 from spark_jobs.split import Split
@@ -369,8 +368,8 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     # The impressions read on the driver straight from the Delta table's files (the version split wrote): Spark's
     # collect would hold every row in the JVM's heap first, which at 25M ratings ran a 3 GB heap out of memory while
     # the features step ran beside it.
-    impressions = DeltaTable(str(settings.table_path(Table.IMPRESSIONS))).to_pyarrow_dataset()
-    offline = impressions.to_table(columns=list(HOLDOUT_COLUMNS), filter=pc.field("split").isin(list(Split.OFFLINE)))
+    offline = read_arrow_table(settings, Table.IMPRESSIONS, HOLDOUT_COLUMNS,
+                               pc.field("split").isin(list(Split.OFFLINE)))
     log.info("item models: %d offline impressions in from %s", offline.num_rows, settings.table_path(Table.IMPRESSIONS))
     # One read of the users' timelines gives the validation hold-out and both fits of every model.
     timelines, holdout = Timelines.with_validation(offline, settings.validation_size, settings.validation_min_history)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from pyspark.sql import DataFrame, SparkSession
 
@@ -74,6 +75,13 @@ def write_arrow_table(table: pa.Table, settings: LakeSettings, name: str, run_id
     log.info("wrote %s: %d rows -> %s (Delta version %d, from the driver)", name, table.num_rows, path,
              written.version)
     return written
+
+
+def read_arrow_table(settings: LakeSettings, name: str, columns: Sequence[str], rows: pc.Expression) -> pa.Table:
+    """The latest version's ``columns`` of the ``rows`` wanted, read on the driver from the table's files (``deltalake``
+    and pyarrow): no Spark job, and nothing held in the JVM's heap as Spark's ``toArrow`` would."""
+    dataset = DeltaTable(str(settings.table_path(name))).to_pyarrow_dataset()
+    return dataset.to_table(columns=list(columns), filter=rows)
 
 
 # Concurrent Delta commits of small tables: most of a commit's time is waiting (log writes, job
