@@ -44,7 +44,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from scipy import sparse
 from scipy.linalg import lapack
@@ -52,6 +51,7 @@ from scipy.linalg import lapack
 from contracts.settings import BatchSettings
 from contracts.tables import Table
 from spark_jobs.cooccurrence import neighbour_lists
+from spark_jobs.driver_memory import return_freed_memory
 from spark_jobs.id_codes import id_codes
 from spark_jobs.item_lists import (
     SERVED,
@@ -368,12 +368,12 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     # The impressions read on the driver straight from the Delta table's files (the version split wrote): Spark's
     # collect would hold every row in the JVM's heap first, which at 25M ratings ran a 3 GB heap out of memory while
     # the features step ran beside it.
-    offline = read_arrow_table(settings, Table.IMPRESSIONS, HOLDOUT_COLUMNS,
-                               pc.field("split").isin(list(Split.OFFLINE)))
+    offline = read_arrow_table(settings, Table.IMPRESSIONS, HOLDOUT_COLUMNS, "split", Split.OFFLINE)
     log.info("item models: %d offline impressions in from %s", offline.num_rows, settings.table_path(Table.IMPRESSIONS))
     # One read of the users' timelines gives the validation hold-out and both fits of every model.
     timelines, holdout = Timelines.with_validation(offline, settings.validation_size, settings.validation_min_history)
     del offline
+    return_freed_memory()
     written = [write_arrow_table(holdout, settings, Table.VALIDATION_HOLDOUT, run_id)]
     del holdout
 
@@ -404,6 +404,7 @@ def ease_lists(timelines: Timelines, settings: BatchSettings, run_id: str) -> li
                write_arrow_table(user_ease(served, settings.ease_per_user), settings, Table.USER_EASE, run_id)]
     # Its lists are committed: the validation fit is made without the served one beside it.
     del served
+    return_freed_memory()
     # Validation reads the users' lists only: the choice replays them, never the per-movie weights.
     validation = fit_ease(users[fit], items[fit], settings.ease_lambda, settings.ease_max_items)
     written.append(write_arrow_table(user_ease(validation, settings.ease_per_user), settings,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pyspark.sql import SparkSession
 
 from contracts.settings import BatchSettings
+from spark_jobs.driver_memory import use_returning_allocators
 from spark_jobs.lake import Written, new_run_id
 from spark_jobs.session import spark_session
 
@@ -33,6 +34,7 @@ def job_main(name: str, run: JobRun, argv: Sequence[str] | None, description: st
     args = parser.parse_args(argv)
     settings = BatchSettings.from_args(args)
     configure_logging()
+    use_returning_allocators()
     run_id = args.run_id or new_run_id()
     log = logging.getLogger(f"spark_jobs.{name}")
     spark = spark_session(settings, f"movielens-{name}")

@@ -41,7 +41,7 @@ from spark_jobs.item_models import (
     symmetric_inverse,
     user_ease,
 )
-from spark_jobs.lake import read_table, write_arrow_table
+from spark_jobs.lake import read_arrow_table, read_table, write_arrow_table
 from spark_jobs.split import mark_validation, validation_holdout
 from spark_jobs.timelines import Timelines
 from tests.item_list_frames import fit_of, fits_frame
@@ -405,3 +405,27 @@ def test_movie_blocks_cover_every_movie_once_in_order():
     assert (2, 3) in blocks  # the 30 pairs of one movie stay together
     assert movie_blocks(np.zeros(0, dtype=np.int64), 10) == []
     assert movie_blocks(pairs, pairs_per_block=1000) == [(0, len(pairs))]
+
+
+def test_the_driver_reads_the_latest_versions_rows_wanted_from_every_file_and_refuses_a_partitioned_table(spark,
+                                                                                                          tmp_path):
+    settings = BatchSettings(output_dir=tmp_path)
+    path = str(settings.table_path(Table.IMPRESSIONS))
+    rows = [(user, item, "train" if item % 3 else "test", float(item % 5)) for user in range(1, 8)
+            for item in range(1, 12)]
+    frame = spark.createDataFrame(rows, "userid int, itemid int, split string, rating double")
+    frame.limit(4).write.format("delta").save(path)  # an older version, replaced
+    frame.repartition(3).write.format("delta").mode("overwrite").save(path)
+    assert DeltaTable.forPath(spark, path).detail().collect()[0]["numFiles"] > 1
+    table = read_arrow_table(settings, Table.IMPRESSIONS, ("itemid", "userid"), "split", ("train",))
+    assert table.column_names == ["itemid", "userid"]
+    assert table.schema.field("userid").type == pa.int32()
+    assert sorted(zip(table["userid"].to_pylist(), table["itemid"].to_pylist(), strict=True)) \
+        == sorted((user, item) for user, item, split, _ in rows if split == "train")
+    empty = read_arrow_table(settings, Table.IMPRESSIONS, ("rating",), "split", ("validation",))
+    assert empty.num_rows == 0 and empty.schema.field("rating").type == pa.float64()
+
+    frame.write.format("delta").partitionBy("split").save(str(settings.table_path(Table.SAMPLES)))
+    with pytest.raises(ValueError, match="unpartitioned"):
+        read_arrow_table(settings, Table.SAMPLES, ("userid",), "split", ("train",))
+
