@@ -14,6 +14,10 @@ from contracts.settings import SparkSettings
 SCALA_BINARY_VERSION = "2.13"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+# A driver JVM out of heap ends, so the batch fails at once: left running, it answered some calls and never others
+# (at 25M ratings a collect whose heap ran out waited forever, the batch idle). spark_jobs/delta.conf says the same
+# for spark-submit.
+DRIVER_JAVA_OPTIONS = "-XX:+ExitOnOutOfMemoryError"
 
 
 def delta_maven_coordinate() -> str:
@@ -61,6 +65,7 @@ def spark_session(settings: SparkSettings, app_name: str) -> SparkSession:
             builder.master(settings.spark_master)
             .config("spark.jars.packages", delta_maven_coordinate())
             .config("spark.driver.memory", settings.spark_driver_memory)
+            .config("spark.driver.extraJavaOptions", DRIVER_JAVA_OPTIONS)
             .config("spark.pyspark.python", sys.executable)
         )
     spark = builder.getOrCreate()

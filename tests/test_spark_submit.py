@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 from contracts.settings import BatchSettings
 from contracts.tables import Table
 from spark_jobs.lake import read_table
-from spark_jobs.session import delta_maven_coordinate
+from spark_jobs.session import DRIVER_JAVA_OPTIONS, delta_maven_coordinate
 from spark_jobs.synthetic import generate, write_ml1m
 
 CONF = REPO_ROOT / "spark_jobs" / "delta.conf"
@@ -23,6 +23,7 @@ def test_properties_file_matches_installed_delta():
                       if line.strip() and not line.startswith("#"))
     assert properties["spark.jars.packages"].strip() == delta_maven_coordinate()
     assert delta_maven_coordinate().endswith(version("delta-spark"))
+    assert properties["spark.driver.extraJavaOptions"].strip() == DRIVER_JAVA_OPTIONS
 
 
 @pytest.mark.slow
