@@ -46,6 +46,7 @@ RankingVariant = Literal["fm", "fm_dense", "deepfm"]
 SelectOn = Literal["validation", "test"]
 TrainOnly = Literal["recall", "ranking"]
 RankerSelection = Literal["candidates", "auc"]
+SparkJit = Literal["auto", "full", "quick"]
 
 
 def setting(default: Any, flag: str, description: str, **constraints: Any) -> Any:
@@ -156,6 +157,10 @@ class SparkSettings(LakeSettings):
     shuffle_partitions: int = setting(8, "--shuffle-partitions", "spark.sql.shuffle.partitions", ge=1)
     delta_snapshot_partitions: int = setting(
         2, "--delta-snapshot-partitions", "partitions Delta replays its log into (raise it on a cluster)", ge=1)
+    spark_jit: SparkJit = setting(
+        "auto", "--spark-jit", "the driver JVM's JIT when launched from Python: full (quick compiles, then optimised "
+        "ones), quick (quick compiles only: a small input's run spends much of its CPU compiling), auto (quick for a "
+        "dataset of under 16 MB)")
 
 
 class BatchSettings(SparkSettings):

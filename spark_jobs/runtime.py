@@ -37,7 +37,7 @@ def job_main(name: str, run: JobRun, argv: Sequence[str] | None, description: st
     use_returning_allocators()
     run_id = args.run_id or new_run_id()
     log = logging.getLogger(f"spark_jobs.{name}")
-    spark = spark_session(settings, f"movielens-{name}")
+    spark = spark_session(settings, f"movielens-{name}", settings.data_dir)
     started = time.monotonic()
     try:
         written = run(spark, settings, run_id)

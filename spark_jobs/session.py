@@ -6,10 +6,11 @@ import logging
 import os
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from contracts.settings import SparkSettings
+from contracts.settings import SparkJit, SparkSettings
 
 SCALA_BINARY_VERSION = "2.13"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
@@ -18,6 +19,14 @@ DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 # (at 25M ratings a collect whose heap ran out waited forever, the batch idle). spark_jobs/delta.conf says the same
 # for spark-submit.
 DRIVER_JAVA_OPTIONS = "-XX:+ExitOnOutOfMemoryError"
+# C1 alone: on ML-100K the JIT's optimising compiler (C2) took ~24 s of the run's ~80 s of CPU, compiling code that
+# then ran too briefly to pay it back (the batch 38.4 / 39.4 -> 33.9 s). On 10M ratings C1's slower code cost more
+# than it saved (ingest 50 -> 76 s). C1 alone gets a smaller code cache by default (48 MB), which Spark's generated
+# classes filled ("Out of space in CodeCache"): the tiered default's size is kept.
+QUICK_JIT_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
+# The dataset size below which ``auto`` picks the quick JIT: ML-100K's and ML-latest-small's files are ~5 MB, ML-1M's
+# ~25 MB.
+QUICK_JIT_MAX_DATASET_BYTES = 16 << 20
 
 
 def delta_maven_coordinate() -> str:
@@ -31,7 +40,20 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def spark_session(settings: SparkSettings, app_name: str) -> SparkSession:
+def dataset_bytes(data_dir: Path) -> int:
+    """The size of the dataset directory's files (not its subdirectories); 0 where it does not exist."""
+    return sum(path.stat().st_size for path in data_dir.iterdir() if path.is_file()) if data_dir.is_dir() else 0
+
+
+def quick_jit(jit: SparkJit, data_dir: Path | None) -> bool:
+    """Whether the driver JVM compiles with C1 alone: ``quick``, or ``auto`` for a dataset known to be small."""
+    if jit == "auto":
+        return data_dir is not None and 0 < dataset_bytes(data_dir) < QUICK_JIT_MAX_DATASET_BYTES
+    return jit == "quick"
+
+
+def spark_session(settings: SparkSettings, app_name: str, data_dir: Path | None = None) -> SparkSession:
+    """The session, with Delta; ``data_dir`` is the dataset the job reads, where it sizes the JVM's choices."""
     builder = (
         SparkSession.builder.appName(app_name)
         .config("spark.sql.extensions", DELTA_EXTENSION)
@@ -65,7 +87,8 @@ def spark_session(settings: SparkSettings, app_name: str) -> SparkSession:
             builder.master(settings.spark_master)
             .config("spark.jars.packages", delta_maven_coordinate())
             .config("spark.driver.memory", settings.spark_driver_memory)
-            .config("spark.driver.extraJavaOptions", DRIVER_JAVA_OPTIONS)
+            .config("spark.driver.extraJavaOptions", " ".join(
+                [DRIVER_JAVA_OPTIONS] + ([QUICK_JIT_OPTIONS] if quick_jit(settings.spark_jit, data_dir) else [])))
             .config("spark.pyspark.python", sys.executable)
         )
     spark = builder.getOrCreate()
