@@ -1,15 +1,14 @@
-"""How much memory the trainer holds, for its log, and what Arrow keeps after a read.
+"""How much memory the trainer holds, for its log.
 
-Arrow's default allocator (mimalloc in these wheels) keeps freed pages for reuse; after the exports are read
-into NumPy nothing reuses them: at ML-25M's size, 1 GiB of the train samples' 6 GiB resident stayed with it
-even after ``release_unused()``, against none with the system allocator, so nothing needs releasing."""
+What Arrow keeps after a read: ``spark_jobs.driver_memory.use_returning_allocators``. Arrow's default allocator
+(mimalloc in these wheels) keeps freed pages for reuse; after the exports are read into NumPy nothing reuses them:
+at ML-25M's size, 1 GiB of the train samples' 6 GiB resident stayed with it even after ``release_unused()``, against
+none with the system allocator."""
 
 from __future__ import annotations
 
 import os
 import resource
-
-import pyarrow as pa
 
 
 def resident_gib() -> tuple[float, float]:
@@ -19,9 +18,4 @@ def resident_gib() -> tuple[float, float]:
     now = pages * os.sysconf("SC_PAGE_SIZE") / 2**30
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     return round(now, 2), round(peak, 2)
-
-
-def read_with_system_allocator() -> None:
-    """Arrow allocates from malloc from now on (this process only), so what a read frees goes back."""
-    pa.set_memory_pool(pa.system_memory_pool())
 

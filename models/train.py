@@ -44,18 +44,19 @@ from models.fusion_choice import choose_and_publish
 from models.item_vocabulary import ItemVocabulary
 from models.negative_rows import load_negatives
 from models.popular_negatives import popular_negatives
-from models.process_memory import read_with_system_allocator, resident_gib
+from models.process_memory import resident_gib
 from models.publishing import publish_ranking, publish_recall, vectors_to_delta
 from models.recall_sources import RecallConfig
 from models.samples import FeatureMetadata, load_samples
 from models.validation import ValidationRule
 from models.validation_replay import ValidationData
+from spark_jobs.driver_memory import use_returning_allocators
 
 log = logging.getLogger(__name__)
 
 
 def train_and_publish(settings: TrainingSettings) -> dict:
-    read_with_system_allocator()
+    use_returning_allocators()
     exports = settings.training_exports
     metadata = FeatureMetadata.read(exports)
     vocabulary = ItemVocabulary.read(exports / Export.ITEM_VOCABULARY)

@@ -16,7 +16,8 @@ import pyarrow as pa
 
 
 def use_returning_allocators() -> None:
-    """Arrow allocates from the system's allocator (``malloc``) in this process: what it frees can go back."""
+    """Arrow allocates from the system's allocator (``malloc``) in this process, so what it frees can go back: the
+    batch's driver and the trainer (``models.train``) call it first."""
     pa.set_memory_pool(pa.system_memory_pool())
 
 
