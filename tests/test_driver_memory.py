@@ -1,3 +1,5 @@
+"""What the driver hands back to the system once it is freed."""
+
 import re
 from pathlib import Path
 
