@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from pyspark.sql import DataFrame, SparkSession
 
@@ -83,27 +82,19 @@ def write_arrow_table(table: pa.Table, settings: LakeSettings, name: str, run_id
 def read_arrow_table(settings: LakeSettings, name: str, columns: Sequence[str], where: str,
                      among: Sequence[object]) -> pa.Table:
     """The latest version's ``columns`` of the rows whose ``where`` is one of ``among``, read on the driver from the
-    (unpartitioned) table's files, by pyarrow: no Spark job, and nothing held in the JVM's heap as Spark's
-    ``toArrow`` would.
+    table's files (``deltalake``'s dataset, so any storage it reads): no Spark job, and nothing held in the JVM's
+    heap as Spark's ``toArrow`` would.
 
-    Each file read whole and masked by a compute kernel, not by a dataset filter: a dataset scan's filter decodes
-    into Arrow's own allocator (mimalloc) whatever pool is set, and mimalloc keeps what it frees; the impressions at
-    25M ratings (640 MB) left the driver ~0.7 GB larger for the rest of the run. This way every buffer comes from
-    the driver's Arrow pool (``driver_memory.use_returning_allocators``)."""
-    table = DeltaTable(str(settings.table_path(name)))
-    if table.metadata().partition_columns:
-        raise ValueError(f"{settings.table_path(name)}: read_arrow_table reads unpartitioned tables only")
-    if "deletionVectors" in (table.protocol().reader_features or ()):
-        raise ValueError(f"{settings.table_path(name)}: deletion vectors are not read here; rewrite the table without")
+    Read batch by batch without a scan filter, each batch masked by a compute kernel: a scan's filter runs in
+    Arrow's query engine, which allocates from Arrow's C++ default pool (mimalloc) whatever pool Python sets, and
+    mimalloc keeps what it frees: the impressions at 25M ratings (640 MB) left the driver ~0.7 GB larger for the rest
+    of the run. This way every buffer comes from the pool the driver sets (``driver_memory.use_returning_allocators``)
+    and goes back once dropped."""
+    dataset = DeltaTable(str(settings.table_path(name))).to_pyarrow_dataset()
     wanted = pa.array(list(among))
-    parts = []
-    for file in table.file_uris():
-        part = pq.read_table(file, columns=list(dict.fromkeys([*columns, where])))
-        parts.append(part.filter(pc.is_in(part[where], value_set=wanted)).select(list(columns)))
-    if not parts:  # no file: an empty table of the schema
-        schema = pa.schema(table.schema().to_arrow())
-        return pa.schema([schema.field(column) for column in columns]).empty_table()
-    return pa.concat_tables(parts)
+    batches = [batch.filter(pc.is_in(batch[where], value_set=wanted)).select(list(columns))
+               for batch in dataset.to_batches(columns=list(dict.fromkeys([*columns, where])))]
+    return pa.Table.from_batches(batches, schema=pa.schema([dataset.schema.field(column) for column in columns]))
 
 
 # Concurrent Delta commits of small tables: most of a commit's time is waiting (log writes, job
