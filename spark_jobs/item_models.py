@@ -366,8 +366,8 @@ def ease_weights(fit: EaseFit, per_item: int, items_per_block: int = 1024) -> pa
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     # The impressions read on the driver straight from the Delta table's files (the version split wrote): Spark's
-    # collect would hold every row in the JVM's heap first, which at 25M ratings ran a 3 GB heap out of memory while
-    # the features step ran beside it.
+    # collect would hold every row in the JVM's heap first, the heap the features step needs beside it (at 25M ratings
+    # a 3 GB heap is already too small for features and recall inputs alone).
     offline = read_arrow_table(settings, Table.IMPRESSIONS, HOLDOUT_COLUMNS, "split", Split.OFFLINE)
     log.info("item models: %d offline impressions in from %s", offline.num_rows, settings.table_path(Table.IMPRESSIONS))
     # One read of the users' timelines gives the validation hold-out and both fits of every model.
