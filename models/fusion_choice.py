@@ -87,13 +87,15 @@ def clearly_better(trial: np.ndarray, current: np.ndarray) -> bool:
     return bool(gains.mean() > QUOTA_MARGIN * gains.std(ddof=1) / np.sqrt(len(gains)))
 
 
-def choose_weights(scored: Sequence[ScoredCandidates], start: Mapping[str, float]) -> tuple[dict[str, float], float]:
-    """Coordinate ascent from ``start`` over WEIGHT_GRID (the module docstring's rule)."""
-    weights = np.array([float(start.get(name, 0.0)) for name in FUSION_INPUTS])
+def choose_weights(scored: Sequence[ScoredCandidates], start: Mapping[str, float],
+                   inputs: Sequence[str] = FUSION_INPUTS) -> tuple[dict[str, float], float]:
+    """Coordinate ascent from ``start`` over WEIGHT_GRID (the module docstring's rule); ``inputs`` name the rows
+    of each user's ``inputs``."""
+    weights = np.array([float(start.get(name, 0.0)) for name in inputs])
     best = mean_ndcg(scored, weights)
     for _ in range(MAX_ROUNDS):
         improved = False
-        for position in range(len(FUSION_INPUTS)):
+        for position in range(len(inputs)):
             for value in WEIGHT_GRID:
                 trial = weights.copy()
                 trial[position] = value
@@ -104,7 +106,7 @@ def choose_weights(scored: Sequence[ScoredCandidates], start: Mapping[str, float
                     best, weights, improved = score, trial, True
         if not improved:
             break
-    return {name: float(w) for name, w in zip(FUSION_INPUTS, weights, strict=True)}, best
+    return {name: float(w) for name, w in zip(inputs, weights, strict=True)}, best
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class UserPool:
     """One validation user's list from every source (all asked) and the ranker's scores of their union: any
     quotas' merge of them is scored without recalling again."""
 
+    userid: int
     sources: dict[str, Ranked]
     union: np.ndarray  # sorted distinct itemids of all the lists
     model_scores: np.ndarray | None  # per ``union`` item
@@ -134,7 +137,7 @@ def pool_validation(data: ValidationData, config: RecallConfig) -> list[UserPool
         if data.ranker is not None and userid in data.features:
             rows = data.assembler.rows(userid, data.features[userid], union)
             model_scores = np.asarray(data.ranker.score(rows), dtype=np.float64).reshape(-1)
-        pools.append(UserPool(sources, union, model_scores, frozenset(relevant)))
+        pools.append(UserPool(userid, sources, union, model_scores, frozenset(relevant)))
     return pools
 
 

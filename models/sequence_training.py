@@ -1,0 +1,140 @@
+"""Training and scoring the causal sequence model (``models/sequence_model.py``).
+
+Each user's impressions in the batch's order (timestamp, then item) are cut from the end into windows of
+``max_length + 1`` items; a window's first ``max_length`` items are the input and each position's target is
+the item after it (full softmax over the vocabulary, padding ignored). The number of epochs is chosen on
+validation: every ``check_every`` epochs the top-K of the users to validate is scored against their
+validation items, and training stops after ``patience`` checks without a better NDCG@K, keeping the best.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from models.sequence_model import PADDING, CausalSequenceModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SequenceSettings:
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 2
+    max_length: int = 50
+    dropout: float = 0.2
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    max_epochs: int = 200
+    check_every: int = 5
+    patience: int = 3
+    seed: int = 0
+
+
+def user_sequences(impressions: pd.DataFrame) -> dict[int, np.ndarray]:
+    """(userid, item_index, timestamp) rows -> per user the item indices ordered by (timestamp, item_index)."""
+    ordered = impressions.sort_values(["userid", "timestamp", "item_index"], kind="stable")
+    userids = ordered["userid"].to_numpy()
+    items = ordered["item_index"].to_numpy().astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, userids[1:] != userids[:-1]])
+    ends = np.r_[starts[1:], len(userids)]
+    return {int(userids[s]): items[s:e] for s, e in zip(starts, ends, strict=True)}
+
+
+def left_padded(sequence: np.ndarray, length: int) -> np.ndarray:
+    tail = sequence[-length:]
+    return np.concatenate([np.full(length - len(tail), PADDING, dtype=np.int64), tail])
+
+
+def training_windows(sequences: Mapping[int, np.ndarray], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets), each (windows, max_length): windows of max_length + 1 items cut from each sequence's end
+    backwards (the oldest one shorter, left-padded); a sequence of one item gives none."""
+    inputs, targets = [], []
+    for sequence in sequences.values():
+        end = len(sequence)
+        while end >= 2:
+            window = sequence[max(0, end - max_length - 1):end]
+            inputs.append(left_padded(window[:-1], max_length))
+            targets.append(left_padded(window[1:], max_length))
+            end -= max_length
+    if not inputs:
+        return np.empty((0, max_length), np.int64), np.empty((0, max_length), np.int64)
+    return np.stack(inputs), np.stack(targets)
+
+
+def train_epoch(model: CausalSequenceModel, inputs: torch.Tensor, targets: torch.Tensor,
+                optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator) -> float:
+    model.train()
+    loss_function = nn.CrossEntropyLoss(ignore_index=PADDING)
+    total, batches = 0.0, 0
+    for batch in torch.randperm(len(inputs), generator=generator).split(batch_size):
+        logits = model(inputs[batch]) @ model.items.weight.T
+        loss = loss_function(logits.reshape(-1, logits.shape[-1]), targets[batch].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total, batches = total + float(loss.detach()), batches + 1
+    return total / max(batches, 1)
+
+
+@torch.no_grad()
+def top_unseen(model: CausalSequenceModel, histories: Mapping[int, np.ndarray], k: int,
+               batch_size: int = 512) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per user, the k best item indices after their history that are not in it, with their scores."""
+    model.eval()
+    users = list(histories)
+    lists = {}
+    for start in range(0, len(users), batch_size):
+        chunk = users[start:start + batch_size]
+        windows = torch.from_numpy(np.stack([left_padded(histories[u], model.max_length) for u in chunk]))
+        scores = model.next_item_scores(windows)
+        scores[:, PADDING] = -torch.inf
+        for row, userid in enumerate(chunk):
+            scores[row, torch.from_numpy(histories[userid])] = -torch.inf
+        best = torch.topk(scores, min(k, scores.shape[1] - 1), dim=1)
+        for row, userid in enumerate(chunk):
+            lists[userid] = (best.indices[row].numpy(), best.values[row].numpy())
+    return lists
+
+
+def fit(sequences: Mapping[int, np.ndarray], vocabulary_size: int, settings: SequenceSettings,
+        validate: Callable[[CausalSequenceModel], float] | None = None,
+        epochs: int | None = None) -> tuple[CausalSequenceModel, dict]:
+    """The model trained on ``sequences``: for ``epochs`` epochs, or (with ``validate``, a higher-is-better score)
+    until ``patience`` checks without a better score, keeping the best state. Returns it and a report."""
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    model = CausalSequenceModel(vocabulary_size, settings.dim, settings.blocks, settings.heads, settings.max_length,
+                                settings.dropout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    inputs, targets = (torch.from_numpy(a) for a in training_windows(sequences, settings.max_length))
+    last_epoch = epochs if epochs is not None else settings.max_epochs
+    best_score, best_epoch, best_state, checks_without_gain = -np.inf, 0, None, 0
+    history = []
+    for epoch in range(1, last_epoch + 1):
+        loss = train_epoch(model, inputs, targets, optimizer, settings.batch_size, generator)
+        if validate is None or epoch % settings.check_every:
+            continue
+        score = validate(model)
+        history.append({"epoch": epoch, "loss": round(loss, 4), "score": round(score, 4)})
+        log.info("sequence model epoch %d: loss %.4f, validation %.4f", epoch, loss, score)
+        if score > best_score:
+            best_score, best_epoch, checks_without_gain = score, epoch, 0
+            best_state = {name: value.clone() for name, value in model.state_dict().items()}
+        else:
+            checks_without_gain += 1
+            if checks_without_gain >= settings.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, {"windows": len(inputs), "best_epoch": best_epoch if validate else last_epoch,
+                   "best_score": None if validate is None else round(float(best_score), 4), "history": history}

@@ -1,0 +1,54 @@
+"""The causal sequence model (SASRec-style): what it may see, the training windows, and that it learns an order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.sequence_model import CausalSequenceModel
+from models.sequence_training import SequenceSettings, fit, top_unseen, training_windows, user_sequences
+
+
+def test_a_position_sees_only_itself_and_earlier_real_items():
+    torch.manual_seed(0)
+    model = CausalSequenceModel(12, dim=16, blocks=2, heads=2, max_length=6, dropout=0.0).eval()
+    with torch.no_grad():
+        base = model(torch.tensor([[0, 0, 3, 5, 7, 9]]))
+        later_changed = model(torch.tensor([[0, 0, 3, 5, 7, 2]]))
+        more_padding = model(torch.tensor([[0, 0, 0, 0, 7, 9]]))
+        shorter = model(torch.tensor([[0, 7, 9]]))
+    assert not torch.isnan(base).any()
+    torch.testing.assert_close(base[0, :5], later_changed[0, :5])
+    assert not torch.allclose(base[0, 5], later_changed[0, 5])
+    # padding in front changes nothing for the real items: they keep their positions from the end
+    torch.testing.assert_close(more_padding[0, 4:], shorter[0, 1:])
+
+
+def test_windows_are_cut_from_each_sequence_end_with_next_item_targets():
+    inputs, targets = training_windows({1: np.array([1, 2, 3, 4, 5, 6]), 2: np.array([7]), 3: np.array([8, 9])}, 3)
+    # every step is a target once: 1->2 and 2->3 in the older window, 3->4, 4->5, 5->6 in the newer
+    np.testing.assert_array_equal(inputs, [[3, 4, 5], [0, 1, 2], [0, 0, 8]])
+    np.testing.assert_array_equal(targets, [[4, 5, 6], [0, 2, 3], [0, 0, 9]])
+
+
+def test_sequences_follow_the_batch_order_timestamp_then_item():
+    frame = pd.DataFrame({"userid": [2, 1, 1, 1, 2], "item_index": [5, 9, 4, 6, 3],
+                          "timestamp": [10, 30, 20, 20, 10]})
+    sequences = user_sequences(frame)
+    np.testing.assert_array_equal(sequences[1], [4, 6, 9])
+    np.testing.assert_array_equal(sequences[2], [3, 5])
+
+
+def test_it_learns_what_comes_next_and_never_proposes_the_history():
+    rng = np.random.default_rng(0)
+    items = 20
+    starts = rng.integers(0, items, 300)
+    sequences = {user: (np.arange(start, start + 6) % items) + 1 for user, start in enumerate(starts)}
+    settings = SequenceSettings(dim=32, blocks=1, heads=2, max_length=5, dropout=0.0, learning_rate=1e-2, seed=1)
+    model, report = fit({u: s[:-1] for u, s in sequences.items()}, items + 1, settings, epochs=25)
+    assert report["best_epoch"] == 25 and report["windows"] == 300
+    lists = top_unseen(model, {u: s[:-1] for u, s in sequences.items()}, 3)
+    hits = np.mean([lists[u][0][0] == s[-1] for u, s in sequences.items()])
+    assert hits > 0.9
+    assert all(not np.isin(lists[u][0], s[:-1]).any() and 0 not in lists[u][0] for u, s in sequences.items())
