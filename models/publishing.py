@@ -54,7 +54,7 @@ def vectors_to_delta(settings: SparkSettings, folder: ModelFolder, run_id: str) 
     from pyspark.sql import SparkSession
 
     from spark_jobs.lake import write_table
-    from spark_jobs.session import spark_session
+    from spark_jobs.session import spark_session, stop_session
 
     active = SparkSession.getActiveSession()
     spark = active or spark_session(settings, "movielens-vectors")
@@ -64,4 +64,4 @@ def vectors_to_delta(settings: SparkSettings, folder: ModelFolder, run_id: str) 
             write_table(spark.read.parquet(str(folder.path / file)), settings, table, run_id)
     finally:
         if active is None:
-            spark.stop()
+            stop_session(spark)

@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from contracts.settings import BatchSettings
 from spark_jobs.driver_memory import use_returning_allocators
 from spark_jobs.lake import Written, new_run_id
-from spark_jobs.session import spark_session
+from spark_jobs.session import spark_session, stop_session
 
 JobRun = Callable[[SparkSession, BatchSettings, str], list[Written]]
 
@@ -42,7 +42,7 @@ def job_main(name: str, run: JobRun, argv: Sequence[str] | None, description: st
     try:
         written = run(spark, settings, run_id)
     finally:
-        spark.stop()
+        stop_session(spark)
     log.info("%s finished in %.1f s (run %s)", name, time.monotonic() - started, run_id)
     for w in written:
         version = f"  (Delta version {w.version})" if w.version >= 0 else ""

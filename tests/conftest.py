@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from contracts.settings import BatchSettings, SparkSettings
-from spark_jobs.session import spark_session
+from spark_jobs.session import spark_session, stop_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ML_100K = (REPO_ROOT.parent / "shared" / "data" / "ml-100k").resolve()
@@ -25,7 +25,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     )
     session = spark_session(settings, "tests")
     yield session
-    session.stop()
+    stop_session(session)
 
 
 @pytest.fixture

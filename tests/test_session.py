@@ -3,11 +3,19 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
 
-from spark_jobs.session import QUICK_JIT_MAX_DATASET_BYTES, quick_jit
+from spark_jobs.session import (
+    QUICK_JIT_MAX_DATASET_BYTES,
+    class_archive,
+    delta_maven_coordinate,
+    jar_listing,
+    quick_jit,
+    remembered_jars,
+)
 
 # A session with a small heap asked for more than it has: what the driver JVM does after that.
 OUT_OF_HEAP = textwrap.dedent("""
@@ -17,7 +25,7 @@ OUT_OF_HEAP = textwrap.dedent("""
     from spark_jobs.session import spark_session
 
     spark = spark_session(SparkSettings(output_dir=sys.argv[1], spark_master="local[1]", spark_driver_memory="512m",
-                                        spark_jit="quick"), "out-of-heap")
+                                        spark_jit="quick", spark_class_archive=False), "out-of-heap")
     jvm, process = spark.sparkContext._jvm, spark.sparkContext._gateway.proc
     print("JVM options:", " ".join(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()))
     try:
@@ -53,3 +61,86 @@ def test_the_quick_jit_is_for_small_datasets_or_asked_for(tmp_path, jit, dataset
         with (data_dir / "nested" / "large.bin").open("wb") as nested:  # subdirectories do not count
             nested.truncate(QUICK_JIT_MAX_DATASET_BYTES * 2)
     assert quick_jit(jit, data_dir) is quick
+
+
+# A session started from Python with a jar cache of its own: which way it took the Delta jars, and that Delta works.
+DELTA_JARS = textwrap.dedent("""
+    import sys
+    from contracts.settings import SparkSettings
+    from spark_jobs.session import spark_session
+
+    spark = spark_session(SparkSettings(output_dir=sys.argv[1], spark_master="local[1]", spark_cache=sys.argv[2],
+                                        spark_class_archive=False, spark_jit="quick"), "delta-jars")
+    conf = spark.sparkContext.getConf()
+    spark.range(3).write.format("delta").mode("overwrite").save(sys.argv[3])
+    print("packages:", conf.get("spark.jars.packages", ""))
+    print("jars:", conf.get("spark.jars", ""))
+    print("rows:", spark.read.format("delta").load(sys.argv[3]).count())
+""")
+
+
+def start_delta_session(tmp_path, cache) -> dict[str, str]:
+    result = subprocess.run([sys.executable, "-c", DELTA_JARS, str(tmp_path), str(cache), str(tmp_path / "table")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    return dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+
+
+def test_the_delta_jars_are_resolved_once_then_taken_from_where_ivy_put_them(tmp_path):
+    cache = tmp_path / "jar-cache"
+    first = start_delta_session(tmp_path, cache)
+    assert first["packages"] == delta_maven_coordinate() and first["rows"] == "3"
+    noted = remembered_jars(cache)
+    assert noted and any("delta-spark" in Path(jar).name for jar in noted)
+    second = start_delta_session(tmp_path, cache)
+    assert second["packages"] == "" and second["jars"].split(",") == noted and second["rows"] == "3"
+
+
+def test_a_noted_jar_that_is_gone_means_resolving_again(tmp_path):
+    cache, jar = tmp_path / "cache", tmp_path / "delta.jar"
+    assert remembered_jars(cache) is None
+    jar.write_bytes(b"jar")
+    jar_listing(cache).parent.mkdir()
+    jar_listing(cache).write_text(f"{jar}\n")
+    assert remembered_jars(cache) == [str(jar)]
+    jar.unlink()
+    assert remembered_jars(cache) is None
+
+
+# A driver with a cache of its own: how much of the class-data archive its JVM maps, and what the cache holds after.
+CLASS_ARCHIVE = textwrap.dedent("""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    from contracts.settings import SparkSettings
+    from spark_jobs.session import java_executable, spark_session, stop_session
+
+    cache = Path(sys.argv[2])
+    spark = spark_session(SparkSettings(output_dir=sys.argv[1], spark_master="local[1]", spark_cache=cache,
+                                        spark_jit="quick"), "class-archive")
+    spark.range(5).count()
+    info = subprocess.run([str(java_executable().parent / "jcmd"), str(spark.sparkContext._gateway.proc.pid),
+                           "VM.info"], capture_output=True, text=True).stdout
+    print("mapped:", re.search(r"CDS archive\\(s\\) mapped at: .*size (\\d+)", info).group(1))
+    stop_session(spark)
+    print("archives:", " ".join(sorted(p.name for p in cache.iterdir() if ".jsa" in p.name)))
+""")
+
+
+def start_archiving_session(tmp_path, cache) -> dict[str, str]:
+    result = subprocess.run([sys.executable, "-c", CLASS_ARCHIVE, str(tmp_path), str(cache)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    return dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+
+
+def test_a_driver_without_a_class_archive_leaves_one_that_the_next_driver_maps(tmp_path):
+    cache = tmp_path / "cache"
+    first = start_archiving_session(tmp_path, cache)
+    archive = class_archive(cache)
+    assert archive is not None and first["archives"] == archive.name  # in place, no dump file left beside it
+    second = start_archiving_session(tmp_path, cache)
+    assert second["archives"] == archive.name
+    # the JDK's own archive alone, then that and the driver's classes (~12 MB against ~150 MB on JDK 17)
+    assert int(second["mapped"]) > 4 * int(first["mapped"])
