@@ -162,8 +162,8 @@ class SparkSettings(LakeSettings):
         "what a driver started from Python keeps for the next: the Delta jars Spark resolved (taken from Ivy's local "
         "copies after that, resolved again if one is gone) and the class-data archive of the driver JVM's classes")
     spark_class_archive: bool = setting(
-        True, "--spark-class-archive", "start the driver JVM from a class-data-sharing archive of the classes an "
-        "earlier driver loaded (~190 MB in --spark-cache, made when a driver that had none ends)")
+        True, "--no-spark-class-archive", "start the driver JVM without the class-data-sharing archive of the classes "
+        "an earlier driver loaded (~190 MB in --spark-cache, made when a driver that had none ends)")
     spark_jit: SparkJit = setting(
         "auto", "--spark-jit", "the driver JVM's JIT when launched from Python: full (quick compiles, then optimised "
         "ones), quick (quick compiles only: a small input's run spends much of its CPU compiling), auto (quick for a "
