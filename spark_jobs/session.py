@@ -69,15 +69,15 @@ def class_archive_options(cache: Path) -> tuple[list[str], tuple[Path, Path] | N
     archive = class_archive(cache)
     if archive is None:
         return [], None
-    if archive.is_file():
-        return [f"-XX:SharedArchiveFile={archive}", QUIET_CLASS_ARCHIVE], None
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        for stale in cache.glob("driver-classes-*.tmp"):
+        for stale in cache.glob("driver-classes-*.tmp"):  # 190 MB each
             if time.time() - stale.stat().st_mtime > STALE_DUMP_SECONDS:
                 stale.unlink(missing_ok=True)
     except OSError:
         return [], None
+    if archive.is_file():
+        return [f"-XX:SharedArchiveFile={archive}", QUIET_CLASS_ARCHIVE], None
     dump = archive.with_name(f"{archive.name}.{os.getpid()}.tmp")
     return [f"-XX:ArchiveClassesAtExit={dump}", QUIET_CLASS_ARCHIVE], (dump, archive)
 
