@@ -145,7 +145,8 @@ class LakeSettings(BaseSettings):
                 if value != field.default:
                     flags.append(_flag(field))
             elif value is not None:
-                flags += [_flag(field), str(value)]
+                # One argument, flag=value: a value that starts with "-" (a generated token may) is still a value.
+                flags.append(f"{_flag(field)}={value}")
         return flags
 
 

@@ -36,6 +36,7 @@ from online.app import create_app
 
 # prometheus_client reads its multi-process folder from this variable only, when it is imported.
 METRICS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+API_TOKEN_VARIABLE = f"{ServingSettings.model_config['env_prefix']}API_TOKEN"
 
 
 class ServiceApplication(BaseApplication):
@@ -79,9 +80,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         # One folder per server run for the workers' metric files (stale files would add old counts), named in
         # the environment of the server process this command becomes.
         metrics_dir = settings.metrics_dir or tempfile.mkdtemp(prefix="recsys-metrics-")
-        flags = settings.model_copy(update={"metrics_dir": metrics_dir}).as_flags()
+        # The token goes on in the environment, not the command line, which every user of the machine can read.
+        flags = settings.model_copy(update={"metrics_dir": metrics_dir, "api_token": None}).as_flags()
+        token = {API_TOKEN_VARIABLE: settings.api_token} if settings.api_token else {}
         os.execve(sys.executable, [sys.executable, "-m", "online.serve", *flags],
-                  {**os.environ, METRICS_VARIABLE: str(metrics_dir)})
+                  {**os.environ, METRICS_VARIABLE: str(metrics_dir), **token})
     ServiceApplication(settings).run()
 
 

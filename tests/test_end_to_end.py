@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+import psutil
 import pytest
 import requests
 from conftest import REPO_ROOT
@@ -68,6 +69,9 @@ def test_one_command_from_raw_files_to_recommendations_then_skips_what_is_curren
         assert posted.status_code == 202 and posted.json()["applied"] is True
         assert requests.post(url, json={"itemid": int(itemid), "rating": 5},
                              headers={"Authorization": "Bearer not-it"}, timeout=30).status_code == 403
+        # the token reaches the server (its master and workers) in the environment, never on a command line
+        command_lines = [" ".join(process.info["cmdline"] or []) for process in psutil.process_iter(["cmdline"])]
+        assert not [line for line in command_lines if token in line]
         os.killpg(second.pid, signal.SIGINT)
         second.wait(timeout=60)
     finally:

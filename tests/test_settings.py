@@ -71,12 +71,14 @@ def test_choices_come_from_the_literals():
 def test_flags_round_trip_to_a_child_command():
     """What end_to_end hands a stage: its values as flags, read back to the same settings."""
     mine = EndToEndSettings(data_dir=Path("/d"), output_dir=Path("/o"), negatives_per_impression=2,
-                            ranking_negatives=False, refit=True, max_epochs=3, serve_port=8123, profile="services")
+                            ranking_negatives=False, refit=True, max_epochs=3, serve_port=8123, profile="services",
+                            api_token="-Ab3_x")  # a generated token may start with "-"
     for stage in (BatchSettings, TrainingSettings, ServingSettings):
         narrowed = mine.narrowed(stage)
         assert stage.parse(narrowed.as_flags()) == narrowed
     assert mine.narrowed(TrainingSettings).ranking_negatives is False
     assert mine.narrowed(BatchSettings).negatives_per_impression == 2
+    assert mine.narrowed(ServingSettings).api_token == "-Ab3_x"
 
 
 def test_request_threads_make_gunicorn_use_its_threaded_worker():
