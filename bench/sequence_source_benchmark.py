@@ -38,7 +38,7 @@ from serve_benchmark import cpu_model
 from contracts.settings import RecallSettings
 from contracts.tables import Export
 from models.candidate_merge import Candidates, merge
-from models.evaluate import metrics_at, offline_bundle
+from models.evaluate import MetricTable, offline_bundle
 from models.export_readers import liked_holdout
 from models.fusion import input_scores
 from models.fusion_choice import (
@@ -71,10 +71,11 @@ def offline_impressions(exports: Path, vocabulary: ItemVocabulary) -> pd.DataFra
 
 
 def list_metrics(lists: dict[int, np.ndarray], targets: dict[int, set[int]]) -> dict[str, float]:
-    rows = [(metrics_at(lists[u], targets[u], 10), metrics_at(lists[u], targets[u], K)) for u in targets if u in lists]
-    return {"users": len(rows), "hitrate@10": round(float(np.mean([a.hit for a, _ in rows])), 4),
-            f"hitrate@{K}": round(float(np.mean([b.hit for _, b in rows])), 4),
-            f"ndcg@{K}": round(float(np.mean([b.ndcg for _, b in rows])), 4)}
+    table = MetricTable((10, K))
+    for userid in targets:
+        if userid in lists:
+            table.add("list", lists[userid], targets[userid])
+    return {"users": table.users.get("list", 0), **table.means().get("list", {})}
 
 
 def model_lists(model: CausalSequenceModel, histories: dict[int, np.ndarray],
@@ -91,9 +92,17 @@ def probabilities(model: CausalSequenceModel, history: np.ndarray) -> np.ndarray
     return torch.softmax(scores, 0).numpy().astype(np.float64)
 
 
-def with_model_input(pools: list[UserPool], config: RecallConfig, model: CausalSequenceModel,
-                     histories: dict[int, np.ndarray], vocabulary: ItemVocabulary,
-                     extra: int) -> list[ScoredCandidates]:
+def five_inputs(candidates: Candidates, sources: dict, ranker_scores: np.ndarray | None, chances: np.ndarray,
+                vocabulary: ItemVocabulary) -> np.ndarray:
+    """The four fusion inputs of the candidates and (fifth row) the model's probability scaled by its largest."""
+    rows = [input_scores(candidates, sources, ranker_scores, name) for name in FUSION_INPUTS]
+    mine = chances[vocabulary.index_of(candidates.itemids)]
+    rows.append(mine / mine.max() if mine.max() > 0 else mine)
+    return np.stack(rows)
+
+
+def with_model_input(pools: list[UserPool], config: RecallConfig, chances_of: dict[int, np.ndarray],
+                     vocabulary: ItemVocabulary, extra: int) -> list[ScoredCandidates]:
     """Each validation user's candidates as the request path merges them, plus the model's top ``extra`` not
     among them, scored by the four inputs and (fifth row) the model's probability scaled by its largest."""
     quotas = config.quota_counts(config.recall_size)
@@ -104,7 +113,7 @@ def with_model_input(pools: list[UserPool], config: RecallConfig, model: CausalS
         candidates = merge(sources, config.recall_size, quotas)
         if len(candidates) == 0:
             continue
-        chances = probabilities(model, histories[userid])
+        chances = chances_of[userid]
         if extra:
             best = vocabulary.itemid_of(np.argsort(-chances[1:], kind="stable")[:extra] + 1)
             added = best[~np.isin(best, candidates.itemids)]
@@ -117,10 +126,9 @@ def with_model_input(pools: list[UserPool], config: RecallConfig, model: CausalS
             # the ranker never scored the added items: they take its lowest score among the rest
             ranker_scores = pool.model_scores[at]
             model_scores = np.where(scored_by_ranker, ranker_scores, ranker_scores[scored_by_ranker].min())
-        rows = [input_scores(candidates, sources, model_scores, name) for name in FUSION_INPUTS]
-        mine = chances[vocabulary.index_of(candidates.itemids)]
-        rows.append(mine / mine.max() if mine.max() > 0 else mine)
-        scored.append(ScoredCandidates(candidates.itemids, np.stack(rows), pool.relevant))
+        scored.append(ScoredCandidates(candidates.itemids,
+                                       five_inputs(candidates, sources, model_scores, chances, vocabulary),
+                                       pool.relevant))
     return scored
 
 
@@ -150,9 +158,10 @@ def measure(exports: Path, models_dir: Path, recall_size: int, settings: Sequenc
             {p.userid: p.sources[name].itemids for p in pools if name in p.sources}, targets)
     served_weights = dict(config.fusion)
     pooled = [p for p in pools if p.userid in before_validation]
+    chances_of = {p.userid: probabilities(model, before_validation[p.userid]) for p in pooled}
     fused = {}
     for extra in (0, K):
-        scored = with_model_input(pooled, config, model, before_validation, vocabulary, extra)
+        scored = with_model_input(pooled, config, chances_of, vocabulary, extra)
         inputs = (*FUSION_INPUTS, SASREC)
         published = user_ndcgs(scored, np.array([served_weights.get(n, 0.0) for n in inputs]))
         weights, ndcg = choose_weights(scored, {**served_weights, SASREC: 0.0}, inputs)
@@ -189,10 +198,8 @@ def holdout_fusion(exports: Path, models_dir: Path, config: RecallConfig, model:
         if trace is None or userid not in histories:
             continue
         candidates = trace.candidates
-        rows = [input_scores(candidates, trace.sources, trace.model_scores, name) for name in FUSION_INPUTS]
-        mine = probabilities(model, histories[userid])[vocabulary.index_of(candidates.itemids)]
-        rows.append(mine / mine.max() if mine.max() > 0 else mine)
-        stacked = np.stack(rows)
+        stacked = five_inputs(candidates, dict(trace.sources), trace.model_scores,
+                              probabilities(model, histories[userid]), vocabulary)
         for name, w in (("published weights", published), ("five weights chosen on validation", chosen)):
             lists[name][userid] = candidates.itemids[np.lexsort((candidates.itemids, -(w @ stacked)))]
     return {name: list_metrics(found, targets) for name, found in lists.items()}

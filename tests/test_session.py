@@ -79,20 +79,21 @@ DELTA_JARS = textwrap.dedent("""
 """)
 
 
-def start_delta_session(tmp_path, cache) -> dict[str, str]:
-    result = subprocess.run([sys.executable, "-c", DELTA_JARS, str(tmp_path), str(cache), str(tmp_path / "table")],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+def run_driver(script: str, *args) -> dict[str, str]:
+    """Runs a driver script in a process of its own; what it printed as ``name: value`` lines."""
+    result = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     return dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
 
 
 def test_the_delta_jars_are_resolved_once_then_taken_from_where_ivy_put_them(tmp_path):
     cache = tmp_path / "jar-cache"
-    first = start_delta_session(tmp_path, cache)
+    first = run_driver(DELTA_JARS, tmp_path, cache, tmp_path / "table")
     assert first["packages"] == delta_maven_coordinate() and first["rows"] == "3"
     noted = remembered_jars(cache)
     assert noted and any("delta-spark" in Path(jar).name for jar in noted)
-    second = start_delta_session(tmp_path, cache)
+    second = run_driver(DELTA_JARS, tmp_path, cache, tmp_path / "table")
     assert second["packages"] == "" and second["jars"].split(",") == noted and second["rows"] == "3"
 
 
@@ -128,19 +129,12 @@ CLASS_ARCHIVE = textwrap.dedent("""
 """)
 
 
-def start_archiving_session(tmp_path, cache) -> dict[str, str]:
-    result = subprocess.run([sys.executable, "-c", CLASS_ARCHIVE, str(tmp_path), str(cache)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    return dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
-
-
 def test_a_driver_without_a_class_archive_leaves_one_that_the_next_driver_maps(tmp_path):
     cache = tmp_path / "cache"
-    first = start_archiving_session(tmp_path, cache)
+    first = run_driver(CLASS_ARCHIVE, tmp_path, cache)
     archive = class_archive(cache)
     assert archive is not None and first["archives"] == archive.name  # in place, no dump file left beside it
-    second = start_archiving_session(tmp_path, cache)
+    second = run_driver(CLASS_ARCHIVE, tmp_path, cache)
     assert second["archives"] == archive.name
     # the JDK's own archive alone, then that and the driver's classes (~12 MB against ~150 MB on JDK 17)
     assert int(second["mapped"]) > 4 * int(first["mapped"])
