@@ -20,6 +20,10 @@ Over a published run and its models (``python -m spark_jobs.run_batch`` and ``py
    validation over the served candidates.
 
 Records the processor model; prints Markdown-ready JSON and appends it to bench/results/sequence_source.jsonl.
+
+This measured the model before it joined the product (session 22): the fifth input here is added to the four the
+final order had then (``FOUR_INPUTS``). ``models.train`` now trains and publishes it (``models/next_item_training.py``)
+and the fusion choice weighs it with the others; ``models.evaluate`` reports what the served list gains.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from models.fusion_choice import (
     user_ndcgs,
 )
 from models.item_vocabulary import ItemVocabulary
-from models.recall_sources import RecallConfig
+from models.recall_sources import NEXT_ITEM, RANKER, RecallConfig
 from models.request_path import recommend
 from models.sequence_model import PADDING, CausalSequenceModel
 from models.sequence_training import SequenceSettings, fit, left_padded, top_unseen, user_sequences
@@ -60,6 +64,8 @@ from models.validation_replay import ValidationData
 RESULTS = Path(__file__).resolve().parent / "results" / "sequence_source.jsonl"
 SASREC = "sasrec"
 K = 50
+# The inputs of the final order before the sequence model joined them (it is measured here as a fifth).
+FOUR_INPUTS = tuple(name for name in FUSION_INPUTS if name != NEXT_ITEM)
 
 
 def offline_impressions(exports: Path, vocabulary: ItemVocabulary) -> pd.DataFrame:
@@ -95,7 +101,7 @@ def probabilities(model: CausalSequenceModel, history: np.ndarray) -> np.ndarray
 def five_inputs(candidates: Candidates, sources: dict, ranker_scores: np.ndarray | None, chances: np.ndarray,
                 vocabulary: ItemVocabulary) -> np.ndarray:
     """The four fusion inputs of the candidates and (fifth row) the model's probability scaled by its largest."""
-    rows = [input_scores(candidates, sources, ranker_scores, name) for name in FUSION_INPUTS]
+    rows = [input_scores(candidates, sources, {RANKER: ranker_scores}, name) for name in FOUR_INPUTS]
     mine = chances[vocabulary.index_of(candidates.itemids)]
     rows.append(mine / mine.max() if mine.max() > 0 else mine)
     return np.stack(rows)
@@ -120,11 +126,11 @@ def with_model_input(pools: list[UserPool], config: RecallConfig, chances_of: di
             candidates = Candidates(np.concatenate([candidates.itemids, added]),
                                     np.concatenate([candidates.sources, np.zeros(len(added), np.int64)]))
         model_scores = None
-        if pool.model_scores is not None:
+        if RANKER in pool.model_scores:
             at = np.minimum(np.searchsorted(pool.union, candidates.itemids), len(pool.union) - 1)
             scored_by_ranker = pool.union[at] == candidates.itemids
             # the ranker never scored the added items: they take its lowest score among the rest
-            ranker_scores = pool.model_scores[at]
+            ranker_scores = pool.model_scores[RANKER][at]
             model_scores = np.where(scored_by_ranker, ranker_scores, ranker_scores[scored_by_ranker].min())
         scored.append(ScoredCandidates(candidates.itemids,
                                        five_inputs(candidates, sources, model_scores, chances, vocabulary),
@@ -162,7 +168,7 @@ def measure(exports: Path, models_dir: Path, recall_size: int, settings: Sequenc
     fused = {}
     for extra in (0, K):
         scored = with_model_input(pooled, config, chances_of, vocabulary, extra)
-        inputs = (*FUSION_INPUTS, SASREC)
+        inputs = (*FOUR_INPUTS, SASREC)
         published = user_ndcgs(scored, np.array([served_weights.get(n, 0.0) for n in inputs]))
         weights, ndcg = choose_weights(scored, {**served_weights, SASREC: 0.0}, inputs)
         chosen = user_ndcgs(scored, np.array([weights[n] for n in inputs]))
@@ -189,7 +195,7 @@ def holdout_fusion(exports: Path, models_dir: Path, config: RecallConfig, model:
                    histories: dict[int, np.ndarray], vocabulary: ItemVocabulary, targets: dict[int, set[int]],
                    weights: dict[str, float]) -> dict:
     bundle, _ = offline_bundle(exports, models_dir, config)
-    inputs = (*FUSION_INPUTS, SASREC)
+    inputs = (*FOUR_INPUTS, SASREC)
     published = np.array([config.fusion.get(n, 0.0) for n in inputs])
     chosen = np.array([weights[n] for n in inputs])
     lists: dict[str, dict[int, np.ndarray]] = {"published weights": {}, "five weights chosen on validation": {}}

@@ -57,6 +57,12 @@ def open_models(models_dir: Path) -> tuple[ModelFolder | None, ModelFolder | Non
     return found[0], found[1]
 
 
+def open_next_item(models_dir: Path) -> ModelFolder | None:
+    """The sequence model's current version, None where none was trained (the final order does without it)."""
+    root = models_dir / ModelFiles.NEXT_ITEM
+    return open_model(root) if (root / ModelFiles.CURRENT).exists() else None
+
+
 def open_fusion(models_dir: Path) -> dict | None:
     """The current fusion choice's metadata (its ``weights`` and the validation figures), None before one."""
     root = models_dir / ModelFiles.FUSION
@@ -67,14 +73,15 @@ def open_fusion(models_dir: Path) -> dict | None:
 
 @dataclass(frozen=True)
 class Published:
-    """The batch run and the two models serving now, and their versions."""
+    """The batch run and the models serving now, and their versions."""
 
     exports: Path  # the resolved export folder of the current batch run
     recall_model: ModelFolder
     ranking_model: ModelFolder
-    versions: dict[str, str]  # data_run, feature_spec, recall_model, ranking_model, exports
+    versions: dict[str, str]  # data_run, feature_spec, recall_model, ranking_model, [next_item_model,] exports
     # The last event-log record the run read (its ratings include every posted one up to it); 0: none.
     events_through: int = 0
+    next_item_model: ModelFolder | None = None  # None: none trained
 
 
 def open_exports(exports: Path) -> dict:
@@ -96,6 +103,10 @@ def open_published(lake: LakeSettings, exports: Path | None = None) -> Published
     if recall_model is None or ranking_model is None:
         raise NotPublishedError(f"no trained models under {lake.models_dir}: run python -m models.train")
     resolved = folder.resolve()
+    next_item_model = open_next_item(lake.models_dir)
     versions = {"data_run": manifest["run_id"], "feature_spec": SPEC.version, "recall_model": recall_model.version,
-                "ranking_model": ranking_model.version, "exports": resolved.name}
-    return Published(resolved, recall_model, ranking_model, versions, int(manifest.get("events_through", 0)))
+                "ranking_model": ranking_model.version,
+                **({"next_item_model": next_item_model.version} if next_item_model is not None else {}),
+                "exports": resolved.name}
+    return Published(resolved, recall_model, ranking_model, versions, int(manifest.get("events_through", 0)),
+                     next_item_model)

@@ -44,7 +44,7 @@ OfflineStore = Literal["file", "spark"]
 RecallObjective = Literal["bpr", "pointwise"]
 RankingVariant = Literal["fm", "fm_dense", "deepfm"]
 SelectOn = Literal["validation", "test"]
-TrainOnly = Literal["recall", "ranking"]
+TrainOnly = Literal["recall", "ranking", "next_item"]
 RankerSelection = Literal["candidates", "auc"]
 SparkJit = Literal["auto", "full", "quick"]
 
@@ -220,7 +220,7 @@ class TrainingSettings(SparkSettings):
     """The trainers: which models, how they are selected, and where the vectors go."""
 
     exports: Path | None = setting(None, "--exports", "batch exports to train on (default <output>/exports/current)")
-    train_only: TrainOnly | None = setting(None, "--only", "train one of the two models (default both)")
+    train_only: TrainOnly | None = setting(None, "--only", "train one of the models (default all three)")
     recall_objective: RecallObjective = setting(
         "bpr", "--objective", "recall: BPR on the offline history, selected on validation Recall@200 (default), or "
         "the reference design's pointwise MF on rated rows (its AUC is comparable)")
@@ -257,6 +257,12 @@ class TrainingSettings(SparkSettings):
         True, "--keep-quotas", "keep the default recall quotas instead of choosing them on validation (the weights "
         "are still chosen): every source stays asked, which a test of each store's outage needs on data so small that "
         "any quotas recall the same candidates")
+    next_item_model: bool = setting(
+        True, "--no-next-item", "skip the sequence model (the chance of each candidate being the user's next item, one "
+        "of the final order's inputs); a version published earlier stays published")
+    next_item_seconds: float = setting(
+        90.0, "--next-item-seconds", "the sequence model trains at most this long, its epochs chosen on validation "
+        "within it", gt=0)
     vectors_to_delta: bool = setting(True, "--no-delta",
                                      "skip writing the vectors as Delta tables (saves starting Spark)")
 

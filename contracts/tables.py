@@ -98,11 +98,12 @@ class ModelFiles:
 
     RECALL = "recall"
     RANKING = "ranking"
+    NEXT_ITEM = "next_item"  # the sequence model: the chance of each candidate being a user's next item
     FUSION = "fusion"  # the final order's weights chosen on validation (metadata.json only)
     CURRENT = "current"  # the link to the version serving now
     WEIGHTS = "weights.pt"
     METADATA = "metadata.json"
-    ONNX = "model.onnx"  # the ranking model
+    ONNX = "model.onnx"  # the ranking and the sequence model
     ITEM_VOCABULARY = f"{Table.ITEM_VOCABULARY}.parquet"  # the vocabulary the model's item tables are rows of
     USER_VECTORS = f"{Table.USER_VECTORS}.parquet"  # the recall model's, biases folded in
     ITEM_VECTORS = f"{Table.ITEM_VECTORS}.parquet"

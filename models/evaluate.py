@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from contracts.errors import NotPublishedError
-from contracts.published import open_fusion, open_models
+from contracts.published import open_fusion, open_models, open_next_item
 from contracts.settings import RecallSettings
 from models.ease import Ease
 from models.export_readers import liked_holdout, load_user_features
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 CUTOFFS: tuple[int, ...] = (10, 50)
 SERVED = "served (recall + ranking, fused)"
 RANKER_ONLY = "recall + ranking model order alone"
+NEXT_ITEM_ONLY = "recall + sequence model order alone"
 MERGED = "merged recall, no ranking"
 POPULARITY = "popularity"
 EASE = "EASE (lambda 300)"
@@ -115,10 +116,12 @@ def offline_bundle(exports: Path, models_dir: Path, config: RecallConfig) -> tup
     if ranking_model is None:
         raise NotPublishedError(f"no ranking model under {models_dir}: run python -m models.train")
     arrays = CatalogueArrays.load(exports, recall_model)
+    next_item_model = open_next_item(models_dir)
     versions = {"exports": str(exports.resolve()), "recall_model": recall_model.version if recall_model else None,
-                "ranking_model": ranking_model.version}
+                "ranking_model": ranking_model.version,
+                "next_item_model": next_item_model.version if next_item_model else None}
     features = InMemoryFeatureClient(load_user_features(exports))
-    return in_memory_bundle(arrays, ranking_model, config, features, versions), arrays
+    return in_memory_bundle(arrays, ranking_model, config, features, versions, next_item_model), arrays
 
 
 def evaluate(exports: Path, models_dir: Path, config: RecallConfig, cutoffs: Sequence[int] = CUTOFFS,
@@ -165,6 +168,9 @@ def evaluate(exports: Path, models_dir: Path, config: RecallConfig, cutoffs: Seq
             if trace.model_scores is not None:
                 order = np.lexsort((candidates.itemids, -trace.model_scores))
                 table.add(RANKER_ONLY, candidates.itemids[order], relevant)
+            if trace.next_item_scores is not None:
+                order = np.lexsort((candidates.itemids, -trace.next_item_scores))
+                table.add(NEXT_ITEM_ONLY, candidates.itemids[order], relevant)
         if ease is not None and user is not None:
             table.add(EASE, top_n(ease_scores(ease, user, index), k_max), relevant)
     choice = open_fusion(models_dir)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from models.candidate_merge import Candidates
-from models.recall_sources import RANKER, Ranked
+from models.recall_sources import MODEL_INPUTS, Ranked
 
 FUSION_K = 60  # the rank offset of the candidates served in recall order: 1 / (FUSION_K + position)
 
@@ -23,13 +23,15 @@ def _scaled(values: np.ndarray) -> np.ndarray:
     return values / largest if largest > 0 else np.zeros_like(values)
 
 
-def input_scores(candidates: Candidates, sources: Mapping[str, Ranked], model_scores: np.ndarray | None,
-                 name: str) -> np.ndarray:
-    """One input's scaled score per candidate (0 where the candidate is not in that list)."""
-    if name == RANKER:
-        if model_scores is None:
+def input_scores(candidates: Candidates, sources: Mapping[str, Ranked],
+                 model_scores: Mapping[str, np.ndarray | None], name: str) -> np.ndarray:
+    """One input's scaled score per candidate (0 where the candidate is not in that list, or where the model that
+    names it gave no scores). ``model_scores``: per model input (``MODEL_INPUTS``) its score of each candidate."""
+    if name in MODEL_INPUTS:
+        scores = model_scores.get(name)
+        if scores is None:
             return np.zeros(len(candidates))
-        return _scaled(np.asarray(model_scores, dtype=np.float64).reshape(-1))
+        return _scaled(np.asarray(scores, dtype=np.float64).reshape(-1))
     ranked = sources.get(name)
     if ranked is None or len(ranked) == 0 or len(candidates) == 0:
         return np.zeros(len(candidates))
@@ -40,7 +42,8 @@ def input_scores(candidates: Candidates, sources: Mapping[str, Ranked], model_sc
     return score_of[candidates.itemids]
 
 
-def fused_order(candidates: Candidates, sources: Mapping[str, Ranked], model_scores: np.ndarray | None,
+def fused_order(candidates: Candidates, sources: Mapping[str, Ranked],
+                model_scores: Mapping[str, np.ndarray | None],
                 weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """(positions into ``candidates`` best first, fused score per candidate) by the rule above.
 

@@ -5,8 +5,8 @@
 Validation: each user's last ``validation_size`` offline impressions (``validation_holdout``), with the item
 models the batch fitted without them (``validation_item_*``, and the EASE lists ``validation_user_ease``) and
 each user's seen and latest items without them. Through the request path's own recall
-(``models.request_path.recall``) and ranker, every validation user's candidates are scored once per input
-(``FUSION_INPUTS``: the item-model sources and the ranker); then coordinate ascent over ``WEIGHT_GRID``
+(``models.request_path.recall``), ranker and sequence model, every validation user's candidates are scored once
+per input (``FUSION_INPUTS``: the item-model sources and the two models); then coordinate ascent over ``WEIGHT_GRID``
 maximises NDCG@50 of the fused top 50 over those users, one weight at a time, until no change helps. That
 is done for each count of seeds of the sequence source (``SEQUENCE_SEEDS_GRID``; it changes the
 candidates), and the best pair is kept. Beyond ``VALIDATION_USERS`` users, a fixed random sample of them.
@@ -16,7 +16,8 @@ never read here.
 The ranker scores a validation user's candidates with their features as of their first validation
 impression (``online_user_rows_as_of``, the samples' point-in-time rule), not the served ones, which count
 the validation impressions; it was trained without the validation impressions (its selection slice is
-``validation_holdout``, ``models/data_splits.py``). What validation does not mask (said in the choice's
+``validation_holdout``, ``models/data_splits.py``). So was the sequence model (``models/next_item_training.py``),
+which reads each user's latest items before them. What validation does not mask (said in the choice's
 metadata): the vector model is refitted on all offline impressions, so the ``vector`` source supplies
 candidates only (not weighted).
 """
@@ -34,20 +35,29 @@ import numpy as np
 from tqdm import tqdm
 
 from contracts.errors import NotPublishedError
-from contracts.published import open_models
+from contracts.published import open_models, open_next_item
 from contracts.settings import RecallSettings
 from contracts.tables import Export, ModelFiles
 from models.artifacts import StagedModel
 from models.candidate_merge import merge
 from models.evaluate import metrics_at
 from models.fusion import input_scores
-from models.recall_sources import EASE, NEIGHBOURS, RANKER, SEQUENCE, SOURCE_ORDER, Ranked, RecallConfig
+from models.recall_sources import (
+    EASE,
+    NEIGHBOURS,
+    NEXT_ITEM,
+    RANKER,
+    SEQUENCE,
+    SOURCE_ORDER,
+    Ranked,
+    RecallConfig,
+)
 from models.request_path import recall
 from models.validation_replay import ValidationData
 
 log = logging.getLogger(__name__)
 
-FUSION_INPUTS: tuple[str, ...] = (EASE, SEQUENCE, NEIGHBOURS, RANKER)
+FUSION_INPUTS: tuple[str, ...] = (EASE, SEQUENCE, NEIGHBOURS, RANKER, NEXT_ITEM)
 WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 SEQUENCE_SEEDS_GRID: tuple[int, ...] = (3, 5, 10, 20)  # the latest items whose successors are summed
 QUOTA_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)  # a source's share of the recalled candidates
@@ -111,13 +121,13 @@ def choose_weights(scored: Sequence[ScoredCandidates], start: Mapping[str, float
 
 @dataclass(frozen=True)
 class UserPool:
-    """One validation user's list from every source (all asked) and the ranker's scores of their union: any
+    """One validation user's list from every source (all asked) and the models' scores of their union: any
     quotas' merge of them is scored without recalling again."""
 
     userid: int
     sources: dict[str, Ranked]
     union: np.ndarray  # sorted distinct itemids of all the lists
-    model_scores: np.ndarray | None  # per ``union`` item
+    model_scores: dict[str, np.ndarray]  # per model input (ranker, next item) with a model, per ``union`` item
     relevant: frozenset[int]
 
 
@@ -133,10 +143,13 @@ def pool_validation(data: ValidationData, config: RecallConfig) -> list[UserPool
         union = np.unique(np.concatenate([ranked.itemids for ranked in sources.values()] or [np.empty(0, np.int64)]))
         if len(union) == 0:
             continue
-        model_scores = None
+        model_scores = {}
         if data.ranker is not None and userid in data.features:
             rows = data.assembler.rows(userid, data.features[userid], union)
-            model_scores = np.asarray(data.ranker.score(rows), dtype=np.float64).reshape(-1)
+            model_scores[RANKER] = np.asarray(data.ranker.score(rows), dtype=np.float64).reshape(-1)
+        if data.next_item is not None:
+            # Relative to the union's likeliest item: any subset scaled by its own largest is the request's input.
+            model_scores[NEXT_ITEM] = data.next_item.score(user.recent, union)
         pools.append(UserPool(userid, sources, union, model_scores, frozenset(relevant)))
     return pools
 
@@ -151,8 +164,8 @@ def score_pools(pools: Sequence[UserPool], config: RecallConfig) -> list[ScoredC
         candidates = merge(sources, config.recall_size, quotas)
         if len(candidates) == 0:
             continue
-        model_scores = (None if pool.model_scores is None
-                        else pool.model_scores[np.searchsorted(pool.union, candidates.itemids)])
+        at = np.searchsorted(pool.union, candidates.itemids)
+        model_scores = {name: scores[at] for name, scores in pool.model_scores.items()}
         inputs = np.stack([input_scores(candidates, sources, model_scores, name) for name in FUSION_INPUTS])
         scored.append(ScoredCandidates(candidates.itemids, inputs, pool.relevant))
     return scored
@@ -193,7 +206,7 @@ def choose_and_publish(exports: Path, models_dir: Path, recall_size: int, data: 
     if data is None:
         data = ValidationData.load(exports, models_dir)
     else:
-        data = data.with_ranker(open_models(models_dir)[1])
+        data = data.with_models(open_models(models_dir)[1], open_next_item(models_dir))
     # The weights for each sequence-seed count (each recalls again), then the quotas and the weights again for
     # the best count (merges of the same lists).
     trials = {}

@@ -12,6 +12,7 @@ import numpy as np
 from contracts.published import ModelFolder
 from models.export_readers import load_item_features, load_item_index, load_user_recall_data
 from models.feature_rows import FeatureAssembler
+from models.onnx_next_item import OnnxNextItemScorer
 from models.onnx_ranker import OnnxRanker
 from models.recall_sources import (
     ItemIndex,
@@ -85,8 +86,10 @@ class CatalogueArrays:
 
 
 def in_memory_bundle(arrays: CatalogueArrays, ranking_model: ModelFolder, recall: RecallConfig,
-                     features: FeatureClient, versions: dict[str, str]) -> ServingBundle:
-    """Recall from the arrays, the ranking model under onnxruntime, the user features from ``features``."""
+                     features: FeatureClient, versions: dict[str, str],
+                     next_item_model: ModelFolder | None = None) -> ServingBundle:
+    """Recall from the arrays, the ranking and sequence models under onnxruntime, the user features from
+    ``features``."""
     return ServingBundle(
         users=InMemoryUserRecallStore(arrays.users),
         items=InMemoryItemIndex(arrays.index),
@@ -95,4 +98,5 @@ def in_memory_bundle(arrays: CatalogueArrays, ranking_model: ModelFolder, recall
         ranker=OnnxRanker(ranking_model),
         recall=recall,
         versions=versions,
+        next_item=OnnxNextItemScorer(next_item_model) if next_item_model is not None else None,
     )

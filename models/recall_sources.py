@@ -35,6 +35,8 @@ NEIGHBOURS, EASE, SEQUENCE, VECTOR, TERM, POPULARITY = "neighbours", "ease", "se
 SOURCE_ORDER: tuple[str, ...] = (EASE, SEQUENCE, NEIGHBOURS, VECTOR, TERM, POPULARITY)
 ITEM_LIST_SOURCES: tuple[str, ...] = (SEQUENCE,)  # per-item lists summed over the user's items
 RANKER = "ranker"  # the ranking model's scores, one of the final order's inputs
+NEXT_ITEM = "next_item"  # the sequence model's chance of each candidate being next, another of them
+MODEL_INPUTS: tuple[str, ...] = (RANKER, NEXT_ITEM)  # the final order's inputs that are models' scores
 
 
 @dataclass(frozen=True)

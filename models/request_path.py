@@ -9,8 +9,10 @@ the two lists are the same by construction.
    the same data, else searched now), the popularity list without the
    seen items, merged by quotas (``models/candidate_merge.py``); a source with neither a quota nor a weight
    (validation found it adds nothing) is not asked. The user's online features are fetched meanwhile.
-3. Ranking: model input rows in spec order (``FeatureAssembler``), one ranker call over all candidates.
-4. Final order: the weighted sum of the sources' and the ranker's scaled scores (``models/fusion.py``), with
+3. Ranking: model input rows in spec order (``FeatureAssembler``), one ranker call over all candidates; and,
+   where its weight is not 0, the sequence model's chance of each candidate being the user's next item, from
+   their latest items (``bundle.next_item``).
+4. Final order: the weighted sum of the sources' and the models' scaled scores (``models/fusion.py``), with
    the weights chosen on validation, then the top k.
 
 One fallback rule: a user without recall data, without online features or without a single candidate gets
@@ -40,7 +42,9 @@ from models.recall_sources import (
     EASE,
     ITEM_LIST_SOURCES,
     NEIGHBOURS,
+    NEXT_ITEM,
     POPULARITY,
+    RANKER,
     SOURCE_ORDER,
     TERM,
     VECTOR,
@@ -74,12 +78,13 @@ class RecommendedItem(NamedTuple):  # a tuple: 50 per response, built ~5x faster
 
 @dataclass(frozen=True)
 class RecallTrace:
-    """What a list was built from: each source's list, the merged candidates and the model's scores (None
-    where no model ranked them). The offline evaluation scores each stage from it; the service ignores it."""
+    """What a list was built from: each source's list, the merged candidates and the models' scores (None
+    where no model scored them). The offline evaluation scores each stage from it; the service ignores it."""
 
     sources: Mapping[str, Ranked]
     candidates: Candidates
-    model_scores: np.ndarray | None  # per candidate, in merge order
+    model_scores: np.ndarray | None  # the ranker's, per candidate, in merge order
+    next_item_scores: np.ndarray | None = None  # the sequence model's (``NextItemScorer``), likewise
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,8 @@ def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int, time
         scores = _scores(bundle, rows, degraded)
         if scores is None:
             return recall_order(bundle, userid, candidates, sources, k, degraded)
-        order, fused = fused_order(candidates, sources, scores, bundle.recall.fusion)
+        next_item = _next_item_scores(bundle, user, candidates)
+        order, fused = fused_order(candidates, sources, {RANKER: scores, NEXT_ITEM: next_item}, bundle.recall.fusion)
     top = order[:k]
     # Python scalars in one conversion per column: numpy scalars, one at a time, cost ~10x more.
     items = tuple(
@@ -184,8 +190,15 @@ def recommend(bundle: ServingBundle, userid: int, k: int, recall_size: int, time
             candidates.itemids[top].tolist(), scores[top].tolist(), fused[top].tolist(),
             candidates.sources[top].tolist(), strict=True)
     )
-    return Recommendation(userid, items, None, bundle.versions, RecallTrace(sources, candidates, scores),
+    return Recommendation(userid, items, None, bundle.versions, RecallTrace(sources, candidates, scores, next_item),
                           tuple(sorted(degraded)))
+
+
+def _next_item_scores(bundle: ServingBundle, user: UserRecallData, candidates: Candidates) -> np.ndarray | None:
+    """The sequence model's input of the final order; None where it has no weight or no model is loaded."""
+    if bundle.next_item is None or not bundle.recall.fusion.get(NEXT_ITEM, 0.0):
+        return None
+    return bundle.next_item.score(user.recent, candidates.itemids)
 
 
 def _scores(bundle: ServingBundle, rows: np.ndarray, degraded: set[str]) -> np.ndarray | None:

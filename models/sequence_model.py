@@ -37,10 +37,12 @@ class CausalSequenceModel(nn.Module):
     def attention_mask(self, sequences: torch.Tensor) -> torch.Tensor:
         """(batch * heads, length, length), True where attention is not allowed: later positions, and padding,
         except a padding position's own (a row with nothing allowed would be NaN, and NaN spreads)."""
-        length = sequences.shape[1]
-        later = torch.triu(torch.ones(length, length, dtype=torch.bool, device=sequences.device), diagonal=1)
+        # Comparisons of positions, not triu/eye: their ONNX ops (Trilu, EyeLike) have no boolean kernels in
+        # onnxruntime.
+        position = torch.arange(sequences.shape[1], device=sequences.device)
+        later = position.unsqueeze(0) > position.unsqueeze(1)  # key after query
         padded_key = (sequences == PADDING).unsqueeze(1)  # (batch, 1, length)
-        itself = torch.eye(length, dtype=torch.bool, device=sequences.device)
+        itself = position.unsqueeze(0) == position.unsqueeze(1)
         blocked = later | (padded_key & ~itself)
         return blocked.repeat_interleave(self.heads, dim=0)
 

@@ -4,12 +4,15 @@ Each user's impressions in the batch's order (timestamp, then item) are cut from
 ``max_length + 1`` items; a window's first ``max_length`` items are the input and each position's target is
 the item after it (full softmax over the vocabulary, padding ignored). The number of epochs is chosen on
 validation: every ``check_every`` epochs the top-K of the users to validate is scored against their
-validation items, and training stops after ``patience`` checks without a better NDCG@K, keeping the best.
+validation items, and training stops after ``patience`` checks without a better NDCG@K, keeping the best, or once
+``max_seconds`` have passed (checked once more then). A batch holds at most ``max_logits`` output scores
+(windows x ``max_length`` x vocabulary): with a large catalogue it holds fewer windows, so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -30,13 +33,18 @@ class SequenceSettings:
     heads: int = 2
     max_length: int = 50
     dropout: float = 0.2
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.0
     batch_size: int = 128
     max_epochs: int = 200
     check_every: int = 5
     patience: int = 3
+    max_seconds: float | None = None
+    max_logits: int = 1 << 26  # 256 MiB of float32 scores per batch, before their gradients
     seed: int = 0
+
+    def windows_per_batch(self, vocabulary_size: int) -> int:
+        return max(1, min(self.batch_size, self.max_logits // (self.max_length * vocabulary_size)))
 
 
 def user_sequences(impressions: pd.DataFrame) -> dict[int, np.ndarray]:
@@ -109,7 +117,9 @@ def fit(sequences: Mapping[int, np.ndarray], vocabulary_size: int, settings: Seq
         validate: Callable[[CausalSequenceModel], float] | None = None,
         epochs: int | None = None) -> tuple[CausalSequenceModel, dict]:
     """The model trained on ``sequences``: for ``epochs`` epochs, or (with ``validate``, a higher-is-better score)
-    until ``patience`` checks without a better score, keeping the best state. Returns it and a report."""
+    until ``patience`` checks without a better score, keeping the best state; in either case for at most
+    ``max_seconds``. Returns it and a report."""
+    started = time.monotonic()
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     model = CausalSequenceModel(vocabulary_size, settings.dim, settings.blocks, settings.heads, settings.max_length,
@@ -117,11 +127,16 @@ def fit(sequences: Mapping[int, np.ndarray], vocabulary_size: int, settings: Seq
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     inputs, targets = (torch.from_numpy(a) for a in training_windows(sequences, settings.max_length))
     last_epoch = epochs if epochs is not None else settings.max_epochs
+    batch_size = settings.windows_per_batch(vocabulary_size)
     best_score, best_epoch, best_state, checks_without_gain = -np.inf, 0, None, 0
-    history = []
+    history, stopped, epoch = [], "epochs", 0
     for epoch in range(1, last_epoch + 1):
-        loss = train_epoch(model, inputs, targets, optimizer, settings.batch_size, generator)
-        if validate is None or epoch % settings.check_every:
+        loss = train_epoch(model, inputs, targets, optimizer, batch_size, generator)
+        out_of_time = settings.max_seconds is not None and time.monotonic() - started > settings.max_seconds
+        if validate is None or (epoch % settings.check_every and epoch < last_epoch and not out_of_time):
+            if out_of_time:
+                stopped = "time"
+                break
             continue
         score = validate(model)
         history.append({"epoch": epoch, "loss": round(loss, 4), "score": round(score, 4)})
@@ -132,9 +147,14 @@ def fit(sequences: Mapping[int, np.ndarray], vocabulary_size: int, settings: Seq
         else:
             checks_without_gain += 1
             if checks_without_gain >= settings.patience:
+                stopped = "patience"
                 break
+        if out_of_time:
+            stopped = "time"
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return model, {"windows": len(inputs), "best_epoch": best_epoch if validate else last_epoch,
+    return model, {"windows": len(inputs), "windows_per_batch": batch_size, "epochs_run": epoch,
+                   "best_epoch": best_epoch if validate else epoch, "stopped": stopped,
                    "best_score": None if validate is None else round(float(best_score), 4), "history": history}

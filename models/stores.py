@@ -83,6 +83,15 @@ class Ranker(Protocol):
     def score(self, rows: np.ndarray) -> np.ndarray: ...
 
 
+class NextItemScorer(Protocol):
+    """The sequence model: the user's latest items (newest first) and the candidates -> each candidate's chance
+    of being the next item, relative to the likeliest candidate's (1 for it)."""
+
+    version: str
+
+    def score(self, recent: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class AcceptedRating:
     rating: PostedRating
@@ -139,6 +148,9 @@ class ServingBundle:
     # Scores when ``ranker`` does not answer: the same model in-process (the services profile's Triton has
     # the published ONNX file beside it); None: the candidates are served in recall order instead.
     backup_ranker: Ranker | None = None
+    # The sequence model, in-process in both profiles (one small graph per request); None: none is published,
+    # and the final order does without its input.
+    next_item: NextItemScorer | None = None
     # Posted ratings (the service's write path); None where the bundle has none (the offline evaluation).
     ratings: RatingSink | None = None
 

@@ -1,7 +1,8 @@
 """Train the recall and ranking models from the batch's exports, then publish their artifacts.
 
-    python -m models.train [--output DIR] [--exports DIR] [--only recall|ranking] [--variant fm|fm_dense|deepfm]
-                           [--select-on validation|test] [--refit] [--seed N]
+    python -m models.train [--output DIR] [--exports DIR] [--only recall|ranking|next_item]
+                           [--variant fm|fm_dense|deepfm] [--select-on validation|test] [--refit] [--seed N]
+                           [--no-next-item] [--next-item-seconds S]
 
 Reads ``<exports>/samples_train`` and ``samples_test`` (default: the batch's ``exports/current``),
 checks their feature-spec version, trains (``models/fitting.py``), and writes versioned folders under
@@ -9,9 +10,11 @@ checks their feature-spec version, trains (``models/fitting.py``), and writes ve
 split (``models/data_splits.py``) and the test AUC of that epoch is computed once afterwards.
 ``--select-on test`` is the reference design's protocol (stop on the test AUC and report it), kept for
 comparison. ``--refit`` retrains on train + validation for the chosen number of epochs before the test AUC
-is taken. ``recall/`` (weights, user and item vectors as Parquet) and ``ranking/`` (weights, ONNX,
-metadata). The vectors also become the Delta tables ``user_vectors`` and ``item_vectors`` (unless
-``--no-delta``).
+is taken. ``recall/`` (weights, user and item vectors as Parquet), ``ranking/`` (weights, ONNX,
+metadata) and, where the batch wrote a validation hold-out, ``next_item/``: the sequence model
+(``models/next_item_training.py``), one of the final order's inputs, whose weights (``fusion/``) are
+chosen last, once every model is published. The vectors also become the Delta tables ``user_vectors``
+and ``item_vectors`` (unless ``--no-delta``).
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ from models.fitting import (
 from models.fusion_choice import choose_and_publish
 from models.item_vocabulary import ItemVocabulary
 from models.negative_rows import load_negatives
+from models.next_item_training import train_next_item
 from models.popular_negatives import popular_negatives
 from models.process_memory import resident_gib
 from models.publishing import publish_ranking, publish_recall, vectors_to_delta
 from models.recall_sources import RecallConfig
 from models.samples import FeatureMetadata, load_samples
+from models.sequence_training import SequenceSettings
 from models.validation import ValidationRule
 from models.validation_replay import ValidationData
 from spark_jobs.driver_memory import use_returning_allocators
@@ -116,7 +121,14 @@ def train_and_publish(settings: TrainingSettings) -> dict:
         log.info("ranking trained; resident %s GiB (now, peak)", resident_gib())
         summary[RANKING] = {"variant": settings.ranking_variant, **report.to_metadata(),
                             "seconds": round(report.result.seconds, 1), "path": str(folder.path)}
-    if (exports / Export.VALIDATION_HOLDOUT).exists():
+    has_validation = (exports / Export.VALIDATION_HOLDOUT).exists()
+    if settings.next_item_model and settings.train_only in (None, ModelFiles.NEXT_ITEM) and has_validation:
+        sequence = SequenceSettings(max_seconds=settings.next_item_seconds, **overrides)
+        folder, next_item_metadata = train_next_item(exports, settings.models_dir, sequence)
+        summary[ModelFiles.NEXT_ITEM] = {k: next_item_metadata[k] for k in (
+            "best_epoch", "epochs_run", "stopped", "best_score", "seconds")} | {"path": str(folder.path)}
+        log.info("next-item model trained; resident %s GiB (now, peak)", resident_gib())
+    if has_validation:
         # The final order's weights depend on both models: chosen on validation once they are published.
         choice = choose_and_publish(exports, settings.models_dir, RecallSettings().recall_size, replay,
                                     settings.quota_choice)

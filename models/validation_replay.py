@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from contracts.published import ModelFolder, open_models
+from contracts.published import ModelFolder, open_models, open_next_item
 from contracts.tables import Export, Table
 from models.export_readers import liked_holdout, load_item_features, load_item_index, load_user_recall_data
 from models.feature_rows import FeatureAssembler
 from models.in_memory_stores import InMemoryItemIndex
+from models.onnx_next_item import OnnxNextItemScorer
 from models.onnx_ranker import OnnxRanker
 from models.recall_sources import UserRecallData
 from models.samples import online_user_rows_as_of
@@ -47,7 +48,8 @@ def validation_users(users: Mapping[int, UserRecallData], exports: Path) -> dict
 @dataclass(frozen=True)
 class ValidationData:
     """The validation item models, users as before their validation impressions, their liked validation
-    items and their feature rows as of the first of them; the ranker once one is published."""
+    items and their feature rows as of the first of them; the ranker and the sequence model once they are
+    published."""
 
     items: InMemoryItemIndex
     users: dict[int, UserRecallData]
@@ -55,11 +57,13 @@ class ValidationData:
     features: dict[int, np.ndarray]
     assembler: FeatureAssembler
     ranker: OnnxRanker | None
+    next_item: OnnxNextItemScorer | None = None
 
     @classmethod
     def load(cls, exports: Path, models_dir: Path, max_users: int = VALIDATION_USERS,
              seed: int = SAMPLE_SEED) -> ValidationData:
-        """Needs the recall model (its vectors are a recall source); the ranker is read where one is published."""
+        """Needs the recall model (its vectors are a recall source); the ranker and the sequence model are read
+        where they are published."""
         recall_model, ranking_model = open_models(models_dir)
         index = load_item_index(exports, recall_model, list_prefix=Table.VALIDATION_PREFIX)
         users = validation_users(load_user_recall_data(exports, recall_model, Export.VALIDATION_USER_EASE), exports)
@@ -72,8 +76,14 @@ class ValidationData:
         rows = online_user_rows_as_of(exports, first_held.index.to_numpy(), first_held.to_numpy())
         return cls(InMemoryItemIndex(index), users, targets, dict(zip(first_held.index.astype(int), rows, strict=True)),
                    FeatureAssembler.from_item_features(load_item_features(exports)),
-                   OnnxRanker(ranking_model) if ranking_model is not None else None)
+                   OnnxRanker(ranking_model) if ranking_model is not None else None, next_item_scorer(models_dir))
 
-    def with_ranker(self, ranking_model: ModelFolder | None) -> ValidationData:
-        return replace(self, ranker=OnnxRanker(ranking_model) if ranking_model is not None else None)
+    def with_models(self, ranking_model: ModelFolder | None, next_item_model: ModelFolder | None) -> ValidationData:
+        return replace(self, ranker=OnnxRanker(ranking_model) if ranking_model is not None else None,
+                       next_item=OnnxNextItemScorer(next_item_model) if next_item_model is not None else None)
+
+
+def next_item_scorer(models_dir: Path) -> OnnxNextItemScorer | None:
+    folder = open_next_item(models_dir)
+    return OnnxNextItemScorer(folder) if folder is not None else None
 

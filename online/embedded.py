@@ -115,7 +115,8 @@ def load_embedded_bundle(settings: ServingSettings) -> ServingBundle:
     except FileNotFoundError as error:  # an export gone, or Feast's registry not written yet
         raise NotPublishedError(f"{error} (run the batch, then python -m feature_repo.publish)") from error
     recall = RecallConfig.served(settings.models_dir, settings.recall_size)
-    bundle = in_memory_bundle(arrays, published.ranking_model, recall, features, published.versions)
+    bundle = in_memory_bundle(arrays, published.ranking_model, recall, features, published.versions,
+                              published.next_item_model)
     live = LiveUsers(EventLog(settings.events_dir), bundle.users, load_batch_user_states(published.exports),
                      load_update_rules(published.exports, arrays.index),
                      FORMATS_BY_NAME[dataset_format_name(published.exports)], FeastFeaturePusher(features.store),

@@ -1,7 +1,8 @@
 """The services profile's stores: Redis (user recall data, item neighbours, popularity), Elasticsearch
 (term and vector recall in one ``_msearch`` round trip), Feast (the user's features from its Redis
 online store in-process, or from its feature server over HTTP with ``--feast-access server``; item
-features prefetched from the server at load), and Triton (gRPC) for ranking.
+features prefetched from the server at load), and Triton (gRPC) for ranking. The sequence model (next-item
+scores) runs in-process, from its published ONNX file.
 
 Each store is pinned, when the bundle is loaded, to the versions the loaders published (Redis key
 version, the concrete index behind the alias, the Triton model version), so a request reads one
@@ -37,7 +38,7 @@ from tritonclient.utils import InferenceServerException
 
 from contracts.errors import NotPublishedError, StoreUnavailableError
 from contracts.feature_spec import GENRE_IDS, SPEC, check_spec_version, genre_flag_name
-from contracts.published import open_model
+from contracts.published import open_model, open_next_item
 from contracts.settings import ServingSettings
 from contracts.tables import ModelFiles
 from feature_repo.names import ITEM_FEATURE_REFS, USER_FEATURE_REFS
@@ -46,6 +47,7 @@ from loaders import es_layout, redis_layout
 from loaders.triton_repo import VERSION_PARAMETER
 from models.export_readers import load_item_vectors
 from models.feature_rows import FeatureAssembler
+from models.onnx_next_item import OnnxNextItemScorer
 from models.onnx_ranker import OnnxRanker
 from models.recall_sources import Ranked, RecallConfig, UserRecallData
 from models.stores import CatalogueSearch, FeatureClient, ServingBundle
@@ -441,6 +443,10 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
     if settings.feast_access == "server":  # else requests read Redis, and the server is needed at load only
         dependencies["feast"] = lambda: _feast_check(session, settings.feast_server_url)
     recall = RecallConfig.served(settings.models_dir, settings.recall_size)
+    # The sequence model runs in-process: one small graph per request, read from the published folder like the
+    # fusion weights it is weighted by.
+    next_item_model = open_next_item(settings.models_dir)
+    next_item = OnnxNextItemScorer(next_item_model) if next_item_model is not None else None
     bundle = ServingBundle(
         users=RedisUserRecallStore(client, settings.redis_prefix, version, breakers["redis"],
                                    _usable_search_shape(settings, recall, meta)),
@@ -450,12 +456,15 @@ def load_services_bundle(settings: ServingSettings) -> ServingBundle:
         ranker=ranker,
         recall=recall,
         versions={"data_run": meta["data_run"], "feature_spec": SPEC.version, "recall_model": meta["recall_model"],
-                  "ranking_model": ranker.version, "exports": meta["exports"], "redis": f"v{version}",
+                  "ranking_model": ranker.version,
+                  **({"next_item_model": next_item.version} if next_item is not None else {}),
+                  "exports": meta["exports"], "redis": f"v{version}",
                   "elasticsearch": index, "triton": f"{ranker.model}/{ranker.model_version}"},
         dependencies=dependencies,
         background=background,
         feature_timeout=2 * TIMEOUT_SECONDS,  # the client's own retries could otherwise wait much longer
         backup_ranker=_backup_ranker(settings, ranker.version),
+        next_item=next_item,
     )
     return with_posted_ratings(bundle, settings, client, version, meta, item_frame, items.popularity.itemids)
 

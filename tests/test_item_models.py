@@ -216,7 +216,7 @@ def test_quota_choice_makes_room_for_the_source_that_finds_the_targets_and_stops
         ease = [100 + user * 20 + i for i in range(12)]  # the liked item is its 7th
         popular = list(range(1, 13))
         pools.append(UserPool(user, {"ease": ranked(ease), "popularity": ranked(popular), "term": Ranked.empty()},
-                              np.unique(ease + popular), None, frozenset({ease[6]})))
+                              np.unique(ease + popular), {}, frozenset({ease[6]})))
     # ease's 1 + popularity's 5, then the fill alternates: 10 candidates without ease's 7th
     config = RecallConfig(recall_size=10, quotas={"ease": 0.1, "popularity": 0.5, "term": 0.05},
                           fusion={"ease": 1.0})

@@ -29,8 +29,11 @@ from models import train as train_models
 from models.export_readers import load_user_features
 from models.feature_rows import FeatureAssembler
 from models.fusion import fused_order
+from models.next_item_training import load_next_item
 from models.ranking_model import load_ranking
+from models.recall_sources import NEXT_ITEM, RANKER
 from models.request_path import recall
+from models.sequence_training import left_padded
 from online import evaluate_served
 from online.app import create_app
 from online.bundle import BundleHolder, load_bundle
@@ -66,7 +69,8 @@ def test_both_endpoints_return_k_scored_items_with_sources_and_versions(client, 
     assert all(0 < item["score"] < 1 and item["sources"] for item in body["item_list"])
     assert [i["rank_score"] for i in body["item_list"]] == sorted((i["rank_score"] for i in body["item_list"]),
                                                                   reverse=True)
-    assert set(body["versions"]) == {"data_run", "feature_spec", "recall_model", "ranking_model", "exports"}
+    assert set(body["versions"]) == {"data_run", "feature_spec", "recall_model", "ranking_model", "next_item_model",
+                                     "exports"}
     assert body["request_id"]
     rest = client.get("/users/3/recommendations?k=10").get_json()
     assert [i["itemid"] for i in rest["item_list"]] == [i["itemid"] for i in body["item_list"]]
@@ -167,11 +171,46 @@ def test_offline_equals_online(client, served):
         with torch.no_grad():
             expected = torch.sigmoid(ranking(torch.from_numpy(rows))).numpy()
         np.testing.assert_allclose([i["score"] for i in body["item_list"]], expected, atol=1e-5)
-        # the offline evaluation's ordering of the same user
-        candidates, sources = recall(bundle.users.get(userid), bundle.items, bundle.recall, bundle.recall.recall_size)
+        # the offline evaluation's ordering of the same user, the sequence model's input from PyTorch
+        user = bundle.users.get(userid)
+        candidates, sources = recall(user, bundle.items, bundle.recall, bundle.recall.recall_size)
         scores = bundle.ranker.score(assembler.rows(userid, batch_users[userid], candidates.itemids))
-        order, _ = fused_order(candidates, sources, scores, bundle.recall.fusion)
+        chances = next_item_chances(settings, user.recent, candidates.itemids)
+        order, _ = fused_order(candidates, sources, {RANKER: scores, NEXT_ITEM: chances}, bundle.recall.fusion)
         assert itemids.tolist() == candidates.itemids[order][:50].tolist()
+
+
+def next_item_chances(settings: ServingSettings, recent: np.ndarray, itemids: np.ndarray) -> np.ndarray:
+    """The published sequence model's chances of ``itemids`` after the user's latest items (newest first), in
+    PyTorch, relative to the likeliest of them."""
+    model, vocabulary = load_next_item(open_model(settings.models_dir / "next_item"))
+    history = left_padded(vocabulary.index_of(recent[:model.max_length][::-1]), model.max_length)
+    with torch.no_grad():
+        logits = model.next_item_scores(torch.from_numpy(history)[None])[0].numpy().astype(np.float64)
+    chosen = logits[vocabulary.index_of(itemids)]
+    return np.exp(chosen - chosen.max())
+
+
+def test_the_sequence_model_alone_orders_the_served_candidates(served):
+    """With all the final order's weight on the sequence model, the served list is the candidates by its chances."""
+    settings, _ = served
+    holder = BundleHolder(settings)
+    bundle = load_bundle(settings)
+    assert bundle.next_item is not None and bundle.versions["next_item_model"] == bundle.next_item.version
+    holder.current = dataclasses.replace(bundle, recall=dataclasses.replace(bundle.recall, fusion={NEXT_ITEM: 1.0}))
+    app = create_app(settings, holder).test_client()
+    for userid in (1, 2, 3, 5, 8):
+        body = app.post("/ml/rec", json={"userid": userid, "k": 20}).get_json()
+        assert body["fallback"] is None
+        itemids = np.array([item["itemid"] for item in body["item_list"]])
+        user = bundle.users.get(userid)
+        candidates, _ = recall(user, bundle.items, holder.current.recall, bundle.recall.recall_size)
+        chances = next_item_chances(settings, user.recent, candidates.itemids)
+        position = {itemid: at for at, itemid in enumerate(candidates.itemids.tolist())}
+        served_chances = chances[[position[itemid] for itemid in itemids.tolist()]]
+        # best first, within float32's rounding, and nothing better left out
+        assert np.all(np.diff(served_chances) <= 1e-5) and served_chances[-1] >= np.sort(chances)[::-1][19] - 1e-5
+        np.testing.assert_allclose([item["rank_score"] for item in body["item_list"]], served_chances, rtol=1e-4)
 
 
 def test_reload_under_requests_never_mixes_versions(served):

@@ -12,6 +12,7 @@ from models.fusion import fused_order
 from models.in_memory_stores import InMemoryFeatureClient, InMemoryItemIndex, InMemoryUserRecallStore
 from models.recall_sources import (
     NEIGHBOURS,
+    NEXT_ITEM,
     POPULARITY,
     RANKER,
     TERM,
@@ -158,15 +159,20 @@ def test_fused_order_sums_each_inputs_scaled_scores_by_weight():
     sources = {NEIGHBOURS: Ranked(np.array([9, 7]), np.array([4.0, 2.0])),
                VECTOR: Ranked(np.array([5, 9]), np.array([3.0, 1.5]))}
     weights = {RANKER: 1.0, NEIGHBOURS: 0.5, VECTOR: 2.0}
-    order, fused = fused_order(candidates, sources, np.array([0.9, 0.45, 0.09]), weights)
+    order, fused = fused_order(candidates, sources, {RANKER: np.array([0.9, 0.45, 0.09])}, weights)
     # ranker / 0.9: 1, 0.5, 0.1; neighbours / 4: 7 -> 0.5, 9 -> 1; vector / 3: 9 -> 0.5 (5 is no candidate)
     assert fused.tolist() == pytest.approx([1 + 0.5 * 0.5, 0.5, 0.1 + 0.5 * 1 + 2.0 * 0.5])
     assert candidates.itemids[order].tolist() == [9, 7, 8]
     # An input with weight 0 (or no weight) changes nothing; without the ranker the sources alone decide.
-    _, without_vector = fused_order(candidates, sources, np.array([0.9, 0.45, 0.09]), {RANKER: 1.0, NEIGHBOURS: 0.5})
+    _, without_vector = fused_order(candidates, sources, {RANKER: np.array([0.9, 0.45, 0.09])},
+                                    {RANKER: 1.0, NEIGHBOURS: 0.5})
     assert without_vector.tolist() == pytest.approx([1.25, 0.5, 0.6])
-    _, no_model = fused_order(candidates, sources, None, {RANKER: 1.0, NEIGHBOURS: 1.0})
+    _, no_model = fused_order(candidates, sources, {RANKER: None}, {RANKER: 1.0, NEIGHBOURS: 1.0})
     assert no_model.tolist() == pytest.approx([0.5, 0.0, 1.0])
+    # The sequence model's relative chances are an input like the ranker's scores.
+    chances = {RANKER: np.array([0.9, 0.45, 0.09]), NEXT_ITEM: np.array([0.25, 1.0, 0.5])}
+    order, with_next = fused_order(candidates, sources, chances, {RANKER: 1.0, NEXT_ITEM: 2.0})
+    assert with_next.tolist() == pytest.approx([1.5, 2.5, 1.1]) and candidates.itemids[order].tolist() == [8, 7, 9]
 
 
 def random_index(rng: np.random.Generator, item_count: int = 60) -> ItemIndex:

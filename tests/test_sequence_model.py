@@ -52,3 +52,48 @@ def test_it_learns_what_comes_next_and_never_proposes_the_history():
     hits = np.mean([lists[u][0][0] == s[-1] for u, s in sequences.items()])
     assert hits > 0.9
     assert all(not np.isin(lists[u][0], s[:-1]).any() and 0 not in lists[u][0] for u, s in sequences.items())
+
+
+def test_the_published_graph_scores_movie_ids_as_the_model_scores_indices(tmp_path):
+    from contracts.published import open_model
+    from models.artifacts import publish_model
+    from models.item_vocabulary import ItemVocabulary
+    from models.next_item_export import export_next_item
+    from models.onnx_next_item import OnnxNextItemScorer
+
+    torch.manual_seed(0)
+    vocabulary = ItemVocabulary(np.array([3, 7, 10, 15, 40, 41]))  # sparse ids: index 1..6
+    model = CausalSequenceModel(vocabulary.size, dim=16, blocks=2, heads=2, max_length=4, dropout=0.3).eval()
+
+    def write(folder):
+        export_next_item(model, vocabulary, folder / "model.onnx")
+        return {}
+
+    folder = publish_model(tmp_path, "next_item", model, {"onnx": "model.onnx", "max_length": 4}, write)
+    scorer = OnnxNextItemScorer(open_model(folder.path))
+    recent = np.array([41, 10, 3, 7, 15])  # newest first, as the recall data holds it; one more than max_length
+    candidates = np.array([40, 15, 999, 3, -1])  # 999 and -1 are no movie of the vocabulary
+    chances = scorer.score(recent, candidates)
+    with torch.no_grad():
+        # the latest 4, oldest first: 7, 3, 10, 41 (15 is too old to count), as indices
+        logits = model.next_item_scores(torch.from_numpy(vocabulary.index_of(np.array([[7, 3, 10, 41]]))))[0]
+    expected = logits[[5, 4, 1]].numpy().astype(np.float64)
+    np.testing.assert_allclose(chances[[0, 1, 3]], np.exp(expected - expected.max()), rtol=1e-5)
+    assert chances.max() == 1.0 and chances[2] == 0.0 and chances[4] == 0.0  # unknown ids: no chance
+    short = scorer.score(np.array([10]), np.array([40, 15]))  # a short history is left-padded
+    with torch.no_grad():
+        logits = model.next_item_scores(torch.tensor([[0, 0, 0, 3]]))[0][[5, 4]].numpy().astype(np.float64)
+    np.testing.assert_allclose(short, np.exp(logits - logits.max()), rtol=1e-5)
+    assert scorer.score(recent, np.array([], dtype=np.int64)).shape == (0,)
+
+
+def test_training_stops_at_its_time_budget_after_one_last_check():
+    rng = np.random.default_rng(0)
+    sequences = {user: rng.integers(1, 30, 12) for user in range(50)}
+    checks = []
+    settings = SequenceSettings(dim=8, blocks=1, heads=1, max_length=6, check_every=100, max_seconds=0.0, seed=0)
+    _, report = fit(sequences, 30, settings, validate=lambda model: checks.append(1) or 0.5)
+    assert report["epochs_run"] == 1 and report["stopped"] == "time" and len(checks) == 1
+    assert report["best_epoch"] == 1 and report["best_score"] == 0.5
+    # a large catalogue takes fewer windows per batch, so a batch's scores stay within max_logits
+    assert SequenceSettings(batch_size=128, max_length=50, max_logits=50 * 1000 * 10).windows_per_batch(1000) == 10
