@@ -260,9 +260,12 @@ class TrainingSettings(SparkSettings):
     next_item_model: bool = setting(
         True, "--no-next-item", "skip the sequence model (the chance of each candidate being the user's next item, one "
         "of the final order's inputs); a version published earlier stays published")
-    next_item_seconds: float = setting(
-        90.0, "--next-item-seconds", "the sequence model trains at most this long, its epochs chosen on validation "
-        "within it", gt=0)
+    next_item_epochs: int = setting(
+        30, "--next-item-epochs", "the sequence model trains at most this many epochs, the best on validation kept",
+        ge=1)
+    next_item_seconds: float | None = setting(
+        None, "--next-item-seconds", "and at most this long (default no limit: a budget in epochs keeps the result "
+        "the same on a busy machine; at ML-25M's size an epoch takes far longer, see Large datasets)", gt=0)
     vectors_to_delta: bool = setting(True, "--no-delta",
                                      "skip writing the vectors as Delta tables (saves starting Spark)")
 

@@ -2,7 +2,7 @@
 
     python -m models.train [--output DIR] [--exports DIR] [--only recall|ranking|next_item]
                            [--variant fm|fm_dense|deepfm] [--select-on validation|test] [--refit] [--seed N]
-                           [--no-next-item] [--next-item-seconds S]
+                           [--no-next-item] [--next-item-epochs N] [--next-item-seconds S]
 
 Reads ``<exports>/samples_train`` and ``samples_test`` (default: the batch's ``exports/current``),
 checks their feature-spec version, trains (``models/fitting.py``), and writes versioned folders under
@@ -58,6 +58,8 @@ from models.validation_replay import ValidationData
 from spark_jobs.driver_memory import use_returning_allocators
 
 log = logging.getLogger(__name__)
+
+NEXT_ITEM_PATIENCE = 2  # checks (of 5 epochs) without a better validation score before the sequence model stops
 
 
 def train_and_publish(settings: TrainingSettings) -> dict:
@@ -123,7 +125,8 @@ def train_and_publish(settings: TrainingSettings) -> dict:
                             "seconds": round(report.result.seconds, 1), "path": str(folder.path)}
     has_validation = (exports / Export.VALIDATION_HOLDOUT).exists()
     if settings.next_item_model and settings.train_only in (None, ModelFiles.NEXT_ITEM) and has_validation:
-        sequence = SequenceSettings(max_seconds=settings.next_item_seconds, **overrides)
+        sequence = SequenceSettings(**{"max_epochs": settings.next_item_epochs, **overrides},
+                                    max_seconds=settings.next_item_seconds, patience=NEXT_ITEM_PATIENCE)
         folder, next_item_metadata = train_next_item(exports, settings.models_dir, sequence)
         summary[ModelFiles.NEXT_ITEM] = {k: next_item_metadata[k] for k in (
             "best_epoch", "epochs_run", "stopped", "best_score", "seconds")} | {"path": str(folder.path)}

@@ -30,7 +30,9 @@ from models import fusion_choice
 from models import train as train_models
 from models.export_readers import load_user_features, load_user_recall_data
 from models.ranking_model import load_ranking
+from models.recall_sources import NEXT_ITEM
 from models.request_path import recommend
+from models.stores import ServingBundle
 from online import local_services
 from online.app import create_app
 from online.bundle import BundleHolder
@@ -228,15 +230,25 @@ def test_embedded_and_services_profiles_return_the_same_lists(stack):
     searched = load_services_bundle(settings.model_copy(update={"search_every_request": True}))
     assert published.users.get(4).searches is not None and searched.users.get(4).searches is None
     embedded = load_embedded_bundle(settings.model_copy(update={"profile": "embedded"}))
+    assert published.next_item is not None and published.versions["next_item_model"] == embedded.next_item.version
+
+    def weighing_next_item(bundle: ServingBundle) -> ServingBundle:
+        """Whatever the tiny data's choice, the sequence model weighs in, so its scorer runs in both profiles."""
+        return dataclasses.replace(bundle, recall=dataclasses.replace(
+            bundle.recall, fusion={**bundle.recall.fusion, NEXT_ITEM: 1.0}))
+
     compared = 0
     for services in (published, searched):
         for userid in range(1, 32):
-            a, b = recommend(embedded, userid, 20, 60), recommend(services, userid, 20, 60)
+            a = recommend(weighing_next_item(embedded), userid, 20, 60)
+            b = recommend(weighing_next_item(services), userid, 20, 60)
             assert [i.itemid for i in a.items] == [i.itemid for i in b.items], userid
             assert [i.sources for i in a.items] == [i.sources for i in b.items], userid
             np.testing.assert_allclose([i.score for i in a.items], [i.score for i in b.items], atol=1e-5)
+            np.testing.assert_allclose([i.rank_score for i in a.items], [i.rank_score for i in b.items], atol=1e-5)
             assert a.fallback == b.fallback
             compared += a.fallback is None
+            assert a.trace is None or a.trace.next_item_scores is not None
     assert compared >= 50  # most tiny users have recall data: the comparison is not all fallbacks
 
 
