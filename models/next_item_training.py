@@ -68,7 +68,8 @@ def own_list_ndcg(model: CausalSequenceModel, histories: dict[int, np.ndarray], 
     return float(np.mean(ndcgs)) if ndcgs else 0.0
 
 
-def train_next_item(exports: Path, models_dir: Path, settings: SequenceSettings) -> tuple[ModelFolder, dict]:
+def train_next_item(exports: Path, models_dir: Path, settings: SequenceSettings,
+                    run_id: str) -> tuple[ModelFolder, dict]:
     """Fit on the offline impressions before validation, epochs chosen there; publish the ONNX graph with the
     vocabulary and the spec version (``models/artifacts.py``)."""
     started = time.monotonic()
@@ -81,20 +82,20 @@ def train_next_item(exports: Path, models_dir: Path, settings: SequenceSettings)
                         validate=(lambda m: own_list_ndcg(m, sequences, targets, vocabulary)) if targets else None)
     report["seconds"] = round(time.monotonic() - started, 1)
 
-    def write_onnx(folder: Path) -> dict:
-        vocabulary.write(folder / ModelFiles.ITEM_VOCABULARY)
-        path = export_next_item(model, vocabulary, folder / ModelFiles.ONNX)
+    def write_files(folder: Path) -> dict:
+        files = export_next_item(model, vocabulary, folder)
         users = sorted(sequences)[:PARITY_USERS]
         windows = np.stack([left_padded(sequences[u], model.max_length) for u in users])
         histories = np.where(windows > 0, vocabulary.itemid_of(np.maximum(windows, 1)), 0)
         candidates = np.resize(vocabulary.itemids, (len(users), min(200, len(vocabulary.itemids))))
-        return {"onnx_parity_max_abs_diff": check_next_item_parity(model, vocabulary, path, histories, candidates)}
+        candidates[:, -1] = vocabulary.max_itemid + 1  # a movie outside the vocabulary
+        difference = check_next_item_parity(model, vocabulary, folder, histories, candidates)
+        return {**files, "onnx_parity_max_abs_diff": difference}
 
-    metadata = {"model": ModelFiles.NEXT_ITEM, "onnx": ModelFiles.ONNX, "max_length": model.max_length,
-                "settings": asdict(settings), "vocabulary_size": vocabulary.size,
-                "trained_on": "offline impressions without the validation hold-out",
+    metadata = {"model": ModelFiles.NEXT_ITEM, "data_run_id": run_id, "settings": asdict(settings),
+                "vocabulary_size": vocabulary.size, "trained_on": "offline impressions without the validation hold-out",
                 f"validation_ndcg@{CHOICE_K}_own_list": report["best_score"], **report}
-    folder = publish_model(models_dir, ModelFiles.NEXT_ITEM, model, metadata, write_onnx)
+    folder = publish_model(models_dir, ModelFiles.NEXT_ITEM, model, metadata, write_files)
     log.info("next-item model: epoch %s of %d, validation NDCG@%d of its own list %s, %.0f s -> %s",
              report["best_epoch"], settings.max_epochs, CHOICE_K, report["best_score"], report["seconds"], folder.path)
     return folder, metadata

@@ -1,13 +1,20 @@
-"""The sequence model's ONNX file (``models/next_item_export.py``) under onnxruntime: the next-item scorer of both
+"""The sequence model's files (``models/next_item_export.py``) under onnxruntime: the next-item scorer of both
 profiles and of the validation replay."""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 import onnxruntime as ort
 
 from contracts.published import ModelFolder
-from models.next_item_export import CANDIDATES_NAME, HISTORY_NAME, SCORES_NAME
+from contracts.tables import ModelFiles
+from models.item_vocabulary import ItemVocabulary
+from models.next_item_export import HISTORY_NAME, STATE_NAME, next_item_logits
+
+# Users whose state a scorer keeps (~0.5 KB each with its key): a request for one of them skips the transformer.
+STATE_CACHE_USERS = 50_000
 
 
 def relative_chances(scores: np.ndarray) -> np.ndarray:
@@ -21,17 +28,23 @@ def relative_chances(scores: np.ndarray) -> np.ndarray:
 
 class OnnxNextItemScorer:
     """A user's latest items (newest first, as the recall data holds them) and candidates -> each candidate's
-    chance of being next relative to the likeliest one's (``relative_chances``)."""
+    chance of being next relative to the likeliest one's (``relative_chances``).
 
-    def __init__(self, folder: ModelFolder, threads: int = 1) -> None:
+    The state after a history depends on nothing else, so the latest ``cache_users`` histories' states are kept
+    (keyed by the history itself: a posted rating makes a new key, never a stale state)."""
+
+    def __init__(self, folder: ModelFolder, threads: int = 1, cache_users: int = STATE_CACHE_USERS) -> None:
         metadata = folder.metadata()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(folder.path / metadata["onnx"]), options,
                                             providers=["CPUExecutionProvider"])
+        self.item_embeddings = np.load(folder.path / metadata["item_embeddings"])
+        self.vocabulary = ItemVocabulary.read(folder.path / ModelFiles.ITEM_VOCABULARY)
         self.max_length = int(metadata["max_length"])
         self.version = metadata["version"]
+        self.state_of = lru_cache(maxsize=cache_users)(self._state)
 
     def history(self, recent: np.ndarray) -> np.ndarray:
         """(1, max_length): the latest ``max_length`` items oldest first, left-padded with 0."""
@@ -41,9 +54,12 @@ class OnnxNextItemScorer:
             window[0, -len(latest):] = latest
         return window
 
+    def _state(self, window: bytes) -> np.ndarray:
+        history = np.frombuffer(window, dtype=np.int64).reshape(1, self.max_length)
+        return self.session.run([STATE_NAME], {HISTORY_NAME: history})[0][0]
+
     def score(self, recent: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         if len(candidates) == 0:
             return np.empty(0, dtype=np.float64)
-        scores = self.session.run([SCORES_NAME], {HISTORY_NAME: self.history(recent),
-                                                  CANDIDATES_NAME: np.asarray(candidates, dtype=np.int64)[None]})[0]
-        return relative_chances(scores[0])
+        state = self.state_of(self.history(recent).tobytes())
+        return relative_chances(next_item_logits(state, self.item_embeddings, self.vocabulary.index_of(candidates)))

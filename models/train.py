@@ -127,7 +127,7 @@ def train_and_publish(settings: TrainingSettings) -> dict:
     if settings.next_item_model and settings.train_only in (None, ModelFiles.NEXT_ITEM) and has_validation:
         sequence = SequenceSettings(**{"max_epochs": settings.next_item_epochs, **overrides},
                                     max_seconds=settings.next_item_seconds, patience=NEXT_ITEM_PATIENCE)
-        folder, next_item_metadata = train_next_item(exports, settings.models_dir, sequence)
+        folder, next_item_metadata = train_next_item(exports, settings.models_dir, sequence, metadata.run_id)
         summary[ModelFiles.NEXT_ITEM] = {k: next_item_metadata[k] for k in (
             "best_epoch", "epochs_run", "stopped", "best_score", "seconds")} | {"path": str(folder.path)}
         log.info("next-item model trained; resident %s GiB (now, peak)", resident_gib())

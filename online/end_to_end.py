@@ -6,7 +6,7 @@
 Stages, in order, each through its own command (stages share only tables and artifacts):
 
 1. batch      ``python -m spark_jobs.run_batch``         raw files -> Delta tables, Parquet exports
-2. train      ``python -m models.train``                 recall and ranking models (AUCs)
+2. train      ``python -m models.train``                 recall, ranking and sequence models (AUCs)
 3. feast      ``python -m feature_repo.publish``         apply + materialise (SQLite; Redis for services)
 4. services   ``python -m online.local_services up``     services profile only: Redis, Elasticsearch,
               + ``loaders.redis_loader``, ``loaders.es_loader``, ``loaders.triton_repo``
@@ -17,9 +17,10 @@ Stages, in order, each through its own command (stages share only tables and art
 
 A stage whose outputs are current is skipped, and says so: the batch when the dataset files, the
 feature spec and the batch settings are those of the last run (recorded in ``<output>/end_to_end.json``)
-and its export is still ``current``; training when both current models were trained on the current
-batch run; Feast when it was materialised from that run into that store; the loaders when Redis and
-Elasticsearch already hold that run and recall model. ``--force`` runs everything.
+and its export is still ``current``; training when the current models (recall, ranking and, where one was
+trained, the sequence model) were trained on the current batch run; Feast when it was materialised from that
+run into that store; the loaders when Redis and Elasticsearch already hold that run and recall model.
+``--force`` runs everything.
 
 The service keeps running until Ctrl-C (which stops it and the services this command started);
 ``--exit`` stops after printing the sample recommendations.
@@ -135,7 +136,7 @@ class Pipeline:
 
     def models(self) -> dict[str, dict]:
         found = {}
-        for name in (ModelFiles.RECALL, ModelFiles.RANKING):
+        for name in (ModelFiles.RECALL, ModelFiles.RANKING, ModelFiles.NEXT_ITEM):
             path = self.settings.models_dir / name / ModelFiles.CURRENT / ModelFiles.METADATA
             if path.exists():
                 found[name] = json.loads(path.read_text())
@@ -144,12 +145,13 @@ class Pipeline:
     def train(self) -> None:
         run_id = self.current_run()
         models = self.models()
-        current = (len(models) == 2 and all(m.get("data_run_id") == run_id for m in models.values())
+        current = ({ModelFiles.RECALL, ModelFiles.RANKING} <= set(models)
+                   and all(m.get("data_run_id") == run_id for m in models.values())
                    and all(m.get("spec_version") == SPEC.version for m in models.values()))
         if current and not self.force:
-            self._banner("train", f"both models trained on run {run_id}: skipped")
+            self._banner("train", f"the models trained on run {run_id}: skipped")
         else:
-            self._banner("train", f"recall and ranking models on run {run_id}")
+            self._banner("train", f"recall, ranking and sequence models on run {run_id}")
             self._run("train", "models.train", TrainingSettings)
             models = self.models()
         self.summary["models"] = {name: {"version": m.get("version"), "test_auc": m.get("test_auc"),

@@ -78,6 +78,6 @@ def test_one_command_from_raw_files_to_recommendations_then_skips_what_is_curren
         if second.poll() is None:
             second.kill()
     text = "".join(lines)
-    assert "batch: current" in text and "train: both models trained" in text and "feast: materialised" in text
+    assert "batch: current" in text and "train: the models trained" in text and "feast: materialised" in text
     assert second.returncode == 0
     assert not port_is_open(port)

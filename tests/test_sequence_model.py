@@ -65,12 +65,8 @@ def test_the_published_graph_scores_movie_ids_as_the_model_scores_indices(tmp_pa
     vocabulary = ItemVocabulary(np.array([3, 7, 10, 15, 40, 41]))  # sparse ids: index 1..6
     model = CausalSequenceModel(vocabulary.size, dim=16, blocks=2, heads=2, max_length=4, dropout=0.3).eval()
 
-    def write(folder):
-        export_next_item(model, vocabulary, folder / "model.onnx")
-        return {}
-
-    folder = publish_model(tmp_path, "next_item", model, {"onnx": "model.onnx", "max_length": 4}, write)
-    scorer = OnnxNextItemScorer(open_model(folder.path))
+    folder = publish_model(tmp_path, "next_item", model, {}, lambda path: export_next_item(model, vocabulary, path))
+    scorer = OnnxNextItemScorer(open_model(folder.path), cache_users=2)
     recent = np.array([41, 10, 3, 7, 15])  # newest first, as the recall data holds it; one more than max_length
     candidates = np.array([40, 15, 999, 3, -1])  # 999 and -1 are no movie of the vocabulary
     chances = scorer.score(recent, candidates)
@@ -85,6 +81,12 @@ def test_the_published_graph_scores_movie_ids_as_the_model_scores_indices(tmp_pa
         logits = model.next_item_scores(torch.tensor([[0, 0, 0, 3]]))[0][[5, 4]].numpy().astype(np.float64)
     np.testing.assert_allclose(short, np.exp(logits - logits.max()), rtol=1e-5)
     assert scorer.score(recent, np.array([], dtype=np.int64)).shape == (0,)
+    # A history's state is kept: the same history again runs no transformer; a new rating is a new history.
+    assert scorer.state_of.cache_info().misses == 2
+    np.testing.assert_array_equal(scorer.score(recent, candidates), chances)
+    assert scorer.state_of.cache_info().misses == 2
+    assert not np.allclose(scorer.score(np.r_[40, recent], candidates[:2]), chances[:2] / chances[:2].max())
+    assert scorer.state_of.cache_info().misses == 3
 
 
 def test_training_stops_at_its_time_budget_after_one_last_check():
