@@ -1,6 +1,7 @@
-"""The final order: a weighted sum of the candidates' scores in the recall sources' lists and the ranker's.
+"""The final order: a weighted sum of the candidates' scores in the recall sources' lists and the models'.
 
-Each input (a source's list or the ranking model's scores) is divided by its largest absolute score, so
+Each input (a source's list, the ranking model's probabilities or the sequence model's chances of being next) is
+divided by its largest absolute score among the candidates, so
 every input's best candidate counts as its weight; a candidate absent from a list gets nothing from it. The
 weights are chosen per dataset on validation (``models/fusion_choice.py``): an input that does not help
 there gets weight 0 and the served list does without it.

@@ -6,12 +6,12 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import onnxruntime as ort
 
 from contracts.published import ModelFolder
 from contracts.tables import ModelFiles
 from models.item_vocabulary import ItemVocabulary
 from models.next_item_export import HISTORY_NAME, STATE_NAME, next_item_logits
+from models.onnx_sessions import inference_session
 
 # Users whose state a scorer keeps (~0.5 KB each with its key): a request for one of them skips the transformer.
 STATE_CACHE_USERS = 50_000
@@ -35,11 +35,7 @@ class OnnxNextItemScorer:
 
     def __init__(self, folder: ModelFolder, threads: int = 1, cache_users: int = STATE_CACHE_USERS) -> None:
         metadata = folder.metadata()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(folder.path / metadata["onnx"]), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = inference_session(folder.path / metadata["onnx"], threads)
         self.item_embeddings = np.load(folder.path / metadata["item_embeddings"])
         self.vocabulary = ItemVocabulary.read(folder.path / ModelFiles.ITEM_VOCABULARY)
         self.max_length = int(metadata["max_length"])

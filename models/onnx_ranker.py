@@ -4,9 +4,9 @@ offline evaluation."""
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
 from contracts.published import ModelFolder
+from models.onnx_sessions import inference_session
 
 
 class OnnxRanker:
@@ -14,11 +14,7 @@ class OnnxRanker:
 
     def __init__(self, folder: ModelFolder, threads: int = 1) -> None:
         metadata = folder.metadata()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(folder.path / metadata["onnx"]), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = inference_session(folder.path / metadata["onnx"], threads)
         self.input_name, self.output_name = metadata["input_name"], metadata["output_name"]
         self.version = metadata["version"]
 

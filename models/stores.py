@@ -148,7 +148,7 @@ class ServingBundle:
     # Scores when ``ranker`` does not answer: the same model in-process (the services profile's Triton has
     # the published ONNX file beside it); None: the candidates are served in recall order instead.
     backup_ranker: Ranker | None = None
-    # The sequence model, in-process in both profiles (one small graph per request); None: none is published,
+    # The sequence model, in-process in both profiles (a small graph per new history); None: none is published,
     # and the final order does without its input.
     next_item: NextItemScorer | None = None
     # Posted ratings (the service's write path); None where the bundle has none (the offline evaluation).
