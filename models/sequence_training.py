@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from models.sequence_model import PADDING, CausalSequenceModel
 
@@ -79,11 +80,13 @@ def training_windows(sequences: Mapping[int, np.ndarray], max_length: int) -> tu
 
 
 def train_epoch(model: CausalSequenceModel, inputs: torch.Tensor, targets: torch.Tensor,
-                optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator) -> float:
+                optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator,
+                description: str = "sequence model epoch") -> float:
     model.train()
     loss_function = nn.CrossEntropyLoss(ignore_index=PADDING)
     total, batches = 0.0, 0
-    for batch in torch.randperm(len(inputs), generator=generator).split(batch_size):
+    order = torch.randperm(len(inputs), generator=generator).split(batch_size)
+    for batch in tqdm(order, desc=description, mininterval=10.0, leave=False, disable=None):
         logits = model(inputs[batch]) @ model.items.weight.T
         loss = loss_function(logits.reshape(-1, logits.shape[-1]), targets[batch].reshape(-1))
         optimizer.zero_grad()
@@ -131,7 +134,14 @@ def fit(sequences: Mapping[int, np.ndarray], vocabulary_size: int, settings: Seq
     best_score, best_epoch, best_state, checks_without_gain = -np.inf, 0, None, 0
     history, stopped, epoch = [], "epochs", 0
     for epoch in range(1, last_epoch + 1):
-        loss = train_epoch(model, inputs, targets, optimizer, batch_size, generator)
+        loss = train_epoch(model, inputs, targets, optimizer, batch_size, generator, f"sequence model epoch {epoch}")
+        if epoch == 1:
+            # At a large catalogue's size an epoch takes far longer than at ML-100K's: say what the budget means.
+            seconds = time.monotonic() - started
+            log.info("sequence model: %d windows of %d, %d per batch; epoch 1 took %.0f s, so %d epochs would take "
+                     "~%.1f h%s", len(inputs), settings.max_length, batch_size, seconds, last_epoch,
+                     seconds * last_epoch / 3600,
+                     f" (bounded to {settings.max_seconds:.0f} s)" if settings.max_seconds is not None else "")
         out_of_time = settings.max_seconds is not None and time.monotonic() - started > settings.max_seconds
         if validate is None or (epoch % settings.check_every and epoch < last_epoch and not out_of_time):
             if out_of_time:
