@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from serve_benchmark import cpu_model
 
@@ -55,6 +54,7 @@ from models.fusion_choice import (
     user_ndcgs,
 )
 from models.item_vocabulary import ItemVocabulary
+from models.next_item_training import offline_impressions, sequences_before_validation
 from models.recall_sources import NEXT_ITEM, RANKER, RecallConfig
 from models.request_path import recommend
 from models.sequence_model import PADDING, CausalSequenceModel
@@ -66,14 +66,6 @@ SASREC = "sasrec"
 K = 50
 # The inputs of the final order before the sequence model joined them (it is measured here as a fifth).
 FOUR_INPUTS = tuple(name for name in FUSION_INPUTS if name != NEXT_ITEM)
-
-
-def offline_impressions(exports: Path, vocabulary: ItemVocabulary) -> pd.DataFrame:
-    frames = [pd.read_parquet(exports / name, columns=["userid", "itemid", "timestamp"])
-              for name in (Export.SAMPLES_TRAIN, Export.SAMPLES_TEST)]
-    impressions = pd.concat(frames, ignore_index=True)
-    impressions["item_index"] = vocabulary.index_of(impressions["itemid"].to_numpy())
-    return impressions
 
 
 def list_metrics(lists: dict[int, np.ndarray], targets: dict[int, set[int]]) -> dict[str, float]:
@@ -140,10 +132,7 @@ def with_model_input(pools: list[UserPool], config: RecallConfig, chances_of: di
 
 def measure(exports: Path, models_dir: Path, recall_size: int, settings: SequenceSettings) -> dict:
     vocabulary = ItemVocabulary.read(exports / Export.ITEM_VOCABULARY)
-    impressions = offline_impressions(exports, vocabulary)
-    held = pd.read_parquet(exports / Export.VALIDATION_HOLDOUT, columns=["userid", "itemid", "timestamp"])
-    marked = impressions.merge(held.assign(held=True), on=["userid", "itemid", "timestamp"], how="left")
-    before_validation = user_sequences(marked[marked["held"].isna()])
+    before_validation = sequences_before_validation(exports, vocabulary)
     data = ValidationData.load(exports, models_dir)
     targets = {u: t for u, t in data.targets.items() if u in before_validation}
 
@@ -180,7 +169,7 @@ def measure(exports: Path, models_dir: Path, recall_size: int, settings: Sequenc
             "clearly_better": clearly_better(chosen, published)}
 
     holdout_targets = liked_holdout(exports)
-    everything = user_sequences(impressions)
+    everything = user_sequences(offline_impressions(exports, vocabulary))
     final, _ = fit(everything, vocabulary.size, settings, epochs=report["best_epoch"])
     holdout = list_metrics(model_lists(final, {u: everything[u] for u in holdout_targets if u in everything},
                                        vocabulary), holdout_targets)

@@ -30,7 +30,7 @@ from models.item_vocabulary import ItemVocabulary
 from models.next_item_export import check_next_item_parity, export_next_item
 from models.sequence_model import CausalSequenceModel
 from models.sequence_training import SequenceSettings, fit, left_padded, top_unseen, user_sequences
-from models.validation_replay import SAMPLE_SEED, VALIDATION_USERS
+from models.validation_replay import sampled_users
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +38,27 @@ CHOICE_K = 50
 PARITY_USERS = 64
 
 
+def offline_impressions(exports: Path, vocabulary: ItemVocabulary) -> pd.DataFrame:
+    """(userid, itemid, timestamp, item_index) of every offline impression (``samples_train`` and ``samples_test``)."""
+    impressions = pd.concat([pd.read_parquet(exports / name, columns=["userid", "itemid", "timestamp"])
+                             for name in (Export.SAMPLES_TRAIN, Export.SAMPLES_TEST)], ignore_index=True)
+    return impressions.assign(item_index=vocabulary.index_of(impressions["itemid"].to_numpy()))
+
+
 def sequences_before_validation(exports: Path, vocabulary: ItemVocabulary) -> dict[int, np.ndarray]:
     """Per user the vocabulary indices of their offline impressions in the batch's order, the validation hold-out
     left out."""
-    impressions = pd.concat([pd.read_parquet(exports / name, columns=["userid", "itemid", "timestamp"])
-                             for name in (Export.SAMPLES_TRAIN, Export.SAMPLES_TEST)], ignore_index=True)
     held = pd.read_parquet(exports / Export.VALIDATION_HOLDOUT, columns=["userid", "itemid", "timestamp"])
-    marked = impressions.merge(held.assign(held=True), on=["userid", "itemid", "timestamp"], how="left")
-    kept = marked[marked["held"].isna()]
-    return user_sequences(kept.assign(item_index=vocabulary.index_of(kept["itemid"].to_numpy())))
+    marked = offline_impressions(exports, vocabulary).merge(held.assign(held=True),
+                                                            on=["userid", "itemid", "timestamp"], how="left")
+    return user_sequences(marked[marked["held"].isna()])
 
 
-def validation_targets(exports: Path, users: dict[int, np.ndarray], max_users: int = VALIDATION_USERS,
-                       seed: int = SAMPLE_SEED) -> dict[int, set[int]]:
-    """The liked validation items of the users with a history, as vocabulary-free movie ids; beyond ``max_users``
-    users a fixed random sample of them (the validation replay's rule)."""
-    targets = {u: items for u, items in liked_holdout(exports, Export.VALIDATION_HOLDOUT).items() if u in users}
-    if len(targets) > max_users:
-        chosen = np.random.default_rng(seed).choice(np.array(sorted(targets)), max_users, replace=False)
-        targets = {int(u): targets[int(u)] for u in chosen}
-    return targets
+def validation_targets(exports: Path, users: dict[int, np.ndarray]) -> dict[int, set[int]]:
+    """The liked validation items of the users with a history, as movie ids, for the validation replay's users
+    (``sampled_users``)."""
+    return sampled_users({u: items for u, items in liked_holdout(exports, Export.VALIDATION_HOLDOUT).items()
+                          if u in users})
 
 
 def own_list_ndcg(model: CausalSequenceModel, histories: dict[int, np.ndarray], targets: dict[int, set[int]],

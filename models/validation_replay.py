@@ -45,6 +45,16 @@ def validation_users(users: Mapping[int, UserRecallData], exports: Path) -> dict
     return view
 
 
+def sampled_users(targets: dict[int, set[int]], max_users: int = VALIDATION_USERS,
+                  seed: int = SAMPLE_SEED) -> dict[int, set[int]]:
+    """``targets`` itself up to ``max_users`` users, beyond that a fixed random sample of them: the users every
+    validation choice is made on."""
+    if len(targets) <= max_users:
+        return targets
+    chosen = np.random.default_rng(seed).choice(np.array(sorted(targets)), max_users, replace=False)
+    return {int(u): targets[int(u)] for u in chosen}
+
+
 @dataclass(frozen=True)
 class ValidationData:
     """The validation item models, users as before their validation impressions, their liked validation
@@ -68,9 +78,7 @@ class ValidationData:
         index = load_item_index(exports, recall_model, list_prefix=Table.VALIDATION_PREFIX)
         users = validation_users(load_user_recall_data(exports, recall_model, Export.VALIDATION_USER_EASE), exports)
         targets = {u: items for u, items in liked_holdout(exports, Export.VALIDATION_HOLDOUT).items() if u in users}
-        if len(targets) > max_users:
-            chosen = np.random.default_rng(seed).choice(np.array(sorted(targets)), max_users, replace=False)
-            targets = {int(u): targets[int(u)] for u in chosen}
+        targets = sampled_users(targets, max_users, seed)
         held = pd.read_parquet(exports / Export.VALIDATION_HOLDOUT, columns=["userid", "timestamp"])
         first_held = held[held["userid"].isin(list(targets))].groupby("userid")["timestamp"].min()
         rows = online_user_rows_as_of(exports, first_held.index.to_numpy(), first_held.to_numpy())
