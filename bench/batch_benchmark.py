@@ -11,8 +11,10 @@ measured side by side on one machine at one time.
 Runs the batch in a child process (its log kept for the per-stage times) and samples the proportional
 resident memory (PSS) of its whole process tree (the Python driver and Spark's JVM) every 2 s; peak
 memory is the largest sum seen, reported with its share per program (the Python driver, Spark's JVM). Synthetic
-data is generated before the clock starts. Prints one JSON line and appends it to
-bench/results/batch.jsonl.
+data is generated before the clock starts. Prints one JSON line per run and appends it to
+bench/results/batch.jsonl; each run's whole log (the batch's and its JVM's output) is kept under
+bench/results/logs/. A failed run is a result too (``"exit_code"`` not 0, the log's last lines): the other runs go
+on, so a setting's failure rate is measured over several runs, and the benchmark exits 1 at the end.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import psutil
 from spark_jobs.synthetic import generate, write_ml1m
 
 RESULTS = Path(__file__).resolve().parent / "results" / "batch.jsonl"
+LOGS = RESULTS.parent / "logs"
+FAILED_LOG_LINES = 40
 
 
 def tree_memory(process: psutil.Process) -> dict[str, int]:
@@ -113,17 +117,18 @@ def main() -> None:
         if args.synthetic:
             write_ml1m(generate(args.synthetic, seed=0), data)
         ratings = sum(1 for _ in (data / ("u.data" if (data / "u.data").exists() else "ratings.dat")).open("rb"))
+        failures = 0
         for run in range(args.runs):
             for checkout in (checkouts if run % 2 == 0 else checkouts[::-1]):  # alternating
                 out = Path(scratch) / f"out-{run}-{checkout.name}"
                 command = [sys.executable, "-m", "spark_jobs.run_batch", "--data", str(data), "--output", str(out),
                            "--driver-memory", args.driver_memory, *batch_flags]
-                log_path = Path(scratch) / "batch.log"
+                LOGS.mkdir(parents=True, exist_ok=True)
+                log_path = LOGS / f"{time.strftime('%Y%m%dT%H%M%S')}-{checkout.name}-run{run}.log"
                 wall, peak, code = measure(command, log_path, checkout)
-                log = log_path.read_text()
-                if code != 0:
-                    raise SystemExit(f"batch of {checkout} failed with exit code {code}:\n{log[-3000:]}")
-                if args.keep_output and checkout == this and run == args.runs - 1:
+                log = log_path.read_text(errors="replace")
+                failures += code != 0
+                if args.keep_output and checkout == this and run == args.runs - 1 and code == 0:
                     shutil.rmtree(args.keep_output / "output", ignore_errors=True)
                     args.keep_output.mkdir(parents=True, exist_ok=True)
                     shutil.move(out, args.keep_output / "output")
@@ -142,7 +147,10 @@ def main() -> None:
                     "cpu_model": cpu_model(),
                     "machine": platform.machine(),
                     "date": time.strftime("%Y-%m-%d"),
+                    "log": str(log_path),
                 }
+                if code != 0:
+                    result |= {"exit_code": code, "last_lines": log.splitlines()[-FAILED_LOG_LINES:]}
                 print(json.dumps(result), flush=True)
                 RESULTS.parent.mkdir(exist_ok=True)
                 with RESULTS.open("a") as results:
@@ -150,6 +158,8 @@ def main() -> None:
         if args.keep_output and args.synthetic:
             shutil.rmtree(args.keep_output / "data", ignore_errors=True)
             shutil.move(data, args.keep_output / "data")
+    if failures:
+        raise SystemExit(f"{failures} of {args.runs * len(checkouts)} runs failed: their logs are named in the results")
 
 
 def git_head(checkout: Path) -> str:
