@@ -155,6 +155,11 @@ class SparkSettings(LakeSettings):
 
     spark_master: str = setting("local[*]", "--master", "Spark master when not launched by spark-submit")
     spark_driver_memory: str = setting("4g", "--driver-memory", "driver heap when launched from Python")
+    spark_off_heap: str | None = setting(
+        None, "--driver-off-heap", "memory outside the driver's heap for Spark's execution pages (sorts, aggregations, "
+        "shuffles) when launched from Python, e.g. 1g (default none: in the heap). The heap then holds only what Spark "
+        "does not count (Parquet's buffers, cached blocks): at ML-25M's size --driver-memory 2g with this at 1g, where "
+        "a 3 GB heap holding both runs out (see Large datasets)", pattern=r"^[1-9][0-9]*[kmgKMG]$")
     shuffle_partitions: int = setting(8, "--shuffle-partitions", "spark.sql.shuffle.partitions", ge=1)
     delta_snapshot_partitions: int = setting(
         2, "--delta-snapshot-partitions", "partitions Delta replays its log into (raise it on a cluster)", ge=1)

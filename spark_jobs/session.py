@@ -185,6 +185,11 @@ def spark_session(settings: SparkSettings, app_name: str, data_dir: Path | None 
                 + archive_options))
             .config("spark.pyspark.python", sys.executable)
         )
+        if settings.spark_off_heap is not None:
+            # Execution pages outside the heap: at ML-25M's size Spark's on-heap pages (~1.7 GB of long[], up to
+            # what its memory manager allows) and Parquet's buffers (which it does not count) ran a 3 GB heap out.
+            builder = (builder.config("spark.memory.offHeap.enabled", "true")
+                       .config("spark.memory.offHeap.size", settings.spark_off_heap))
     spark = builder.getOrCreate()
     if dump is not None:
         _dumps[id(spark)] = dump

@@ -87,6 +87,32 @@ def run_driver(script: str, *args) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
 
 
+# A driver whose execution pages are off its heap: where its memory manager puts them, and a sort that needs pages.
+OFF_HEAP = textwrap.dedent("""
+    import sys
+    from pyspark.sql import functions as F
+    from contracts.settings import SparkSettings
+    from spark_jobs.session import spark_session
+
+    spark = spark_session(SparkSettings(output_dir=sys.argv[1], spark_master="local[1]", spark_driver_memory="512m",
+                                        spark_off_heap=sys.argv[2] or None, spark_jit="quick", spark_class_archive=False),
+                          "off-heap")
+    manager = spark.sparkContext._jvm.org.apache.spark.SparkEnv.get().memoryManager()
+    print("pages:", manager.tungstenMemoryMode().toString())
+    print("off-heap execution bytes:", manager.maxOffHeapStorageMemory())
+    rows = spark.range(2_000_000).select(F.rand(7).alias("key")).orderBy("key").agg(F.count(F.lit(1))).first()[0]
+    print("sorted rows:", rows)
+""")
+
+
+@pytest.mark.parametrize("off_heap", ["64m", None])
+def test_the_execution_pages_go_off_the_heap_when_asked(tmp_path, off_heap):
+    driver = run_driver(OFF_HEAP, tmp_path, off_heap or "")
+    assert driver["sorted rows"] == "2000000"
+    assert driver["pages"] == ("OFF_HEAP" if off_heap else "ON_HEAP")
+    assert (int(driver["off-heap execution bytes"]) > 0) == bool(off_heap)
+
+
 def test_the_delta_jars_are_resolved_once_then_taken_from_where_ivy_put_them(tmp_path):
     cache = tmp_path / "jar-cache"
     first = run_driver(DELTA_JARS, tmp_path, cache, tmp_path / "table")
