@@ -22,7 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 
 from contracts.feature_spec import (
@@ -38,7 +40,7 @@ from contracts.feature_spec import (
 from contracts.settings import BatchSettings
 from contracts.tables import Table
 from spark_jobs.genre_terms import user_terms
-from spark_jobs.lake import Written, read_table, write_table, write_tables
+from spark_jobs.lake import Written, read_arrow_table, read_table, write_arrow_table, write_tables
 from spark_jobs.runtime import job_main
 from spark_jobs.split import Split, user_timeline
 
@@ -364,20 +366,34 @@ def feature_metadata(
     }
 
 
+def impressions_span(every_impression: DataFrame) -> Row:
+    """In one job: the dataset's impressions' first timestamp, largest user id and count (``first``, ``max_user``,
+    ``rows``), the posted ratings' count (``posted``) and the samples per offline split (``samples_train``...)."""
+    split = F.col("split")
+    dataset_row = split != Split.EVENT
+    return every_impression.agg(
+        F.min(F.when(dataset_row, F.col("timestamp"))).alias("first"),
+        F.max(F.when(dataset_row, F.col("userid"))).alias("max_user"),
+        F.count_if(dataset_row).alias("rows"),
+        F.count_if(split == Split.EVENT).alias("posted"),
+        *(F.count_if(split == name).alias(f"samples_{name}") for name in Split.OFFLINE),
+    ).first()
+
+
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     spec = SPEC
-    dataset = read_table(spark, settings, Table.DATASET).first().asDict()
+    # The one-row dataset table and the users' ids read on the driver: a Spark job each otherwise, which on a small
+    # dataset is much of what this step's start waits on.
+    dataset = read_arrow_table(settings, Table.DATASET).to_pylist()[0]
+    max_user = pc.max(read_arrow_table(settings, Table.USERS, ["userid"])["userid"]).as_py() or 0
     users = read_table(spark, settings, Table.USERS)
     items = read_table(spark, settings, Table.ITEMS).transform(add_genre_flags)
     every_impression = read_table(spark, settings, Table.IMPRESSIONS)
     # The ratings posted to the service shape only the users' online state (below); samples, their counters and
     # statistics come from the dataset's impressions alone.
     impressions = every_impression.filter(F.col("split") != Split.EVENT)
-    posted = every_impression.filter(F.col("split") == Split.EVENT)
-    span = impressions.agg(F.min("timestamp").alias("first"), F.max("userid").alias("max_user"),
-                           F.count(F.lit(1)).alias("rows")).first()
+    span = impressions_span(every_impression)
     log.info("features: %d impressions in from %s", span["rows"], settings.table_path(Table.IMPRESSIONS))
-    max_user = users.agg(F.max("userid")).first()[0] or 0
     vocabulary = item_vocabulary(items).cache()  # numbers the negatives' draws and the models' item tables
 
     flagged = impressions.select(*SAMPLE_COLUMNS).join(
@@ -390,7 +406,7 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     negatives = sample_negatives(impressions.filter(F.col("split") == Split.TRAIN), vocabulary, impressions,
                                  settings.negatives_per_impression)
     online_counters = latest_counters(timeline.filter(F.col("split").isin(*Split.OFFLINE)))
-    if posted.limit(1).count():
+    if span["posted"]:
         online_counters = online_counters.transform(with_posted_counters(every_impression, items))
     online_counters = online_counters.cache()  # one row per user, read by the user features and the terms
     online_users = user_features(users, online_counters, span["first"], spec).transform(standardise(stats))
@@ -404,16 +420,14 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
         (Table.USER_FEATURE_HISTORY, user_feature_history(counter_history(timeline)).transform(standardise(stats))),
     ], settings, run_id)
 
-    counts = {"ratings": span["rows"], **{w.table: w.rows for w in written}}
+    counts = {"ratings": span["rows"], **{w.table: w.rows for w in written},
+              **{f"samples_{split}": span[f"samples_{split}"] for split in Split.OFFLINE}}
     # Users' ids are dense in every release and index the user tables; movies are indexed by the vocabulary.
     cardinalities = Cardinalities(userid=max(max_user, span["max_user"] or 0) + 1,
                                   itemid=counts[Table.ITEM_VOCABULARY] + 1)
-    split_counts = timeline.filter(F.col("split").isin(*Split.OFFLINE)).groupBy("split").count().collect()
-    counts.update({f"samples_{row['split']}": row["count"] for row in split_counts})
     metadata = feature_metadata(spec, stats, cardinalities, dataset, counts, run_id)
-    metadata_table = spark.createDataFrame([(run_id, spec.version, json.dumps(metadata))],
-                                           "run_id string, spec_version string, metadata string")
-    written.append(write_table(metadata_table, settings, Table.FEATURE_METADATA, run_id))
+    metadata_table = pa.table({"run_id": [run_id], "spec_version": [spec.version], "metadata": [json.dumps(metadata)]})
+    written.append(write_arrow_table(metadata_table, settings, Table.FEATURE_METADATA, run_id))
     timeline.unpersist()
     online_counters.unpersist()
     vocabulary.unpersist()

@@ -20,6 +20,7 @@ from functools import reduce
 from itertools import chain
 from pathlib import Path
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
@@ -36,7 +37,7 @@ from spark_jobs.formats import (
     UsersLayout,
     detect_format,
 )
-from spark_jobs.lake import Written, write_tables
+from spark_jobs.lake import Written, write_arrow_table, write_tables
 from spark_jobs.runtime import job_main
 
 log = logging.getLogger(__name__)
@@ -528,13 +529,13 @@ def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanD
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     clean = load_clean(spark, settings.data_dir, settings.on_bad_lines)
-    dataset = spark.createDataFrame(
-        [(clean.fmt.name, str(settings.data_dir), clean.fmt.has_demographics, clean.skipped_lines)],
-        "format string, source string, has_demographics boolean, skipped_lines long",
-    )
+    # One row, committed by the driver: a Spark job and commit beside the others otherwise.
+    dataset = pa.table({"format": [clean.fmt.name], "source": [str(settings.data_dir)],
+                        "has_demographics": [clean.fmt.has_demographics],
+                        "skipped_lines": pa.array([clean.skipped_lines], pa.int64())})
     try:
-        written = write_tables([(Table.DATASET, dataset), (Table.RATINGS, clean.ratings),
-                                (Table.USERS, clean.users), (Table.ITEMS, clean.items)], settings, run_id)
+        written = [write_arrow_table(dataset, settings, Table.DATASET, run_id), *write_tables(
+            [(Table.RATINGS, clean.ratings), (Table.USERS, clean.users), (Table.ITEMS, clean.items)], settings, run_id)]
     finally:
         clean.release()
     log.info("ingest: %s from %s, %d bad line(s) skipped", clean.fmt.name, settings.data_dir,

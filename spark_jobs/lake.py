@@ -48,12 +48,17 @@ def write_table(df: DataFrame, settings: LakeSettings, table: str, run_id: str) 
         .partitionBy(*Table.PARTITIONS.get(table, ()))
         .save(path)
     )
-    # Read back from the log by the deltalake package: milliseconds, where Spark's DESCRIBE HISTORY is a job.
-    last = DeltaTable(path).history(1)[0]
-    rows = int((last.get("operationMetrics") or {}).get("numOutputRows", -1))
-    written = Written(table, path, int(last["version"]), rows)
+    version, rows = latest_write(path)
+    written = Written(table, path, version, rows)
     log.info("wrote %s: %d rows -> %s (Delta version %d)", table, rows, path, written.version)
     return written
+
+
+def latest_write(path: str) -> tuple[int, int]:
+    """(version, rows written) of a Delta table's latest commit by Spark (rows -1 where its log does not say), read
+    from the log by the deltalake package: milliseconds, where Spark's DESCRIBE HISTORY or a count is a job."""
+    last = DeltaTable(path).history(1)[0]
+    return int(last["version"]), int((last.get("operationMetrics") or {}).get("numOutputRows", -1))
 
 
 # Files of a table the driver commits. The writer holds several times a file's size while it encodes one, and the
@@ -79,11 +84,11 @@ def write_arrow_table(table: pa.Table, settings: LakeSettings, name: str, run_id
     return written
 
 
-def read_arrow_table(settings: LakeSettings, name: str, columns: Sequence[str], where: str,
-                     among: Sequence[object]) -> pa.Table:
-    """The latest version's ``columns`` of the rows whose ``where`` is one of ``among``, read on the driver from the
-    table's files (``deltalake``'s dataset, so any storage it reads): no Spark job, and nothing held in the JVM's
-    heap as Spark's ``toArrow`` would.
+def read_arrow_table(settings: LakeSettings, name: str, columns: Sequence[str] | None = None, where: str | None = None,
+                     among: Sequence[object] = ()) -> pa.Table:
+    """The latest version's ``columns`` (default all) of the rows whose ``where`` is one of ``among`` (default every
+    row), read on the driver from the table's files (``deltalake``'s dataset, so any storage it reads): no Spark job,
+    and nothing held in the JVM's heap as Spark's ``toArrow`` would.
 
     Read batch by batch without a scan filter, each batch masked by a compute kernel: a scan's filter runs in
     Arrow's query engine, which allocates from Arrow's C++ default pool (mimalloc) whatever pool Python sets, and
@@ -91,10 +96,14 @@ def read_arrow_table(settings: LakeSettings, name: str, columns: Sequence[str], 
     of the run. This way every buffer comes from the pool the driver sets (``driver_memory.use_returning_allocators``)
     and goes back once dropped."""
     dataset = DeltaTable(str(settings.table_path(name))).to_pyarrow_dataset()
+    columns = list(columns) if columns is not None else dataset.schema.names
+    schema = pa.schema([dataset.schema.field(column) for column in columns])
+    if where is None:
+        return pa.Table.from_batches(dataset.to_batches(columns=columns), schema=schema)
     wanted = pa.array(list(among))
-    batches = [batch.filter(pc.is_in(batch[where], value_set=wanted)).select(list(columns))
+    batches = [batch.filter(pc.is_in(batch[where], value_set=wanted)).select(columns)
                for batch in dataset.to_batches(columns=list(dict.fromkeys([*columns, where])))]
-    return pa.Table.from_batches(batches, schema=pa.schema([dataset.schema.field(column) for column in columns]))
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 # Concurrent Delta commits of small tables: most of a commit's time is waiting (log writes, job

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from contracts.feature_spec import HOLDOUT_SIZE, MIN_IMPRESSIONS_FOR_SPLIT, POSITIVE_RATING_ABOVE, TRAIN_PERCENT
 from contracts.settings import BatchSettings
 from contracts.tables import Table
-from spark_jobs.lake import Written, read_table, write_table
+from spark_jobs.lake import Written, latest_write, read_table, write_table
 from spark_jobs.runtime import job_main
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,8 @@ def validation_holdout(marked: DataFrame) -> DataFrame:
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
     ratings = read_table(spark, settings, Table.RATINGS)
-    log.info("split: %d ratings in from %s", ratings.count(), settings.table_path(Table.RATINGS))
+    log.info("split: %d ratings in from %s", latest_write(str(settings.table_path(Table.RATINGS)))[1],
+             settings.table_path(Table.RATINGS))
     events = read_table(spark, settings, Table.EVENTS) if settings.table_path(Table.EVENTS).exists() else None
     if events is not None:
         log.info("split: %d posted rating(s) in from %s", events.count(), settings.table_path(Table.EVENTS))

@@ -8,6 +8,7 @@ from spark_jobs.features import (
     add_genre_flags,
     add_pit_genre_counters,
     fit_standardiser,
+    impressions_span,
     item_vocabulary,
     online_genre_counters,
     standardise,
@@ -25,6 +26,15 @@ def flagged_impressions(spark, rows):
 
 def counters_of(df, *names):
     return {r.itemid: tuple(r[n] for n in names) for r in df.collect()}
+
+
+def test_impressions_span_counts_the_dataset_rows_apart_from_the_posted_ones(spark):
+    impressions = spark.createDataFrame(
+        [(1, 10, 500, "train"), (1, 11, 600, "test"), (2, 10, 400, "train"), (2, 12, 900, "holdout"),
+         (7, 13, 100, "event")],  # a posted rating: older and from a larger user id, yet not the dataset's
+        "userid int, itemid int, timestamp long, split string")
+    span = impressions_span(impressions).asDict()
+    assert span == {"first": 400, "max_user": 2, "rows": 4, "posted": 1, "samples_train": 2, "samples_test": 1}
 
 
 def test_genre_flags(spark):
