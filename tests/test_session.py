@@ -94,9 +94,9 @@ OFF_HEAP = textwrap.dedent("""
     from contracts.settings import SparkSettings
     from spark_jobs.session import spark_session
 
-    spark = spark_session(SparkSettings(output_dir=sys.argv[1], spark_master="local[1]", spark_driver_memory="512m",
-                                        spark_off_heap=sys.argv[2] or None, spark_jit="quick", spark_class_archive=False),
-                          "off-heap")
+    settings = SparkSettings(output_dir=sys.argv[1], spark_master="local[1]", spark_driver_memory="512m",
+                             spark_off_heap=sys.argv[2] or None, spark_jit="quick", spark_class_archive=False)
+    spark = spark_session(settings, "off-heap")
     manager = spark.sparkContext._jvm.org.apache.spark.SparkEnv.get().memoryManager()
     print("pages:", manager.tungstenMemoryMode().toString())
     print("off-heap execution bytes:", manager.maxOffHeapStorageMemory())
