@@ -113,9 +113,9 @@ def validation_holdout(marked: DataFrame) -> DataFrame:
 
 
 def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Written]:
+    ratings_path = settings.table_path(Table.RATINGS)
     ratings = read_table(spark, settings, Table.RATINGS)
-    log.info("split: %d ratings in from %s", latest_write(str(settings.table_path(Table.RATINGS)))[1],
-             settings.table_path(Table.RATINGS))
+    log.info("split: %d ratings in from %s", latest_write(str(ratings_path))[1], ratings_path)
     events = read_table(spark, settings, Table.EVENTS) if settings.table_path(Table.EVENTS).exists() else None
     if events is not None:
         log.info("split: %d posted rating(s) in from %s", events.count(), settings.table_path(Table.EVENTS))
