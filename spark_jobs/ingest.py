@@ -20,6 +20,7 @@ from functools import reduce
 from itertools import chain
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -37,7 +38,7 @@ from spark_jobs.formats import (
     UsersLayout,
     detect_format,
 )
-from spark_jobs.lake import Written, write_arrow_table, write_tables
+from spark_jobs.lake import Written, read_arrow_table, write_arrow_table, write_tables
 from spark_jobs.runtime import job_main
 
 log = logging.getLogger(__name__)
@@ -460,10 +461,13 @@ def file_counts(parsed_files: Sequence[ParsedFile]) -> dict[str, FileCounts]:
     }
 
 
-def duplicate_ratings(ratings: DataFrame) -> int:
-    """Ratings beyond the first of each (user, item) pair."""
-    repeats = ratings.groupBy("userid", "itemid").count().filter(F.col("count") > 1)
-    return int(repeats.agg(F.sum(F.col("count") - 1)).first()[0] or 0)
+def duplicate_ratings(ratings: pa.Table) -> int:
+    """Ratings beyond the first of each (user, item) pair of a (userid, itemid) table.
+
+    On the driver, from the written table's two id columns: one sort of 64-bit keys (10M ratings: ~1 s), where
+    Spark's aggregate shuffled every rating (~9 s of the ingest step's ~45 s)."""
+    keys = (ratings["userid"].to_numpy().astype(np.int64) << 32) | ratings["itemid"].to_numpy().astype(np.int64)
+    return len(keys) - len(np.unique(keys))
 
 
 def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanData:
@@ -516,12 +520,10 @@ def load_clean(spark: SparkSession, data_dir: Path, on_bad_lines: str) -> CleanD
             parsed_file.rows.unpersist()
         raise
 
-    bad_rating_lines = references.select("line")
-    clean_ratings = ratings.good.join(bad_rating_lines, "line", "left_anti").drop("line")
-    duplicates = duplicate_ratings(clean_ratings)
-    if duplicates:
-        log.warning("%s: %d rating(s) repeat an earlier (user, item) pair; kept as separate impressions, "
-                    "as the reference design does", fmt.ratings_file, duplicates)
+    clean_ratings = ratings.good
+    if skipped:  # a rating of an unknown user or movie is a bad line: none, no join (a shuffle of every rating)
+        clean_ratings = clean_ratings.join(references.select("line"), "line", "left_anti")
+    clean_ratings = clean_ratings.drop("line")
     clean_users = users.good.drop("line") if users else users_without_demographics(clean_ratings)
     return CleanData(fmt, clean_ratings, clean_users, items.good.drop("line"), skipped,
                      tuple(f.rows for f in files))
@@ -538,6 +540,10 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
             [(Table.RATINGS, clean.ratings), (Table.USERS, clean.users), (Table.ITEMS, clean.items)], settings, run_id)]
     finally:
         clean.release()
+    duplicates = duplicate_ratings(read_arrow_table(settings, Table.RATINGS, ["userid", "itemid"]))
+    if duplicates:
+        log.warning("%s: %d rating(s) repeat an earlier (user, item) pair; kept as separate impressions, "
+                    "as the reference design does", clean.fmt.ratings_file, duplicates)
     log.info("ingest: %s from %s, %d bad line(s) skipped", clean.fmt.name, settings.data_dir,
              clean.skipped_lines)
     return written

@@ -1,10 +1,14 @@
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from chispa import assert_df_equality
 from conftest import write_lines
 from pyspark.sql import functions as F
 
+from contracts.settings import BatchSettings
+from contracts.tables import Table
 from spark_jobs.formats import ML_1M, ML_10M, ML_100K, ML_CSV, DatasetFormatError, detect_format
 from spark_jobs.ingest import (
     DataValidationError,
@@ -14,7 +18,9 @@ from spark_jobs.ingest import (
     genre_ids_from_names,
     load_clean,
     read_numbered_lines,
+    run,
 )
+from spark_jobs.lake import read_arrow_table
 
 ML1M_USERS = ["1::F::1::10::48067", "2::M::56::16::70072", "3::X::30::25::55117"]
 ML1M_MOVIES = [
@@ -231,8 +237,17 @@ def test_utf8_copy_of_a_latin1_release_reads_as_utf8(spark, tmp_path):
 
 def test_duplicate_ratings_are_kept_and_counted(spark, tmp_path, caplog):
     ratings = [*ML1M_RATINGS, "1::1::2::978300999", "1::1::4::978301000"]
+    settings = BatchSettings(data_dir=ml1m_dir(tmp_path / "data", ratings=ratings), output_dir=tmp_path / "output",
+                             shuffle_partitions=2)
     with caplog.at_level("WARNING", logger="spark_jobs.ingest"):
-        clean = load_clean(spark, ml1m_dir(tmp_path, ratings=ratings), "error")
-    assert clean.ratings.filter("userid = 1 AND itemid = 1").count() == 3
-    assert duplicate_ratings(clean.ratings) == 2
+        run(spark, settings, "duplicates")
+    written = read_arrow_table(settings, Table.RATINGS, ["userid", "itemid"])
+    assert written.filter(pc.and_(pc.equal(written["userid"], 1), pc.equal(written["itemid"], 1))).num_rows == 3
+    assert duplicate_ratings(written) == 2
     assert "2 rating(s) repeat an earlier (user, item) pair" in caplog.text
+
+
+def test_duplicate_ratings_count_repeats_beyond_the_first_of_each_pair():
+    ratings = pa.table({"userid": [1, 1, 1, 2, 2, 3], "itemid": [5, 5, 5, 5, 6, 5]})
+    assert duplicate_ratings(ratings) == 2
+    assert duplicate_ratings(ratings.slice(3)) == 0
