@@ -257,20 +257,26 @@ def sample_negatives(train_impressions: DataFrame, vocabulary: DataFrame, rated:
     catalogue = vocabulary.select((F.col("item_index") - 1).alias("draw_index"),
                                   F.col("itemid").alias("negative_itemid"))
     catalogue_size = F.lit(vocabulary.count())
-    # sequence(1, 0) would count down: no draws is an empty array
-    draw_numbers = F.sequence(F.lit(1), F.lit(per_impression)) if per_impression > 0 else F.array().cast("array<int>")
-    draw_indices = F.transform(
-        draw_numbers,
-        lambda draw: F.pmod(F.xxhash64("userid", "itemid", "timestamp", draw, F.lit(seed)), catalogue_size).cast("int"),
-    )
-    rated_by_user = rated.groupBy("userid").agg(F.collect_set("itemid").alias("rated_itemids"))
+    # One column per draw, not a lambda over a sequence of draw numbers: Spark interprets a lambda row by row.
+    draws = F.array_distinct(F.array(*(
+        F.pmod(F.xxhash64("userid", "itemid", "timestamp", F.lit(draw), F.lit(seed)), catalogue_size).cast("int")
+        for draw in range(1, per_impression + 1))))
+    # The rated movies as draw positions, so the draws are checked before they become rows: a row per draw carrying
+    # the user's whole rated list (hundreds of movies for a heavy user) cost most of 10M ratings' ~50 s of draws.
+    rated_by_user = (rated.select("userid", "itemid").join(F.broadcast(vocabulary), "itemid")
+                     .groupBy("userid").agg(F.collect_set(F.col("item_index") - 1).alias("rated_draws")))
+    # get() is null past the end of the draws, and a null draw is no row. The draws are a column of their own first:
+    # inlined, their hashes would be computed again for every use.
+    unrated = F.array(*(F.when(~F.array_contains("rated_draws", F.get("draws", k)), F.get("draws", k))
+                        for k in range(per_impression)))
     return (
         train_impressions.select(F.col("userid").cast("int"), F.col("itemid").cast("int"), "timestamp")
         .dropDuplicates(["userid", "itemid", "timestamp"])
         .join(rated_by_user, "userid")
-        .select("*", F.explode(F.array_distinct(draw_indices)).alias("draw_index"))
+        .select("userid", "itemid", "timestamp", "rated_draws", draws.alias("draws"))
+        .select("userid", "itemid", "timestamp", F.explode(unrated).alias("draw_index"))
+        .filter(F.col("draw_index").isNotNull())
         .join(F.broadcast(catalogue), "draw_index")
-        .filter(~F.array_contains("rated_itemids", F.col("negative_itemid")))
         .select(F.col("userid"), F.col("negative_itemid").cast("int").alias("itemid"), F.col("timestamp"),
                 F.col("itemid").alias("source_itemid"))
     )
