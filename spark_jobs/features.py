@@ -261,8 +261,8 @@ def sample_negatives(train_impressions: DataFrame, vocabulary: DataFrame, rated:
     draws = F.array_distinct(F.array(*(
         F.pmod(F.xxhash64("userid", "itemid", "timestamp", F.lit(draw), F.lit(seed)), catalogue_size).cast("int")
         for draw in range(1, per_impression + 1))))
-    # The rated movies as draw positions, so the draws are checked before they become rows: a row per draw carrying
-    # the user's whole rated list (hundreds of movies for a heavy user) cost most of 10M ratings' ~50 s of draws.
+    # The rated movies as draw positions, so the draws are checked before they become rows and no row per draw
+    # carries the user's rated list (hundreds of movies for a heavy user).
     rated_by_user = (rated.select("userid", "itemid").join(F.broadcast(vocabulary), "itemid")
                      .groupBy("userid").agg(F.collect_set(F.col("item_index") - 1).alias("rated_draws")))
     # get() is null past the end of the draws, and a null draw is no row. The draws are a column of their own first:
