@@ -10,7 +10,7 @@ For each model and seed, trains twice with the same hyper-parameters:
   (``models/validation.py``), then the test AUC of the chosen epoch, computed once.
 
 Models: the pointwise MF recall (the reference design's recall objective, so its AUC is comparable),
-the ranker on rated rows only (the reference protocol) and the ranker with the batch's sampled
+the ranker on rated rows only (the reference protocol) and the ranker with the uniformly sampled
 negatives (what is served; its AUC is still measured on the rated test rows). Prints Markdown and
 appends JSON lines to bench/results/training.jsonl.
 """
@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contracts.settings import TrainingSettings
 from contracts.tables import Export
 from models.data_splits import ON_TEST, ON_VALIDATION, DataSplits, Selection
 from models.export_readers import load_item_features
 from models.feature_rows import FeatureAssembler
 from models.fitting import RANKING_TRAINING, RECALL_TRAINING, VARIANTS, TrainingReport, train_ranking, train_recall
 from models.item_vocabulary import ItemVocabulary
-from models.negative_rows import load_negatives
+from models.negative_draws import draw_negatives, rated_in_run
 from models.samples import FeatureMetadata, load_samples
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.jsonl"
@@ -52,8 +53,8 @@ def main() -> None:
     test_set = load_samples(args.exports, Export.SAMPLES_TEST)
     with_negatives = "ranking+negatives" in args.models
     assembler = FeatureAssembler.from_item_features(load_item_features(args.exports))
-    negatives = (load_negatives(args.exports / Export.SAMPLES_TRAIN_NEGATIVES, train_set, assembler)
-                 if with_negatives else None)
+    negatives = (draw_negatives(train_set, rated_in_run(args.exports, (train_set, test_set), vocabulary), vocabulary,
+                                TrainingSettings().negatives_per_impression, assembler) if with_negatives else None)
 
     def run(model: str, select_on: str, seed: int) -> TrainingReport:
         plan = Selection(select_on=select_on)

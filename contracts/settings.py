@@ -190,8 +190,6 @@ class BatchSettings(SparkSettings):
     keep_export_runs: int = setting(3, "--keep-export-runs", "export versions kept on disk", ge=1)
     allow_shrink: bool = setting(
         False, "--allow-shrink", "publish a run whose ratings or samples are fewer than half of the current export's")
-    negatives_per_impression: int = setting(
-        4, "--negatives-per-impression", "unrated items sampled per train impression for the ranker (label 0)", ge=0)
     neighbours_per_item: int = setting(50, "--neighbours-per-item", "co-occurrence neighbours kept per item", ge=1)
     cooccurrence_history: int = setting(
         200, "--cooccurrence-history", "latest offline items per user that count towards co-occurrence", ge=2)
@@ -216,7 +214,7 @@ class BatchSettings(SparkSettings):
 
     # The settings that change what the batch writes (besides the dataset and the feature spec).
     CONTENT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "negatives_per_impression", "neighbours_per_item", "cooccurrence_history", "recent_items", "on_bad_lines",
+        "neighbours_per_item", "cooccurrence_history", "recent_items", "on_bad_lines",
         "ease_lambda", "ease_max_items", "ease_per_item", "ease_per_user", "successor_window", "successors_per_item",
         "validation_size", "validation_min_history")
 
@@ -230,11 +228,13 @@ class TrainingSettings(SparkSettings):
         "bpr", "--objective", "recall: BPR on the offline history, selected on validation Recall@200 (default), or "
         "the reference design's pointwise MF on rated rows (its AUC is comparable)")
     ranking_negatives: bool = setting(
-        True, "--no-negatives", "train the ranker on rated rows only, without the batch's sampled negatives")
+        True, "--no-negatives", "train the ranker on rated rows only, without sampled negatives")
+    negatives_per_impression: int = setting(
+        4, "--negatives-per-impression", "ranker: unrated movies drawn uniformly per train impression (label 0)", ge=0)
     ranking_variant: RankingVariant = setting("fm_dense", "--variant", "ranking model variant")
     popular_negatives: int = setting(
         0, "--popular-negatives", "ranker: unrated movies drawn per train impression in proportion to their "
-        "popularity (label 0), beside the batch's uniform ones, like the recalled candidates (default none: on ML-100K "
+        "popularity (label 0), beside the uniform ones, like the recalled candidates (default none: on ML-100K "
         "validation 2 of them lowered the fused NDCG@50, BENCHMARKS.md)", ge=0)
     popular_exponent: float = setting(
         1.0, "--popular-exponent", "ranker: the popularity draws' weight is (impressions of the movie) ** this", ge=0)

@@ -26,7 +26,6 @@ class Table:
     USER_TERMS = "user_terms"
     ITEM_TERMS = "item_terms"
     USER_FILTER = "user_filter"  # per user: every item seen offline, and the latest ones newest first
-    NEGATIVE_SAMPLES = "negative_samples"  # (user, sampled item, timestamp, source item) per train impression
     ITEM_POPULARITY = "item_popularity"  # per item: offline positives and impressions
     ITEM_NEIGHBOURS = "item_neighbours"  # per item: top co-occurring items with their cosine
     ITEM_EASE = "item_ease"  # per item: its largest EASE weights towards other items
@@ -51,7 +50,7 @@ class Table:
 
     # The batch's tables.
     ALL: tuple[str, ...] = (
-        DATASET, RATINGS, USERS, ITEMS, IMPRESSIONS, ONLINE_HOLDOUT, SAMPLES, NEGATIVE_SAMPLES,
+        DATASET, RATINGS, USERS, ITEMS, IMPRESSIONS, ONLINE_HOLDOUT, SAMPLES,
         USER_FEATURES, USER_FEATURE_HISTORY, ITEM_FEATURES, ITEM_VOCABULARY, FEATURE_METADATA, USER_TERMS, ITEM_TERMS,
         USER_FILTER, ITEM_POPULARITY, ITEM_NEIGHBOURS, ITEM_EASE, ITEM_SUCCESSORS, USER_EASE, VALIDATION_HOLDOUT,
         VALIDATION_ITEM_NEIGHBOURS, VALIDATION_ITEM_SUCCESSORS, VALIDATION_USER_EASE,
@@ -64,7 +63,6 @@ class Export:
 
     SAMPLES_TRAIN = "samples_train"
     SAMPLES_TEST = "samples_test"
-    SAMPLES_TRAIN_NEGATIVES = "samples_train_negatives"
     USER_FEATURES = Table.USER_FEATURES
     USER_FEATURE_HISTORY = Table.USER_FEATURE_HISTORY
     ITEM_FEATURES = Table.ITEM_FEATURES

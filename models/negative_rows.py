@@ -3,17 +3,15 @@ sampled movie, assembled into model rows a batch at a time.
 
 At ML-25M's size the train split is ~19 M rows (4.4 GB as float32) and its negatives ~75 M: assembled whole,
 the negatives alone would be 17 GB. Held as (source row, sampled item) they are 1.2 GB, and a batch of them
-is assembled when the loop asks for it (``FeatureAssembler.with_items``): the same values the batch would
-have written as wide rows.
+is assembled when the loop asks for it (``FeatureAssembler.with_items``). They are drawn by
+``models/negative_draws.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from contracts.errors import ArtifactError
@@ -24,7 +22,7 @@ from models.samples import Samples, pack_user_seconds
 
 @dataclass(frozen=True)
 class NegativeRows:
-    """The batch's sampled unrated items (label 0): each the train row of its source impression (the user's
+    """Sampled unrated items (label 0): each the train row of its source impression (the user's
     features at that moment, so nothing from later) with the sampled item's id and item features."""
 
     sources: Samples  # the train rows
@@ -114,38 +112,3 @@ class ImpressionIndex:
         number = np.minimum(np.searchsorted(self.impression_keys, keys), max(self.count - 1, 0))
         found &= self.impression_keys[number] == keys
         return np.where(found, number, -1)
-
-
-NEGATIVE_KEYS = ("userid", "itemid", "timestamp", "source_itemid")
-
-
-def load_negatives(path: Path, train_set: Samples, assembler: FeatureAssembler,
-                   spec: FeatureSpec = SPEC, rows_per_batch: int = 1 << 20) -> NegativeRows:
-    """The batch's narrow negatives (user, sampled item, timestamp, source item), each tied to the train row
-    of its source impression (the first, where an impression repeats: the rows are equal), in one order
-    whatever the files': by source impression (user, timestamp, source item), then sampled item.
-
-    Read ``rows_per_batch`` rows at a time and held as int32 (source row, item): at ML-25M's size the 75 M
-    negatives' four int64 key columns alone would be 2.4 GB while they are matched."""
-    dataset = pq.ParquetDataset(path)
-    impressions = ImpressionIndex.of(train_set, spec)
-    count = sum(fragment.metadata.num_rows for fragment in dataset.fragments)
-    if len(train_set) >= 2**31 or impressions.item_span >= 2**31:
-        raise ArtifactError(f"{path}: over 2**31 train rows or movie ids: the negatives' int32 keys do not fit")
-    numbers = np.empty(count, dtype=np.int32)
-    items = np.empty(count, dtype=np.int32)
-    filled = 0
-    for fragment in dataset.fragments:
-        for batch in fragment.to_batches(columns=list(NEGATIVE_KEYS), batch_size=rows_per_batch):
-            keys = {name: batch.column(name).to_numpy().astype(np.int64) for name in NEGATIVE_KEYS}
-            number = impressions.find(keys["userid"], keys["timestamp"], keys["source_itemid"])
-            if (number < 0).any():
-                missing = int((number < 0).sum())
-                raise ArtifactError(f"{fragment.path}: {missing} negative(s) name a source impression that is not a "
-                                    "train sample (the exports are of different runs?): run the batch again")
-            numbers[filled:filled + len(number)] = number
-            items[filled:filled + len(number)] = keys["itemid"]
-            filled += len(number)
-    order = np.lexsort((items, numbers))
-    source_rows = impressions.first_rows.astype(np.int32)[numbers[order]]
-    return NegativeRows(train_set, source_rows, items[order], assembler, impressions)

@@ -45,7 +45,7 @@ from models.fitting import (
 )
 from models.fusion_choice import choose_and_publish
 from models.item_vocabulary import ItemVocabulary
-from models.negative_rows import load_negatives
+from models.negative_draws import draw_negatives, rated_in_run
 from models.next_item_training import train_next_item
 from models.popular_negatives import popular_negatives
 from models.process_memory import resident_gib
@@ -94,11 +94,11 @@ def train_and_publish(settings: TrainingSettings) -> dict:
     if settings.train_only in (None, RANKING):
         # The ranker learns nothing the validation replay holds out, so the choices made there are fair to it.
         held_out = ValidationHoldout.read(exports) if plan.select_on == ON_VALIDATION else None
-        negatives_path = exports / Export.SAMPLES_TRAIN_NEGATIVES
         negatives = None
-        if settings.ranking_negatives and negatives_path.exists():
+        if settings.ranking_negatives and settings.negatives_per_impression:
             assembler = FeatureAssembler.from_item_features(load_item_features(exports))
-            negatives = load_negatives(negatives_path, train_set, assembler)
+            negatives = draw_negatives(train_set, rated_in_run(exports, (train_set, test_set), vocabulary), vocabulary,
+                                       settings.negatives_per_impression, assembler)
             if settings.popular_negatives:
                 fit_rows = ~DataSplits.selection_mask(train_set, plan, negatives, held_out)[0]
                 negatives = negatives.joined(popular_negatives(
@@ -116,7 +116,7 @@ def train_and_publish(settings: TrainingSettings) -> dict:
         model, report = train_ranking(metadata, vocabulary, ranking_splits, VARIANTS[settings.ranking_variant], config,
                                       candidates)
         ranking_metadata = {**training_metadata(metadata, report, config),
-                            "negatives": {"uniform_per_impression": "the batch's negatives_per_impression",
+                            "negatives": {"uniform_per_impression": settings.negatives_per_impression,
                                           "popular_per_impression": settings.popular_negatives,
                                           "popular_exponent": settings.popular_exponent}}
         folder = publish_ranking(settings.models_dir, model, ranking_metadata, test_set.features)

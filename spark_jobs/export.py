@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 EXPORTED_FROM: dict[str, tuple[str, str | None]] = {
     Export.SAMPLES_TRAIN: (Table.SAMPLES, f"split={Split.TRAIN}"),
     Export.SAMPLES_TEST: (Table.SAMPLES, f"split={Split.TEST}"),
-    Export.SAMPLES_TRAIN_NEGATIVES: (Table.NEGATIVE_SAMPLES, None),
     **{name: (name, None) for name in Export.AS_IS},
 }
 

@@ -237,51 +237,6 @@ def training_samples(impressions: DataFrame) -> DataFrame:
         F.col("label").cast("int"), "split")
 
 
-NEGATIVE_COLUMNS: tuple[str, ...] = ("userid", "itemid", "timestamp", "source_itemid")
-
-
-def sample_negatives(train_impressions: DataFrame, vocabulary: DataFrame, rated: DataFrame, per_impression: int,
-                     seed: int = 17) -> DataFrame:
-    """For each train impression, up to ``per_impression`` movies the user never rated: (userid, itemid =
-    the sampled movie, timestamp and source_itemid = the impression's), label 0.
-
-    Narrow on purpose: a negative's 59 features are its source impression's user features (what the user
-    looked like at that moment, so no later information leaks in) and the sampled movie's own item
-    features, both already in other tables; the trainer assembles the rows (``models/negative_rows.py``).
-    Draws are a hash of (user, source item, timestamp, draw number, seed) over the catalogue: the same
-    input gives the same negatives on any cluster layout. A draw that hits a movie the user rated at any
-    time, or repeats an earlier draw for the same impression, is dropped; so are the draws of a repeated
-    (user, item, timestamp) impression, which would be the same rows again.
-    """
-    # A draw is a position in the item vocabulary (``item_vocabulary``: 1..N in id order).
-    catalogue = vocabulary.select((F.col("item_index") - 1).alias("draw_index"),
-                                  F.col("itemid").alias("negative_itemid"))
-    catalogue_size = F.lit(vocabulary.count())
-    # One column per draw, not a lambda over a sequence of draw numbers: Spark interprets a lambda row by row.
-    draws = F.array_distinct(F.array(*(
-        F.pmod(F.xxhash64("userid", "itemid", "timestamp", F.lit(draw), F.lit(seed)), catalogue_size).cast("int")
-        for draw in range(1, per_impression + 1))))
-    # The rated movies as draw positions, so the draws are checked before they become rows and no row per draw
-    # carries the user's rated list (hundreds of movies for a heavy user).
-    rated_by_user = (rated.select("userid", "itemid").join(F.broadcast(vocabulary), "itemid")
-                     .groupBy("userid").agg(F.collect_set(F.col("item_index") - 1).alias("rated_draws")))
-    # get() is null past the end of the draws, and a null draw is no row. The draws are a column of their own first:
-    # inlined, their hashes would be computed again for every use.
-    unrated = F.array(*(F.when(~F.array_contains("rated_draws", F.get("draws", k)), F.get("draws", k))
-                        for k in range(per_impression)))
-    return (
-        train_impressions.select(F.col("userid").cast("int"), F.col("itemid").cast("int"), "timestamp")
-        .dropDuplicates(["userid", "itemid", "timestamp"])
-        .join(rated_by_user, "userid")
-        .select("userid", "itemid", "timestamp", "rated_draws", draws.alias("draws"))
-        .select("userid", "itemid", "timestamp", F.explode(unrated).alias("draw_index"))
-        .filter(F.col("draw_index").isNotNull())
-        .join(F.broadcast(catalogue), "draw_index")
-        .select(F.col("userid"), F.col("negative_itemid").cast("int").alias("itemid"), F.col("timestamp"),
-                F.col("itemid").alias("source_itemid"))
-    )
-
-
 def user_features(users: DataFrame, counters: DataFrame, default_timestamp: int, spec: FeatureSpec) -> DataFrame:
     """Online user features (raw counters) for every known user, with Feast's event timestamp.
 
@@ -400,7 +355,6 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     impressions = every_impression.filter(F.col("split") != Split.EVENT)
     span = impressions_span(every_impression)
     log.info("features: %d impressions in from %s", span["rows"], settings.table_path(Table.IMPRESSIONS))
-    vocabulary = item_vocabulary(items).cache()  # numbers the negatives' draws and the models' item tables
 
     flagged = impressions.select(*SAMPLE_COLUMNS).join(
         F.broadcast(items.select("itemid", *GENRE_FLAGS)), "itemid")
@@ -409,11 +363,6 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     timeline = add_timeline_counters(flagged).cache()
     train_counters = pit_counters(timeline.filter(F.col("split") == Split.TRAIN), [])
     stats = fit_standardiser(train_counters, [f.name for f in spec.dense])
-    # From the timeline, which is partitioned by user already: the draws, their dedup and the users' rated movies
-    # need no shuffle, and the draws spread over as many tasks as the timeline has partitions (from the impressions,
-    # 10M ratings' 29 M draws ran in the 3 tasks Spark coalesced the shuffle to, on 2 cores: 31-48 against 23-28 s).
-    negatives = sample_negatives(timeline.filter(F.col("split") == Split.TRAIN), vocabulary, timeline,
-                                 settings.negatives_per_impression)
     online_counters = latest_counters(timeline.filter(F.col("split").isin(*Split.OFFLINE)))
     if span["posted"]:
         online_counters = online_counters.transform(with_posted_counters(every_impression, items))
@@ -421,11 +370,10 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     online_users = user_features(users, online_counters, span["first"], spec).transform(standardise(stats))
     written = write_tables([
         (Table.SAMPLES, training_samples(impressions)),
-        (Table.NEGATIVE_SAMPLES, negatives),
         (Table.USER_FEATURES, online_users),
         (Table.USER_TERMS, user_terms(online_counters)),
         (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
-        (Table.ITEM_VOCABULARY, vocabulary),
+        (Table.ITEM_VOCABULARY, item_vocabulary(items)),
         (Table.USER_FEATURE_HISTORY, user_feature_history(counter_history(timeline)).transform(standardise(stats))),
     ], settings, run_id)
 
@@ -439,7 +387,6 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     written.append(write_arrow_table(metadata_table, settings, Table.FEATURE_METADATA, run_id))
     timeline.unpersist()
     online_counters.unpersist()
-    vocabulary.unpersist()
     log.info("features: %d columns (spec %s), %s", len(spec.names), spec.version, counts)
     return written
 

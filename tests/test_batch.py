@@ -14,6 +14,10 @@ from contracts.settings import BatchSettings
 from contracts.tables import Export, Table
 from models import evaluate
 from models import train as train_models
+from models.export_readers import load_item_features
+from models.feature_rows import FeatureAssembler
+from models.item_vocabulary import ItemVocabulary
+from models.negative_draws import draw_negatives, rated_in_run
 from models.samples import load_samples
 from spark_jobs import run_batch
 from spark_jobs.export import ShrinkingRunError
@@ -122,7 +126,11 @@ def test_batch_end_to_end_and_failed_run_keeps_last_good_output(spark, tiny_data
     ranking = open_model(settings.models_dir / "ranking").metadata()
     assert ranking["data_run_id"] == "run-3" and ranking["onnx_parity_max_abs_diff"] <= 1e-5
     assert 0 < summary["recall"]["validation_recall@200"] <= 1 and 0 < summary["ranking"]["test_auc"] < 1
-    negatives = pd.read_parquet(settings.current_export_dir / Export.SAMPLES_TRAIN_NEGATIVES)
+    exports = settings.current_export_dir
+    train_set, test_set = load_samples(exports, Export.SAMPLES_TRAIN), load_samples(exports, Export.SAMPLES_TEST)
+    vocabulary = ItemVocabulary.read(exports / Export.ITEM_VOCABULARY)
+    negatives = draw_negatives(train_set, rated_in_run(exports, (train_set, test_set), vocabulary), vocabulary, 4,
+                               FeatureAssembler.from_item_features(load_item_features(exports)))
     assert ranking["rows"]["fit"] + ranking["rows"]["selection"] == len(train) + len(negatives)
 
     # The top-K evaluation runs the serving path over the hold-out of the same output.
@@ -164,13 +172,10 @@ def test_no_assembled_row_carries_a_user_feature_from_after_its_impression(tiny_
     user's point-in-time row of the latest second strictly before its timestamp (user_feature_history, or an
     empty past), found here independently by pandas' as-of join; and its user's demographics and its movie's
     features from the batch's user_features / item_features rows."""
-    from models.export_readers import load_item_features
-    from models.feature_rows import FeatureAssembler
-    from models.negative_rows import load_negatives
-
     exports = tiny_batch.current_export_dir
     train = load_samples(exports, Export.SAMPLES_TRAIN)
-    negatives = load_negatives(exports / Export.SAMPLES_TRAIN_NEGATIVES, train,
+    vocabulary = ItemVocabulary.read(exports / Export.ITEM_VOCABULARY)
+    negatives = draw_negatives(train, rated_in_run(exports, (train,), vocabulary), vocabulary, 4,
                                FeatureAssembler.from_item_features(load_item_features(exports))).assembled()
     assert len(negatives) > len(train) / 2  # up to 4 per train impression, fewer where most are rated
     history = pd.read_parquet(exports / Export.USER_FEATURE_HISTORY)

@@ -129,29 +129,6 @@ def test_unknown_user_gets_zero_demographics(spark):
     assert_df_equality(rows, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_negatives_are_unrated_items_drawn_for_train_impressions(spark):
-    from spark_jobs.features import NEGATIVE_COLUMNS, sample_negatives
-
-    items = spark.createDataFrame([(i,) for i in range(1, 41)], "itemid int")
-    rated_items = {1: [1, 2, 3, 4, 5, 6, 7, 8], 2: [2, 9]}
-    rated = spark.createDataFrame([(u, i) for u, its in rated_items.items() for i in its], "userid int, itemid int")
-    train = spark.createDataFrame([(u, i, 1000 + i) for u, its in rated_items.items() for i in its[:2]],
-                                  "userid int, itemid int, timestamp long")
-    vocabulary = item_vocabulary(items)
-    negatives = sample_negatives(train, vocabulary, rated, per_impression=6)
-    assert tuple(negatives.columns) == NEGATIVE_COLUMNS  # narrow: the trainer assembles the features
-    rows = negatives.collect()
-    assert rows and all(r.itemid not in rated_items[r.userid] for r in rows)  # never a rated item
-    assert all(r.timestamp == 1000 + r.source_itemid for r in rows)  # the source impression's moment
-    per_source = {}
-    for r in rows:
-        per_source.setdefault((r.userid, r.source_itemid), set()).add(r.itemid)
-    assert all(1 <= len(drawn) <= 6 for drawn in per_source.values()) and len(per_source) == 4
-    again = sample_negatives(train, vocabulary, rated, per_impression=6).collect()
-    assert sorted(map(tuple, again)) == sorted(map(tuple, rows))  # deterministic
-    assert sample_negatives(train, vocabulary, rated, per_impression=0).count() == 0
-
-
 def test_counter_history_row_of_the_previous_second_is_the_pit_value(spark):
     # items 1..13 over 7 seconds (several per second), mixed genres and labels
     rows = [(1, i, 100 + i // 2, i % 2, {1 + i % 3}) for i in range(1, 14)] + [(2, 50, 100, 1, {2})]

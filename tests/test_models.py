@@ -389,25 +389,18 @@ def test_negatives_follow_their_source_row_into_validation():
     assert float(all_labels(splits.selection)[every_row(splits.selection)[:, item].numpy() > 1000].sum()) == 0
 
 
-def test_negatives_are_assembled_from_their_source_rows_and_the_sampled_items(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def test_negatives_are_assembled_from_their_source_rows_and_the_sampled_items():
     from models.feature_rows import FeatureAssembler
-    from models.negative_rows import load_negatives
+    from models.negative_rows import ImpressionIndex, NegativeRows
 
     train_set = random_samples(60, seed=31)
-    users, items = train_set.column("userid").astype(np.int64), train_set.column("itemid").astype(np.int64)
     picked = np.array([0, 7, 7, 59])  # row 7 twice: two negatives drawn for one impression
     sampled = np.array([3, 11, 12, 5])
-    order = np.lexsort((sampled, items[picked], train_set.timestamps[picked], users[picked]))  # as loaded
-    picked, sampled = picked[order], sampled[order]
-    pq.write_table(pa.table({"userid": users[picked], "itemid": sampled, "timestamp": train_set.timestamps[picked],
-                             "source_itemid": items[picked]}), tmp_path / "part-0.parquet")
     flags = {f.name: (np.arange(1, 40) % (k + 2) == 0).astype(np.int32)
              for k, f in enumerate(SPEC.online_item_features)}
     assembler = FeatureAssembler.from_item_features(pd.DataFrame({"itemid": np.arange(1, 40), **flags}))
-    negatives = load_negatives(tmp_path, train_set, assembler)
+    negatives = NegativeRows(train_set, picked.astype(np.int32), sampled.astype(np.int32), assembler,
+                             ImpressionIndex.of(train_set))
     assembled = negatives.assembled()
     rows = assembled.features.numpy()
     assert len(assembled) == 4 and float(assembled.labels.sum()) == 0
@@ -420,16 +413,6 @@ def test_negatives_are_assembled_from_their_source_rows_and_the_sampled_items(tm
                     else train_set.features.numpy()[picked, position])
         np.testing.assert_array_equal(rows[:, position], expected, err_msg=feature.name)
     assert negatives.drawn_for(np.isin(np.arange(60), [7])).tolist() == (picked == 7).tolist()
-    # Read a row at a time from two files in another order (how it is read at scale), it is the same.
-    shuffled = tmp_path / "shuffled"
-    shuffled.mkdir()
-    for number, rows_here in enumerate((np.array([3, 1]), np.array([2, 0]))):
-        pq.write_table(pa.table({"userid": users[picked[rows_here]], "itemid": sampled[rows_here],
-                                 "timestamp": train_set.timestamps[picked[rows_here]],
-                                 "source_itemid": items[picked[rows_here]]}), shuffled / f"part-{number}.parquet")
-    one_by_one = load_negatives(shuffled, train_set, assembler, rows_per_batch=1)
-    np.testing.assert_array_equal(one_by_one.source_rows, negatives.source_rows)
-    np.testing.assert_array_equal(one_by_one.itemids, negatives.itemids)
 
 
 def test_impression_index_matches_a_hash_join_on_user_timestamp_item():

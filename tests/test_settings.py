@@ -77,7 +77,7 @@ def test_flags_round_trip_to_a_child_command():
         narrowed = mine.narrowed(stage)
         assert stage.parse(narrowed.as_flags()) == narrowed
     assert mine.narrowed(TrainingSettings).ranking_negatives is False
-    assert mine.narrowed(BatchSettings).negatives_per_impression == 2
+    assert mine.narrowed(TrainingSettings).negatives_per_impression == 2
     assert mine.narrowed(ServingSettings).api_token == "-Ab3_x"
 
 
