@@ -425,3 +425,24 @@ def test_the_driver_reads_the_latest_versions_rows_wanted_from_every_file_partit
         assert sorted(zip(table["userid"].to_pylist(), table["itemid"].to_pylist(), strict=True)) == train
     empty = read_arrow_table(settings, Table.IMPRESSIONS, ("rating",), "split", ("validation",))
     assert empty.num_rows == 0 and empty.schema.field("rating").type == pa.float64()
+
+
+@pytest.mark.parametrize("max_items", [300, 200])
+def test_the_validation_gram_from_the_served_one_is_its_own(max_items):
+    """The part's Gram matrix from the whole's equals the one computed from its own history, cell for cell: with
+    repeated pairs, a user whose every pair is held back, and (at a cap of 200 of ~250 movies) the part covering
+    movies the whole does not."""
+    from spark_jobs.item_models import EaseHistory, gram_matrix, gram_of_part
+
+    rng = np.random.default_rng(max_items)
+    users = np.r_[rng.integers(1, 90, 6_000), 95, 95]
+    items = np.r_[(rng.zipf(1.3, 6_000) % 250) + 1, 7, 8]
+    held = np.r_[rng.random(6_000) < 0.15, True, True]  # user 95 rated two movies, both held back
+    held[:50] = False
+    users, items, held = np.r_[users, users[:50]], np.r_[items, items[:50]], np.r_[held, np.ones(50, bool)]
+    whole = EaseHistory.of(users, items, max_items)
+    part = EaseHistory.of(users[~held], items[~held], max_items)
+    derived = gram_of_part(whole, gram_matrix(whole.matrix), part)
+    assert derived.dtype == np.float32
+    np.testing.assert_array_equal(derived, gram_matrix(part.matrix))
+    assert np.isin(part.itemids, whole.itemids).all() == (max_items == 300)
