@@ -358,8 +358,8 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
 
     flagged = impressions.select(*SAMPLE_COLUMNS).join(
         F.broadcast(items.select("itemid", *GENRE_FLAGS)), "itemid")
-    # Cached: the samples, their train statistics, the counter history and the online counters all derive
-    # from one sort of the users' timelines, kept narrow (the counters packed) so the cache stays small.
+    # Cached: the train statistics, the counter history and the online counters all derive from one sort of the
+    # users' timelines, kept narrow (the counters packed) so the cache stays small.
     timeline = add_timeline_counters(flagged).cache()
     train_counters = pit_counters(timeline.filter(F.col("split") == Split.TRAIN), [])
     stats = fit_standardiser(train_counters, [f.name for f in spec.dense])

@@ -24,7 +24,8 @@ without each user's last ``validation_size`` offline impressions (what the valid
 
 The driver reads each user's timeline once (``timelines.Timelines``, from the impressions' Delta files), marks the
 validation impressions in it, and fits every model twice from it: EASE's and co-occurrence's Gram matrices and the
-successors' weights are sparse products and sums in SciPy, by blocks of movies on a few threads. It commits every
+successors' weights are sparse products and sums in SciPy, by blocks of movies on a few threads (the validation EASE
+fit's Gram matrix from the served one's, ``gram_of_part``). It commits every
 table of this step itself (``lake.write_arrow_table``): the step runs no Spark job.
 
 Every list has the shape of ``item_neighbours``: (itemid, neighbours array<struct<itemid, score>>); the user
