@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from contracts.errors import ArtifactError
+from models.sorted_keys import find_sorted
 
 UNKNOWN = 0
 
@@ -43,9 +44,7 @@ class ItemVocabulary:
     def index_of(self, itemids: np.ndarray) -> np.ndarray:
         """int64 indices of ``itemids``; an id outside the vocabulary gets 0 (unknown)."""
         ids = np.asarray(itemids, dtype=np.int64)
-        position = np.searchsorted(self.itemids, ids)
-        inside = position < len(self.itemids)
-        found = inside & (self.itemids[np.where(inside, position, 0)] == ids) if len(self.itemids) else inside
+        position, found = find_sorted(self.itemids, ids)
         return np.where(found, position + 1, UNKNOWN)
 
     def itemid_of(self, indices: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from models.feature_rows import FeatureAssembler
 from models.item_vocabulary import UNKNOWN, ItemVocabulary
 from models.negative_rows import ImpressionIndex, NegativeRows
 from models.samples import Samples
+from models.sorted_keys import find_sorted
 from models.spark_hash import xxhash64
 
 NEGATIVE_SEED = 17
@@ -48,9 +49,7 @@ class RatedMovies:
         return cls(np.unique(_keys(np.asarray(users, dtype=np.int64)[known], index[known] - 1)))
 
     def contains(self, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        keys = _keys(users, positions)
-        found = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
-        return self.keys[found] == keys if len(self.keys) else np.zeros(keys.shape, dtype=bool)
+        return find_sorted(self.keys, _keys(users, positions))[1]
 
 
 def _keys(users: np.ndarray, positions: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from contracts.errors import ArtifactError
 from contracts.feature_spec import SPEC, FeatureSpec
 from models.feature_rows import FeatureAssembler
 from models.samples import Samples, pack_user_seconds
+from models.sorted_keys import find_sorted
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,6 @@ class ImpressionIndex:
     def find(self, users: np.ndarray, timestamps: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Per (user, timestamp, item), its impression's number, or -1 where there is none."""
         pairs = pack_user_seconds(users, timestamps, self.first_timestamp)
-        pair_number = np.minimum(np.searchsorted(self.pair_keys, pairs), max(len(self.pair_keys) - 1, 0))
-        found = (self.pair_keys[pair_number] == pairs) & (items >= 0) & (items < self.item_span)
-        keys = pair_number * self.item_span + items
-        number = np.minimum(np.searchsorted(self.impression_keys, keys), max(self.count - 1, 0))
-        found &= self.impression_keys[number] == keys
-        return np.where(found, number, -1)
+        pair_number, pair_found = find_sorted(self.pair_keys, pairs)
+        number, found = find_sorted(self.impression_keys, pair_number * self.item_span + items)
+        return np.where(pair_found & found & (items >= 0) & (items < self.item_span), number, -1)

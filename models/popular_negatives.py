@@ -19,6 +19,7 @@ import logging
 import numpy as np
 
 from models.negative_rows import NegativeRows
+from models.sorted_keys import find_sorted
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,7 @@ def popular_negatives(negatives: NegativeRows, fit_rows: np.ndarray, per_impress
     drawn = np.minimum(drawn, span - 1)  # a draw of exactly 1.0 after rounding
     rated = np.unique(users[fit_rows] * span + items[fit_rows])
     keys = users[source_rows] * span + drawn
-    found = np.minimum(np.searchsorted(rated, keys), len(rated) - 1)
-    unrated = rated[found] != keys
+    unrated = ~find_sorted(rated, keys)[1]
     source_rows, drawn = source_rows[unrated], drawn[unrated]
     # The same movie twice for one impression would be the same row twice.
     order = np.lexsort((drawn, source_rows))
