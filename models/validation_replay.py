@@ -18,6 +18,7 @@ import pandas as pd
 
 from contracts.published import ModelFolder, open_models, open_next_item
 from contracts.tables import Export, Table
+from contracts.validation_sample import validation_sample
 from models.export_readers import liked_holdout, load_item_features, load_item_index, load_user_recall_data
 from models.feature_rows import FeatureAssembler
 from models.in_memory_stores import InMemoryItemIndex
@@ -25,9 +26,6 @@ from models.onnx_next_item import OnnxNextItemScorer
 from models.onnx_ranker import OnnxRanker
 from models.recall_sources import UserRecallData
 from models.samples import online_user_rows_as_of
-
-VALIDATION_USERS = 5_000  # a fixed random sample of the validation users beyond this many
-SAMPLE_SEED = 0
 
 
 def validation_users(users: Mapping[int, UserRecallData], exports: Path) -> dict[int, UserRecallData]:
@@ -45,14 +43,10 @@ def validation_users(users: Mapping[int, UserRecallData], exports: Path) -> dict
     return view
 
 
-def sampled_users(targets: dict[int, set[int]], max_users: int = VALIDATION_USERS,
-                  seed: int = SAMPLE_SEED) -> dict[int, set[int]]:
-    """``targets`` itself up to ``max_users`` users, beyond that a fixed random sample of them: the users every
-    validation choice is made on."""
-    if len(targets) <= max_users:
-        return targets
-    chosen = np.random.default_rng(seed).choice(np.array(sorted(targets)), max_users, replace=False)
-    return {int(u): targets[int(u)] for u in chosen}
+def sampled_users(targets: dict[int, set[int]]) -> dict[int, set[int]]:
+    """The users every validation choice is made on (``contracts.validation_sample``: all of them up to
+    ``VALIDATION_USERS``, beyond that a fixed random sample), with their targets."""
+    return {u: targets[u] for u in validation_sample(targets)}
 
 
 @dataclass(frozen=True)
@@ -70,15 +64,14 @@ class ValidationData:
     next_item: OnnxNextItemScorer | None = None
 
     @classmethod
-    def load(cls, exports: Path, models_dir: Path, max_users: int = VALIDATION_USERS,
-             seed: int = SAMPLE_SEED) -> ValidationData:
+    def load(cls, exports: Path, models_dir: Path) -> ValidationData:
         """Needs the recall model (its vectors are a recall source); the ranker and the sequence model are read
         where they are published."""
         recall_model, ranking_model = open_models(models_dir)
         index = load_item_index(exports, recall_model, list_prefix=Table.VALIDATION_PREFIX)
         users = validation_users(load_user_recall_data(exports, recall_model, Export.VALIDATION_USER_EASE), exports)
         targets = {u: items for u, items in liked_holdout(exports, Export.VALIDATION_HOLDOUT).items() if u in users}
-        targets = sampled_users(targets, max_users, seed)
+        targets = sampled_users(targets)
         held = pd.read_parquet(exports / Export.VALIDATION_HOLDOUT, columns=["userid", "timestamp"])
         first_held = held[held["userid"].isin(list(targets))].groupby("userid")["timestamp"].min()
         rows = online_user_rows_as_of(exports, first_held.index.to_numpy(), first_held.to_numpy())

@@ -20,7 +20,8 @@ without each user's last ``validation_size`` offline impressions (what the valid
 - ``item_neighbours``: co-occurrence over each user's latest ``cooccurrence_history`` impressions
   (``spark_jobs/cooccurrence.py``).
 - ``validation_user_ease``, ``validation_item_successors``, ``validation_item_neighbours``: the item models fitted
-  without those impressions, so a choice made on validation never sees its targets.
+  without those impressions, so a choice made on validation never sees its targets; the users' lists only for the
+  users the choices replay (``contracts.validation_sample``).
 
 The driver reads each user's timeline once (``timelines.Timelines``, from the impressions' Delta files), marks the
 validation impressions in it, and fits every model twice from it: EASE's and co-occurrence's Gram matrices and the
@@ -45,12 +46,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from scipy import sparse
 from scipy.linalg import lapack
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
+from contracts.validation_sample import validation_sample
 from spark_jobs.cooccurrence import neighbour_lists
 from spark_jobs.driver_memory import return_freed_memory
 from spark_jobs.id_codes import id_codes
@@ -388,21 +391,23 @@ def best_of_score_rows(scores: np.ndarray, keep: int) -> tuple[np.ndarray, np.nd
     return row, column, scores[row, column]
 
 
-def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024) -> pa.Table:
+def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024, userids: np.ndarray | None = None) -> pa.Table:
     """(userid, neighbours): each user's ``per_user`` best EASE scores (their history times the weights),
-    movies they saw excluded, ties by the smaller id. By blocks of users: the scores of one block are a
-    dense (block, movies) matrix."""
+    movies they saw excluded, ties by the smaller id; ``userids``: these users' lists only (a user who saw no
+    covered movie has none). By blocks of users: the scores of one block are a dense (block, movies) matrix."""
     keep = min(per_user, len(fit.itemids))
+    rows = np.arange(len(fit.userids)) if userids is None else np.flatnonzero(np.isin(fit.userids, userids))
+    history = fit.history if userids is None else fit.history[rows]
 
     def block_lists(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        block = fit.history[start:stop]
+        block = history[start:stop]
         summed = fit.scores(block)
         summed[np.repeat(np.arange(stop - start), np.diff(block.indptr)), block.indices] = -np.inf  # seen
         row, best, best_scores = best_of_score_rows(summed, keep)
         # In the table's types: every block is held until the table is built (32 M entries at 25M ratings).
-        return fit.userids[start + row].astype(np.int32), fit.itemids[best].astype(np.int32), best_scores
+        return fit.userids[rows[start + row]].astype(np.int32), fit.itemids[best].astype(np.int32), best_scores
 
-    blocks = by_row_blocks(len(fit.userids), users_per_block, block_lists) if keep else []
+    blocks = by_row_blocks(len(rows), users_per_block, block_lists) if keep else []
     return lists_table("userid", blocks)
 
 
@@ -433,7 +438,9 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     del offline
     return_freed_memory()
     written = [write_arrow_table(holdout, settings, Table.VALIDATION_HOLDOUT, run_id)]
-    del holdout
+    liked = pc.filter(holdout["userid"], pc.equal(holdout["label"], 1))
+    validation_users = np.array(validation_sample(pc.unique(liked).to_pylist()), dtype=np.int64)
+    del holdout, liked
 
     def sequence_lists() -> list[Written]:
         successors = successor_lists(timelines, settings.successor_window, settings.successors_per_item)
@@ -448,12 +455,14 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
     # both cores busy once Spark's other steps have ended.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="item-models-fit") as fitting:
         sequence = fitting.submit(sequence_lists)
-        ease = fitting.submit(ease_lists, timelines, settings, run_id)
+        ease = fitting.submit(ease_lists, timelines, validation_users, settings, run_id)
         return written + sequence.result() + ease.result()
 
 
-def ease_lists(timelines: Timelines, settings: BatchSettings, run_id: str) -> list[Written]:
-    """The EASE tables of both fits, each committed as soon as it is computed."""
+def ease_lists(timelines: Timelines, validation_users: np.ndarray, settings: BatchSettings,
+               run_id: str) -> list[Written]:
+    """The EASE tables of both fits, each committed as soon as it is computed; the validation fit's user lists for
+    ``validation_users`` only (the users the validation choices replay)."""
     users, items, fit = timelines.users, timelines.items, ~timelines.validation
     served_history = EaseHistory.of(users, items, settings.ease_max_items)
     validation_history = EaseHistory.of(users[fit], items[fit], settings.ease_max_items)
@@ -472,7 +481,7 @@ def ease_lists(timelines: Timelines, settings: BatchSettings, run_id: str) -> li
     # Validation reads the users' lists only: the choice replays them, never the per-movie weights.
     validation = fit_on_gram(validation_history, validation_gram, settings.ease_lambda)
     del validation_history, validation_gram
-    written.append(write_arrow_table(user_ease(validation, settings.ease_per_user), settings,
+    written.append(write_arrow_table(user_ease(validation, settings.ease_per_user, userids=validation_users), settings,
                                      Table.VALIDATION_USER_EASE, run_id))
     return written
 

@@ -1,6 +1,7 @@
 """The batch's item models (spark_jobs/item_models.py) and how the request path sums their lists."""
 
 import itertools
+import shutil
 from collections.abc import Callable
 
 import numpy as np
@@ -19,7 +20,7 @@ from models.ease import Ease
 from models.export_readers import load_item_lists
 from models.fusion_choice import FUSION_INPUTS, ScoredCandidates, choose_weights, mean_ndcg
 from models.recall_sources import ItemLists, UserRecallData, rank_item_lists
-from models.validation_replay import validation_users
+from models.validation_replay import sampled_users, validation_users
 from spark_jobs.cooccurrence import neighbour_lists
 from spark_jobs.id_codes import id_codes
 from spark_jobs.item_lists import (
@@ -158,6 +159,30 @@ def test_ease_lists_are_the_reference_ease_weights(spark, tmp_path):
         best = finite[np.lexsort((finite, -scores[finite]))][:7]
         assert [n.itemid for n in per_user[userid]] == best.tolist()
         np.testing.assert_allclose([n.score for n in per_user[userid]], scores[best], rtol=1e-5)
+    # Some users' lists only (one id the fit does not know): the same rows as theirs in every user's table.
+    some = user_ease(fit, per_user=7, users_per_block=16, userids=np.array([119, 37, 500, 0]))
+    assert some.to_pylist() == [row for row in user_ease(fit, per_user=7).to_pylist() if row["userid"] in (0, 37, 119)]
+
+
+@pytest.mark.slow
+def test_the_validation_ease_lists_are_those_of_the_users_the_replay_samples(spark, tiny_batch, tmp_path, monkeypatch):
+    """Beyond VALIDATION_USERS users with a liked validation impression, the batch fits the validation user lists
+    of exactly the sample the trainers replay."""
+    import contracts.validation_sample
+    from spark_jobs import item_models
+
+    monkeypatch.setattr(contracts.validation_sample, "VALIDATION_USERS", 5)
+    settings = tiny_batch.model_copy(update={"output_dir": tmp_path / "output"})
+    shutil.copytree(tiny_batch.table_path(Table.IMPRESSIONS), settings.table_path(Table.IMPRESSIONS))
+    item_models.run(spark, settings, "sampled")
+    held = read_arrow_table(settings, Table.VALIDATION_HOLDOUT).to_pandas()
+    liked = {int(u): set(group["itemid"]) for u, group in held[held["label"] == 1].groupby("userid")}
+    assert len(liked) > 5
+    replayed = sampled_users(liked)
+    assert len(replayed) == 5 and set(replayed) < set(liked)
+    listed = read_arrow_table(settings, Table.VALIDATION_USER_EASE)["userid"].to_pylist()
+    assert sorted(listed) == sorted(replayed)
+    assert set(liked) <= set(read_arrow_table(settings, Table.USER_EASE)["userid"].to_pylist())  # served: everyone's
 
 
 def test_item_lists_read_back_in_any_row_order_and_sum_like_the_reference(tmp_path):
