@@ -58,10 +58,18 @@ def add_genre_flags(items: DataFrame) -> DataFrame:
     )
 
 
-# A windowed count is at most PIT_HISTORY, so it fits in COUNTER_BITS bits, and the 36 counters travel
-# packed as lanes of a few 64-bit words: a window sums 3 words instead of 36 columns.
+# A windowed count is at most PIT_HISTORY, so it fits in COUNTER_BITS bits, and the 36 counters travel packed as
+# lanes of a few 64-bit words: a window sums a few words instead of 36 columns. A window's sum is the difference of
+# two running sums of the words (for each row Spark adds up every row of a sliding frame again, so a frame of
+# PIT_HISTORY rows cost PIT_HISTORY additions a row; a running sum adds one). The running sums' lanes carry into
+# each other, the difference's cannot (each of its lanes is a count of at most PIT_HISTORY), so it is exact; a word
+# holds few enough lanes that its running sum stays below 2^63 up to 2^USER_IMPRESSION_BITS impressions of one user
+# (beyond, Spark's ANSI arithmetic raises on the overflow: never a wrong count).
 COUNTER_BITS = PIT_HISTORY.bit_length()
-COUNTERS_PER_WORD = 63 // COUNTER_BITS
+USER_IMPRESSION_BITS = 24
+# A running sum is below impressions * 2^(COUNTER_BITS * (lanes - 1) + 1): the top lane's weight, doubled for the
+# lanes under it.
+COUNTERS_PER_WORD = (62 - USER_IMPRESSION_BITS - 1) // COUNTER_BITS + 1
 COUNTER_WORDS = [COUNTERS[start:start + COUNTERS_PER_WORD] for start in range(0, len(COUNTERS), COUNTERS_PER_WORD)]
 PIT_WORDS = [f"pit_word_{n}" for n in range(len(COUNTER_WORDS))]  # strictly before the row's second
 THROUGH_WORDS = [f"through_word_{n}" for n in range(len(COUNTER_WORDS))]  # up to and including the row
@@ -92,25 +100,33 @@ def add_timeline_counters(impressions: DataFrame) -> DataFrame:
     One sort of each user's rows gives both. The PIT_HISTORY rows before the *first* impression of a
     (user, timestamp) group in timeline order are exactly the user's most recent impressions strictly
     before that timestamp; every impression of the group takes that first row's counters, carried down
-    the timeline as the last non-null value so far.
+    the timeline as the last non-null value so far. Each window's counters are a difference of running sums:
+    through a row, its running sum less the one PIT_HISTORY rows back; before it, the previous row's.
     """
     timeline = user_timeline()
+    so_far = timeline.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     columns = [c for c in impressions.columns if c not in GENRE_FLAGS]  # the sort moves narrow rows
+    running = [f"running_{n}" for n in range(len(COUNTER_WORDS))]
     with_increments = impressions.select(
         *columns, *(counter_increments(word).alias(f"increment_{n}") for n, word in enumerate(COUNTER_WORDS))
     )
-    before_row = timeline.rowsBetween(-PIT_HISTORY, -1)
-    through_row = timeline.rowsBetween(-(PIT_HISTORY - 1), Window.currentRow)
-    first_of_second = F.coalesce(F.lag("timestamp").over(timeline) != F.col("timestamp"), F.lit(True))
-    last_of_second = F.coalesce(F.lead("timestamp").over(timeline) != F.col("timestamp"), F.lit(True))
-    windowed = with_increments.select(
-        *columns,
-        *(F.when(first_of_second, F.coalesce(F.sum(f"increment_{n}").over(before_row), F.lit(0)))
-          .alias(f"first_{word}") for n, word in enumerate(PIT_WORDS)),
-        *(F.sum(f"increment_{n}").over(through_row).alias(word) for n, word in enumerate(THROUGH_WORDS)),
-        last_of_second.alias("last_of_second"),
+    running_sums = with_increments.select(
+        *columns, *(F.sum(f"increment_{n}").over(so_far).alias(total) for n, total in enumerate(running)),
+        F.coalesce(F.lag("timestamp").over(timeline) != F.col("timestamp"), F.lit(True)).alias("first_of_second"),
+        F.coalesce(F.lead("timestamp").over(timeline) != F.col("timestamp"), F.lit(True)).alias("last_of_second"),
     )
-    so_far = timeline.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+
+    def rows_back(total: str, rows: int) -> Column:
+        return F.lag(total, rows, 0).over(timeline)
+
+    windowed = running_sums.select(
+        *columns,
+        *(F.when(F.col("first_of_second"), rows_back(total, 1) - rows_back(total, PIT_HISTORY + 1))
+          .alias(f"first_{word}") for total, word in zip(running, PIT_WORDS, strict=True)),
+        *((F.col(total) - rows_back(total, PIT_HISTORY)).alias(word) for total, word in zip(running, THROUGH_WORDS,
+                                                                                             strict=True)),
+        "last_of_second",
+    )
     return windowed.select(
         *columns,
         *(F.last(f"first_{word}", ignorenulls=True).over(so_far).alias(word) for word in PIT_WORDS),
