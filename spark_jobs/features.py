@@ -64,7 +64,7 @@ def add_genre_flags(items: DataFrame) -> DataFrame:
 # PIT_HISTORY rows cost PIT_HISTORY additions a row; a running sum adds one). The running sums' lanes carry into
 # each other, the difference's cannot (each of its lanes is a count of at most PIT_HISTORY), so it is exact; a word
 # holds few enough lanes that its running sum stays below 2^63 up to 2^USER_IMPRESSION_BITS impressions of one user
-# (beyond, Spark's ANSI arithmetic raises on the overflow: never a wrong count).
+# (beyond, Spark's ANSI arithmetic, its default, raises on the overflow: never a wrong count).
 COUNTER_BITS = PIT_HISTORY.bit_length()
 USER_IMPRESSION_BITS = 24
 # A running sum is below impressions * 2^(COUNTER_BITS * (lanes - 1) + 1): the top lane's weight, doubled for the

@@ -75,6 +75,27 @@ def test_pit_window_excludes_same_second(spark):
     assert got == {1: (0, 0), 2: (1, 1), 3: (1, 1), 4: (3, 2), 5: (0, 0)}
 
 
+def test_counters_stay_exact_when_the_running_sums_carry_from_lane_to_lane(spark):
+    """A window's counters are a difference of running sums whose 4-bit lanes overflow into each other after 15
+    impressions of a genre: over 400 impressions of random genres and labels each counter still equals a count of
+    the 10 impressions before (and, online, the last 10), counted here one by one."""
+    rng = np.random.default_rng(11)
+    genres = [set(rng.choice(np.arange(1, 19), rng.integers(1, 6), replace=False).tolist()) for _ in range(400)]
+    labels = rng.integers(0, 2, 400).tolist()
+    rows = [(1, i, 1000 + i, labels[i], genres[i]) for i in range(400)] + [(2, 7, 1000, 1, {4})]
+    impressions = flagged_impressions(spark, rows)
+
+    def counts(window: range) -> dict[str, int]:
+        return {name: sum(k in genres[j] and (kind == "imp" or labels[j] == 1) for j in window)
+                for k in range(1, 19) for kind, name in (("imp", f"user_g{k}_imp"), ("clk", f"user_g{k}_clk"))}
+
+    for row in add_pit_genre_counters(impressions).filter("userid = 1").collect():
+        assert {c: row[c] for c in COUNTERS} == counts(range(max(row.itemid - 10, 0), row.itemid)), row.itemid
+    online = {r.userid: r for r in online_genre_counters(impressions).collect()}
+    assert {c: online[1][c] for c in COUNTERS} == counts(range(390, 400))
+    assert online[2].user_g4_imp == online[2].user_g4_clk == 1
+
+
 def test_pit_counters_are_36_int_columns(spark):
     result = add_pit_genre_counters(flagged_impressions(spark, [(1, 1, 1, 1, {1})]))
     assert [c for c in result.columns if c.startswith("user_g")] == COUNTERS
