@@ -57,8 +57,8 @@ def sequences_before_validation(exports: Path, vocabulary: ItemVocabulary) -> di
 def validation_targets(exports: Path, users: dict[int, np.ndarray]) -> dict[int, set[int]]:
     """The liked validation items of the users with a history, as movie ids, for the validation replay's users
     (``sampled_users``)."""
-    return sampled_users({u: items for u, items in liked_holdout(exports, Export.VALIDATION_HOLDOUT).items()
-                          if u in users})
+    return {u: items for u, items in sampled_users(liked_holdout(exports, Export.VALIDATION_HOLDOUT)).items()
+            if u in users}
 
 
 def own_list_ndcg(model: CausalSequenceModel, histories: dict[int, np.ndarray], targets: dict[int, set[int]],

@@ -45,7 +45,9 @@ def validation_users(users: Mapping[int, UserRecallData], exports: Path) -> dict
 
 def sampled_users(targets: dict[int, set[int]]) -> dict[int, set[int]]:
     """The users every validation choice is made on (``contracts.validation_sample``: all of them up to
-    ``VALIDATION_USERS``, beyond that a fixed random sample), with their targets."""
+    ``VALIDATION_USERS``, beyond that a fixed random sample), with their targets. Sampled over every user with a
+    liked validation impression, as the batch does; a reader drops the users it has no data for afterwards, so
+    the sample stays the batch's."""
     return {u: targets[u] for u in validation_sample(targets)}
 
 
@@ -70,8 +72,8 @@ class ValidationData:
         recall_model, ranking_model = open_models(models_dir)
         index = load_item_index(exports, recall_model, list_prefix=Table.VALIDATION_PREFIX)
         users = validation_users(load_user_recall_data(exports, recall_model, Export.VALIDATION_USER_EASE), exports)
-        targets = {u: items for u, items in liked_holdout(exports, Export.VALIDATION_HOLDOUT).items() if u in users}
-        targets = sampled_users(targets)
+        targets = {u: items for u, items in sampled_users(liked_holdout(exports, Export.VALIDATION_HOLDOUT)).items()
+                   if u in users}
         held = pd.read_parquet(exports / Export.VALIDATION_HOLDOUT, columns=["userid", "timestamp"])
         first_held = held[held["userid"].isin(list(targets))].groupby("userid")["timestamp"].min()
         rows = online_user_rows_as_of(exports, first_held.index.to_numpy(), first_held.to_numpy())

@@ -396,8 +396,11 @@ def user_ease(fit: EaseFit, per_user: int, users_per_block: int = 1024, userids:
     movies they saw excluded, ties by the smaller id; ``userids``: these users' lists only (a user who saw no
     covered movie has none). By blocks of users: the scores of one block are a dense (block, movies) matrix."""
     keep = min(per_user, len(fit.itemids))
-    rows = np.arange(len(fit.userids)) if userids is None else np.flatnonzero(np.isin(fit.userids, userids))
-    history = fit.history if userids is None else fit.history[rows]
+    if userids is None:
+        rows, history = np.arange(len(fit.userids)), fit.history  # no copy of every user's history
+    else:
+        rows = np.flatnonzero(np.isin(fit.userids, userids))
+        history = fit.history[rows]
 
     def block_lists(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         block = history[start:stop]
