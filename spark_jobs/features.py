@@ -18,12 +18,17 @@ if __package__ in (None, ""):  # run as a file by spark-submit
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fractions import Fraction
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -144,15 +149,20 @@ def add_pit_genre_counters(impressions: DataFrame) -> DataFrame:
     return pit_counters(add_timeline_counters(impressions), [c for c in impressions.columns if c not in GENRE_FLAGS])
 
 
-def counter_history(timeline_counters: DataFrame) -> DataFrame:
+def packed_counter_history(timeline_counters: DataFrame) -> DataFrame:
     """Per (user, second with impressions): the counters over their PIT_HISTORY latest impressions up to
-    and including that second, stamped with it.
+    and including that second, packed (THROUGH_WORDS), stamped with it.
 
     This is the point-in-time table a feature store joins against: the counters of an impression at
     time t are the row of the latest second strictly before t (the entity timestamp t - 1 s), since the
     last row of a second's group sees the same PIT_HISTORY rows as the first row of the next group.
     """
-    return timeline_counters.filter(F.col("last_of_second")).select("userid", "timestamp", *unpacked(THROUGH_WORDS))
+    return timeline_counters.filter(F.col("last_of_second")).select("userid", "timestamp", *THROUGH_WORDS)
+
+
+def counter_history(timeline_counters: DataFrame) -> DataFrame:
+    """``packed_counter_history`` with the 36 counters as int columns."""
+    return packed_counter_history(timeline_counters).select("userid", "timestamp", *unpacked(THROUGH_WORDS))
 
 
 def user_counter_history(impressions: DataFrame) -> DataFrame:
@@ -274,14 +284,46 @@ def user_features(users: DataFrame, counters: DataFrame, default_timestamp: int,
     )
 
 
-def user_feature_history(history: DataFrame) -> DataFrame:
-    """The counter history as a Feast source: userid, the counters as float, event and created timestamps."""
-    return history.select(
-        F.col("userid").cast("int"),
-        *(F.col(c).cast("float") for c in COUNTERS),
-        F.timestamp_seconds("timestamp").alias("event_timestamp"),
-        F.current_timestamp().alias("created_timestamp"),
-    )
+UTC_MICROS = pa.timestamp("us", tz="UTC")  # Spark's timestamps as the session writes them (TIMESTAMP_MICROS)
+USER_FEATURE_HISTORY_SCHEMA = pa.schema([
+    pa.field("userid", pa.int32()), *(pa.field(c, pa.float32()) for c in COUNTERS),
+    pa.field("event_timestamp", UTC_MICROS), pa.field("created_timestamp", UTC_MICROS),
+])
+
+
+def standardised_history(packed: pa.RecordBatch, stats: Standardiser, created: datetime) -> pa.RecordBatch:
+    """Rows of ``packed_counter_history`` as the Feast source's (``user_feature_history`` standardised): the same
+    values as Spark's projection (the counter as a double less the mean, divided by the std, rounded to float)."""
+    mask = (1 << COUNTER_BITS) - 1
+    columns = [packed["userid"].cast(pa.int32())]
+    for word_column, word in zip(THROUGH_WORDS, COUNTER_WORDS, strict=True):
+        words = packed[word_column].to_numpy()
+        for lane, name in enumerate(word):
+            mean, std = stats.get(name, (0.0, 1.0))
+            counts = ((words >> (lane * COUNTER_BITS)) & mask).astype(np.float64)
+            columns.append(pa.array(((counts - mean) / std).astype(np.float32)))
+    seconds = packed["timestamp"].cast(pa.int64()).to_numpy()
+    columns.append(pa.array(seconds * 1_000_000, pa.int64()).cast(UTC_MICROS))
+    columns.append(pa.array(np.full(len(packed), int(created.timestamp() * 1_000_000)), pa.int64()).cast(UTC_MICROS))
+    return pa.RecordBatch.from_arrays(columns, schema=USER_FEATURE_HISTORY_SCHEMA)
+
+
+def write_user_feature_history(timeline_counters: DataFrame, stats: Standardiser, settings: BatchSettings,
+                               run_id: str) -> Written:
+    """The counter history, standardised, as ``user_feature_history``: Spark writes it packed (4 words a row) to
+    scratch files, and the driver unpacks, standardises and commits it batch by batch (``deltalake``'s writer).
+    Spark's Parquet writer encoding the 36 float columns was most of the cost: at 10M ratings (8 M rows) ~30 s of
+    CPU against ~6 s for the same table written by ``deltalake``."""
+    scratch = settings.scratch_path(Table.USER_FEATURE_HISTORY, run_id)
+    try:
+        packed_counter_history(timeline_counters).write.mode("overwrite").parquet(str(scratch))
+        created = datetime.now(UTC)
+        batches = (standardised_history(batch, stats, created)
+                   for batch in ds.dataset(scratch, format="parquet").to_batches())
+        return write_arrow_table(pa.RecordBatchReader.from_batches(USER_FEATURE_HISTORY_SCHEMA, batches), settings,
+                                 Table.USER_FEATURE_HISTORY, run_id)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def item_features(items_with_flags: DataFrame, catalogue_timestamp: int, spec: FeatureSpec) -> DataFrame:
@@ -384,14 +426,17 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
         online_counters = online_counters.transform(with_posted_counters(every_impression, items))
     online_counters = online_counters.cache()  # one row per user, read by the user features and the terms
     online_users = user_features(users, online_counters, span["first"], spec).transform(standardise(stats))
-    written = write_tables([
-        (Table.SAMPLES, training_samples(impressions)),
-        (Table.USER_FEATURES, online_users),
-        (Table.USER_TERMS, user_terms(online_counters)),
-        (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
-        (Table.ITEM_VOCABULARY, item_vocabulary(items)),
-        (Table.USER_FEATURE_HISTORY, user_feature_history(counter_history(timeline)).transform(standardise(stats))),
-    ], settings, run_id)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-history") as history:
+        # Beside the other tables' Spark writes: its driver half (unpacking, the commit) is Python's work.
+        history_written = history.submit(write_user_feature_history, timeline, stats, settings, run_id)
+        written = write_tables([
+            (Table.SAMPLES, training_samples(impressions)),
+            (Table.USER_FEATURES, online_users),
+            (Table.USER_TERMS, user_terms(online_counters)),
+            (Table.ITEM_FEATURES, item_features(items, span["first"], spec)),
+            (Table.ITEM_VOCABULARY, item_vocabulary(items)),
+        ], settings, run_id)
+        written.append(history_written.result())
 
     counts = {"ratings": span["rows"], **{w.table: w.rows for w in written},
               **{f"samples_{split}": span[f"samples_{split}"] for split in Split.OFFLINE}}

@@ -67,19 +67,22 @@ def latest_write(path: str) -> tuple[int, int]:
 DRIVER_FILE_BYTES = 16 << 20
 
 
-def write_arrow_table(table: pa.Table, settings: LakeSettings, name: str, run_id: str) -> Written:
-    """Commits a table the driver computed (Arrow) as the Delta table's next version, by the ``deltalake`` writer:
-    no Spark job. Handing it to Spark instead copies it into the JVM (``createDataFrame``: at 25M ratings a 79 MB
-    task that ran the driver's heap out of memory) or through a Parquet file Spark reads and writes again (7 jobs
-    and commits per batch). The same overwrite (atomic, tagged with the run id) and the same schema as Spark's."""
+def write_arrow_table(table: pa.Table | pa.RecordBatchReader, settings: LakeSettings, name: str,
+                      run_id: str) -> Written:
+    """Commits a table the driver computed (Arrow; a reader's batches are written as they come, never all held) as
+    the Delta table's next version, by the ``deltalake`` writer: no Spark job. Handing it to Spark instead copies it
+    into the JVM (``createDataFrame``: at 25M ratings a 79 MB task that ran the driver's heap out of memory) or
+    through a Parquet file Spark reads and writes again (7 jobs and commits per batch). The same overwrite (atomic,
+    tagged with the run id) and the same schema as Spark's."""
     path = str(settings.table_path(name))
     write_deltalake(path, table, mode="overwrite", schema_mode="overwrite",
                     partition_by=list(Table.PARTITIONS.get(name, ())) or None,
                     target_file_size=DRIVER_FILE_BYTES,
                     commit_properties=CommitProperties(custom_metadata={"userMetadata": run_id}))
-    written = Written(name, path, DeltaTable(path).version(), table.num_rows)
+    last = DeltaTable(path).history(1)[0]
+    written = Written(name, path, int(last["version"]), int(last["operationMetrics"]["num_added_rows"]))
     return_freed_memory()  # the writer's buffers
-    log.info("wrote %s: %d rows -> %s (Delta version %d, from the driver)", name, table.num_rows, path,
+    log.info("wrote %s: %d rows -> %s (Delta version %d, from the driver)", name, written.rows, path,
              written.version)
     return written
 

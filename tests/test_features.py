@@ -1,19 +1,26 @@
 import numpy as np
+import pandas as pd
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
+from contracts.settings import BatchSettings
+from contracts.tables import Table
 from spark_jobs.features import (
     COUNTERS,
     add_genre_flags,
     add_pit_genre_counters,
+    add_timeline_counters,
+    counter_history,
     fit_standardiser,
     impressions_span,
     item_vocabulary,
     online_genre_counters,
     standardise,
     with_demographics,
+    write_user_feature_history,
 )
+from spark_jobs.lake import read_arrow_table
 
 FLAG_SCHEMA = ", ".join(f"item_g{k} int" for k in range(1, 19))
 
@@ -164,3 +171,29 @@ def test_counter_history_row_of_the_previous_second_is_the_pit_value(spark):
         earlier = [t for (u, t) in history if u == row.userid and t < row.timestamp]
         expected = history[(row.userid, max(earlier))] if earlier else (0,) * len(COUNTERS)
         assert tuple(row[c] for c in COUNTERS) == expected, row.itemid
+
+
+def test_the_history_written_from_the_driver_holds_sparks_standardised_counters(spark, tmp_path):
+    """Spark writes the history packed and the driver unpacks and standardises it: every cell equals Spark's own
+    projection of the unpacked counters (as float, less the mean, over the std, rounded to float), the timestamps
+    are the seconds', and the scratch files are gone."""
+    rng = np.random.default_rng(3)
+    rows = [(u, i, 1_000 + int(rng.integers(0, 40)), int(rng.integers(0, 2)), set(rng.integers(1, 19, 3).tolist()))
+            for u in (1, 2, 3) for i in range(60)]
+    timeline = add_timeline_counters(flagged_impressions(spark, rows)).cache()
+    stats = {name: (float(n) / 7, 1.5 + n / 3) for n, name in enumerate(COUNTERS)}
+    settings = BatchSettings(output_dir=tmp_path / "out", shuffle_partitions=2)
+    written = write_user_feature_history(timeline, stats, settings, "run-1")
+    history = counter_history(timeline)
+    expected = history.select("userid", "timestamp", *(F.col(c).cast("float").alias(c) for c in COUNTERS)).transform(
+        standardise(stats)).toPandas().sort_values(["userid", "timestamp"], ignore_index=True)
+    got = read_arrow_table(settings, Table.USER_FEATURE_HISTORY).to_pandas().sort_values(
+        ["userid", "event_timestamp"], ignore_index=True)
+    assert written.rows == len(got) == len(expected) == len({(u, t) for u, _, t, _, _ in rows})
+    assert got["userid"].tolist() == expected["userid"].tolist()
+    seconds = (got["event_timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    assert seconds.tolist() == expected["timestamp"].tolist()
+    assert got["created_timestamp"].nunique() == 1
+    for name in COUNTERS:
+        np.testing.assert_array_equal(got[name].to_numpy(), expected[name].to_numpy(np.float32), err_msg=name)
+    assert not any((settings.output_dir / "scratch").iterdir())
