@@ -71,6 +71,7 @@ def add_genre_flags(items: DataFrame) -> DataFrame:
 # holds few enough lanes that its running sum stays below 2^63 up to 2^USER_IMPRESSION_BITS impressions of one user
 # (beyond, Spark's ANSI arithmetic, its default, raises on the overflow: never a wrong count).
 COUNTER_BITS = PIT_HISTORY.bit_length()
+COUNTER_MASK = (1 << COUNTER_BITS) - 1  # one lane of a word
 USER_IMPRESSION_BITS = 24
 # A running sum is below impressions * 2^(COUNTER_BITS * (lanes - 1) + 1): the top lane's weight, doubled for the
 # lanes under it.
@@ -91,8 +92,7 @@ def counter_increments(word: Sequence[str]) -> Column:
 
 def unpacked(words: Sequence[str]) -> list[Column]:
     """The 36 int counter columns out of their packed words."""
-    mask = (1 << COUNTER_BITS) - 1
-    return [(F.shiftright(F.col(word_column), lane * COUNTER_BITS).bitwiseAND(mask)).cast("int").alias(name)
+    return [(F.shiftright(F.col(word_column), lane * COUNTER_BITS).bitwiseAND(COUNTER_MASK)).cast("int").alias(name)
             for word_column, word in zip(words, COUNTER_WORDS, strict=True) for lane, name in enumerate(word)]
 
 
@@ -294,13 +294,12 @@ USER_FEATURE_HISTORY_SCHEMA = pa.schema([
 def standardised_history(packed: pa.RecordBatch, stats: Standardiser, created: datetime) -> pa.RecordBatch:
     """Rows of ``packed_counter_history`` as the Feast source's (``user_feature_history`` standardised): the same
     values as Spark's projection (the counter as a double less the mean, divided by the std, rounded to float)."""
-    mask = (1 << COUNTER_BITS) - 1
     columns = [packed["userid"].cast(pa.int32())]
     for word_column, word in zip(THROUGH_WORDS, COUNTER_WORDS, strict=True):
         words = packed[word_column].to_numpy()
         for lane, name in enumerate(word):
             mean, std = stats.get(name, (0.0, 1.0))
-            counts = ((words >> (lane * COUNTER_BITS)) & mask).astype(np.float64)
+            counts = ((words >> (lane * COUNTER_BITS)) & COUNTER_MASK).astype(np.float64)
             columns.append(pa.array(((counts - mean) / std).astype(np.float32)))
     seconds = packed["timestamp"].cast(pa.int64()).to_numpy()
     columns.append(pa.array(seconds * 1_000_000, pa.int64()).cast(UTC_MICROS))
