@@ -45,6 +45,12 @@ class Table:
     USER_VECTORS = "user_vectors"
     ITEM_VECTORS = "item_vectors"
 
+    # One row per movie or per user: sized by the catalogue and the user base, not the ratings (at ML-25M's size the
+    # largest, user_features, is 162K rows). Spark computes them and the driver commits them (spark_jobs/lake.py).
+    PER_ITEM_OR_USER: frozenset[str] = frozenset({
+        USERS, ITEMS, USER_FEATURES, ITEM_FEATURES, ITEM_VOCABULARY, USER_TERMS, ITEM_TERMS, ITEM_POPULARITY,
+    })
+
     # Partition columns: the exports link the files of one partition (samples' train and test rows).
     PARTITIONS: dict[str, tuple[str, ...]] = {SAMPLES: ("split",)}  # noqa: RUF012 (a constant mapping)
 
