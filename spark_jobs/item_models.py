@@ -67,8 +67,8 @@ from spark_jobs.item_lists import (
 from spark_jobs.lake import Written, read_arrow_table, write_arrow_table
 from spark_jobs.row_blocks import by_row_blocks
 from spark_jobs.runtime import job_main
-from spark_jobs.split import Split
-from spark_jobs.timelines import HOLDOUT_COLUMNS, Timelines
+from spark_jobs.split import HOLDOUT_COLUMNS, Split
+from spark_jobs.timelines import Timelines
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 
-# ``validation_holdout``'s columns, in its order: what the timelines are made from.
-HOLDOUT_COLUMNS: tuple[str, ...] = ("userid", "itemid", "rating", "label", "timestamp")
+from spark_jobs.split import HOLDOUT_COLUMNS  # what the timelines are made from
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,11 @@
 from chispa import assert_df_equality
+from deltalake import DeltaTable
+from pyspark.sql import functions as F
 
-from spark_jobs.split import add_label, add_split, online_holdout
+from contracts.settings import BatchSettings
+from contracts.tables import Table
+from spark_jobs.lake import write_arrow_table, write_table
+from spark_jobs.split import HOLDOUT_COLUMNS, Split, add_label, add_split, online_holdout
 
 
 def impressions_of(spark, counts: dict[int, int]):
@@ -43,8 +48,18 @@ def test_order_is_timestamp_then_itemid(spark):
     assert [(r.itemid, r.position) for r in df.orderBy("position").collect()] == [(20, 1), (30, 2), (10, 3)]
 
 
-def test_online_holdout_is_the_last_ten(spark):
-    df = impressions_of(spark, {1: 15}).transform(add_label).transform(add_split)
-    holdout = online_holdout(df)
-    assert holdout.columns == ["userid", "itemid", "rating", "label", "timestamp"]
-    assert sorted(r.itemid for r in holdout.collect()) == list(range(6, 16))
+def test_online_holdout_is_the_last_ten_of_the_latest_impressions_with_sparks_schema(spark, tmp_path):
+    settings = BatchSettings(output_dir=tmp_path)
+    write_table(impressions_of(spark, {1: 30}).transform(add_label).transform(add_split), settings,
+                Table.IMPRESSIONS, "run-0")  # an older version, replaced
+    impressions = impressions_of(spark, {1: 15, 2: 5}).transform(add_label).transform(add_split)
+    write_table(impressions, settings, Table.IMPRESSIONS, "run-1")
+    holdout = online_holdout(settings)
+    assert holdout.column_names == ["userid", "itemid", "rating", "label", "timestamp"]
+    assert sorted(zip(holdout["userid"].to_pylist(), holdout["itemid"].to_pylist(), strict=True)) == \
+        [(1, item) for item in range(6, 16)]
+    by_spark = impressions.filter(F.col("split") == Split.HOLDOUT).select(*HOLDOUT_COLUMNS)
+    write_table(by_spark, settings, "spark_holdout", "run-1")
+    written = write_arrow_table(holdout, settings, Table.ONLINE_HOLDOUT, "run-1")
+    assert DeltaTable(written.path).schema().to_json() == \
+        DeltaTable(str(settings.table_path("spark_holdout"))).schema().to_json()
