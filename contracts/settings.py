@@ -107,10 +107,14 @@ class LakeSettings(BaseSettings):
     def table_path(self, table: str) -> Path:
         return self.delta_dir / table
 
+    @property
+    def scratch_dir(self) -> Path:
+        return self.output_dir / "scratch"
+
     def scratch_path(self, name: str, run_id: str) -> Path:
         """Files one step of one run writes and reads back itself (never a declared table, never read by another
         stage), removed once read."""
-        return self.output_dir / "scratch" / f"{name}-{run_id}"
+        return self.scratch_dir / f"{name}-{run_id}"
 
     # --- the command line -------------------------------------------------------------------------------
 

@@ -8,11 +8,14 @@ run produced which version.
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +39,24 @@ class Written:
     path: str
     version: int  # the Delta version written; -1 for a Parquet export
     rows: int
+
+
+# Older than any step keeps its scratch files (minutes at ML-25M's size): those of a run that was killed before it
+# could remove them. A younger folder may be a running batch's, on the same output.
+STALE_SCRATCH_SECONDS = 6 * 3600
+
+
+def remove_stale_scratch(settings: LakeSettings) -> list[Path]:
+    """Removes the scratch folders a killed run left behind (each can be as large as a table); returns them."""
+    now = time.time()
+    try:
+        stale = [path for path in settings.scratch_dir.iterdir() if now - path.stat().st_mtime > STALE_SCRATCH_SECONDS]
+    except FileNotFoundError:
+        return []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed %s: scratch files of an earlier run that did not end", path)
+    return stale
 
 
 def write_table(df: DataFrame, settings: LakeSettings, table: str, run_id: str) -> Written:

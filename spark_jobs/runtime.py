@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from contracts.settings import BatchSettings
 from spark_jobs.driver_memory import use_returning_allocators
-from spark_jobs.lake import Written, new_run_id
+from spark_jobs.lake import Written, new_run_id, remove_stale_scratch
 from spark_jobs.session import spark_session, stop_session
 
 JobRun = Callable[[SparkSession, BatchSettings, str], list[Written]]
@@ -36,6 +36,7 @@ def job_main(name: str, run: JobRun, argv: Sequence[str] | None, description: st
     configure_logging()
     use_returning_allocators()
     run_id = args.run_id or new_run_id()
+    remove_stale_scratch(settings)
     log = logging.getLogger(f"spark_jobs.{name}")
     spark = spark_session(settings, f"movielens-{name}", settings.data_dir)
     started = time.monotonic()

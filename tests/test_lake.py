@@ -1,10 +1,13 @@
+import os
+import time
+
 from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from contracts.settings import BatchSettings
 from contracts.tables import Table
-from spark_jobs.lake import write_table, write_tables
+from spark_jobs.lake import STALE_SCRATCH_SECONDS, remove_stale_scratch, write_table, write_tables
 
 
 def per_item_frame(spark: SparkSession) -> DataFrame:
@@ -37,3 +40,16 @@ def test_a_table_per_movie_or_user_is_committed_by_the_driver_as_spark_would_wri
     read_back = spark.read.format("delta").load(written.path)
     assert read_back.schema == spark.read.format("delta").load(reference.path).schema
     assert sorted(map(tuple, read_back.collect())) == sorted(map(tuple, frame.collect()))
+
+
+def test_scratch_a_killed_run_left_is_removed_and_a_running_ones_kept(tmp_path):
+    settings = BatchSettings(output_dir=tmp_path)
+    assert remove_stale_scratch(settings) == []  # no scratch folder yet
+    left, running = settings.scratch_path("history", "run-1"), settings.scratch_path("history", "run-2")
+    for folder in (left, running):
+        folder.mkdir(parents=True)
+        (folder / "part-0.parquet").write_bytes(b"x")
+    long_ago = time.time() - STALE_SCRATCH_SECONDS - 60
+    os.utime(left, (long_ago, long_ago))
+    assert remove_stale_scratch(settings) == [left]
+    assert not left.exists() and (running / "part-0.parquet").exists()
