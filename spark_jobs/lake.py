@@ -167,7 +167,8 @@ PARALLEL_WRITES = 4
 
 
 def write_tables(tables: Sequence[tuple[str, DataFrame]], settings: LakeSettings, run_id: str) -> list[Written]:
-    """Write independent tables at once (as concurrent Spark jobs); results in the given order.
+    """Write independent tables at once (as concurrent Spark jobs; ``write_any_table`` says which the driver commits);
+    results in the given order.
 
     Each table's overwrite is still its own atomic Delta commit; the first failure is raised after
     the others finished, as it would be one after another.
