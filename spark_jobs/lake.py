@@ -109,17 +109,17 @@ def write_arrow_table(table: pa.Table | pa.RecordBatchReader, settings: LakeSett
 
 
 def read_arrow_table(settings: LakeSettings, name: str, columns: Sequence[str] | None = None, where: str | None = None,
-                     among: Sequence[object] = ()) -> pa.Table:
-    """The latest version's ``columns`` (default all) of the rows whose ``where`` is one of ``among`` (default every
-    row), read on the driver from the table's files (``deltalake``'s dataset, so any storage it reads): no Spark job,
-    and nothing held in the JVM's heap as Spark's ``toArrow`` would.
+                     among: Sequence[object] = (), version: int | None = None) -> pa.Table:
+    """The ``columns`` (default all) of the rows whose ``where`` is one of ``among`` (default every row) in the
+    ``version`` (default the latest), read on the driver from the table's files (``deltalake``'s dataset, so any
+    storage it reads): no Spark job, and nothing held in the JVM's heap as Spark's ``toArrow`` would.
 
     Read batch by batch without a scan filter, each batch masked by a compute kernel: a scan's filter runs in
     Arrow's query engine, which allocates from Arrow's C++ default pool (mimalloc) whatever pool Python sets, and
     mimalloc keeps what it frees: the impressions at 25M ratings (640 MB) left the driver ~0.7 GB larger for the rest
     of the run. This way every buffer comes from the pool the driver sets (``driver_memory.use_returning_allocators``)
     and goes back once dropped."""
-    dataset = DeltaTable(str(settings.table_path(name))).to_pyarrow_dataset()
+    dataset = DeltaTable(str(settings.table_path(name)), version=version).to_pyarrow_dataset()
     columns = list(columns) if columns is not None else dataset.schema.names
     schema = pa.schema([dataset.schema.field(column) for column in columns])
     if where is None:

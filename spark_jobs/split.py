@@ -93,10 +93,11 @@ def with_posted_ratings(events: DataFrame | None) -> Callable[[DataFrame], DataF
     return transform
 
 
-def online_holdout(settings: BatchSettings) -> pa.Table:
-    """The hold-out impressions of the latest ``impressions`` version, read on the driver: committed from there, no
-    Spark write and commit of their own (~1 s of a small dataset's split step, which nothing runs beside)."""
-    return read_arrow_table(settings, Table.IMPRESSIONS, HOLDOUT_COLUMNS, "split", [Split.HOLDOUT])
+def online_holdout(settings: BatchSettings, impressions_version: int) -> pa.Table:
+    """The hold-out impressions of that ``impressions`` version, read on the driver: committed from there, no Spark
+    write and commit of their own (~1 s of a small dataset's split step, which nothing runs beside)."""
+    return read_arrow_table(settings, Table.IMPRESSIONS, HOLDOUT_COLUMNS, "split", [Split.HOLDOUT],
+                            version=impressions_version)
 
 
 def mark_validation(offline: DataFrame, validation_size: int, min_history: int) -> DataFrame:
@@ -125,7 +126,8 @@ def run(spark: SparkSession, settings: BatchSettings, run_id: str) -> list[Writt
         log.info("split: %d posted rating(s) in from %s", events.count(), settings.table_path(Table.EVENTS))
     impressions = ratings.transform(add_label).transform(add_split).transform(with_posted_ratings(events))
     written = write_table(impressions, settings, Table.IMPRESSIONS, run_id)
-    return [written, write_arrow_table(online_holdout(settings), settings, Table.ONLINE_HOLDOUT, run_id)]
+    holdout = online_holdout(settings, written.version)
+    return [written, write_arrow_table(holdout, settings, Table.ONLINE_HOLDOUT, run_id)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -48,13 +48,15 @@ def test_order_is_timestamp_then_itemid(spark):
     assert [(r.itemid, r.position) for r in df.orderBy("position").collect()] == [(20, 1), (30, 2), (10, 3)]
 
 
-def test_online_holdout_is_the_last_ten_of_the_latest_impressions_with_sparks_schema(spark, tmp_path):
+def test_online_holdout_is_the_last_ten_of_the_version_written_with_sparks_schema(spark, tmp_path):
     settings = BatchSettings(output_dir=tmp_path)
     write_table(impressions_of(spark, {1: 30}).transform(add_label).transform(add_split), settings,
-                Table.IMPRESSIONS, "run-0")  # an older version, replaced
+                Table.IMPRESSIONS, "run-0")  # an older version
     impressions = impressions_of(spark, {1: 15, 2: 5}).transform(add_label).transform(add_split)
-    write_table(impressions, settings, Table.IMPRESSIONS, "run-1")
-    holdout = online_holdout(settings)
+    version = write_table(impressions, settings, Table.IMPRESSIONS, "run-1").version
+    write_table(impressions_of(spark, {3: 20}).transform(add_label).transform(add_split), settings,
+                Table.IMPRESSIONS, "run-2")  # a later one, not what the hold-out is read from
+    holdout = online_holdout(settings, version)
     assert holdout.column_names == ["userid", "itemid", "rating", "label", "timestamp"]
     assert sorted(zip(holdout["userid"].to_pylist(), holdout["itemid"].to_pylist(), strict=True)) == \
         [(1, item) for item in range(6, 16)]
