@@ -5,7 +5,8 @@ Each user's impressions in the batch's order (timestamp, then item) are cut from
 the item after it (full softmax over the vocabulary, padding ignored). The number of epochs is chosen on
 validation: every ``check_every`` epochs the top-K of the users to validate is scored against their
 validation items, and training stops after ``patience`` checks without a better NDCG@K, keeping the best, or once
-``max_seconds`` have passed (checked once more then). A batch holds at most ``max_logits`` output scores
+``max_seconds`` have passed (after the batch running then, mid-epoch: at ML-25M's size one epoch took longer than a
+10-minute budget; checked once more then). A batch holds at most ``max_logits`` output scores
 (windows x ``max_length`` x vocabulary): with a large catalogue it holds fewer windows, so memory stays bounded.
 """
 
@@ -81,7 +82,9 @@ def training_windows(sequences: Mapping[int, np.ndarray], max_length: int) -> tu
 
 def train_epoch(model: CausalSequenceModel, inputs: torch.Tensor, targets: torch.Tensor,
                 optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator,
-                description: str = "sequence model epoch") -> float:
+                description: str = "sequence model epoch", deadline: float | None = None) -> tuple[float, int]:
+    """One pass over the windows in a random order, or as much of it as ends before ``deadline`` (``time.monotonic``;
+    at least one batch): (mean loss, batches run)."""
     model.train()
     loss_function = nn.CrossEntropyLoss(ignore_index=PADDING)
     total, batches = 0.0, 0
@@ -93,7 +96,9 @@ def train_epoch(model: CausalSequenceModel, inputs: torch.Tensor, targets: torch
         loss.backward()
         optimizer.step()
         total, batches = total + float(loss.detach()), batches + 1
-    return total / max(batches, 1)
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    return total / max(batches, 1), batches
 
 
 @torch.no_grad()
@@ -133,14 +138,18 @@ def fit(sequences: Mapping[int, np.ndarray], vocabulary_size: int, settings: Seq
     batch_size = settings.windows_per_batch(vocabulary_size)
     best_score, best_epoch, best_state, checks_without_gain = -np.inf, 0, None, 0
     history, stopped, epoch = [], "epochs", 0
+    deadline = started + settings.max_seconds if settings.max_seconds is not None else None
+    batches_per_epoch = -(-len(inputs) // batch_size)
     for epoch in range(1, last_epoch + 1):
-        loss = train_epoch(model, inputs, targets, optimizer, batch_size, generator, f"sequence model epoch {epoch}")
+        loss, batches = train_epoch(model, inputs, targets, optimizer, batch_size, generator,
+                                    f"sequence model epoch {epoch}", deadline)
         if epoch == 1:
             # At a large catalogue's size an epoch takes far longer than at ML-100K's: say what the budget means.
-            seconds = time.monotonic() - started
-            log.info("sequence model: %d windows of %d, %d per batch; epoch 1 took %.0f s, so %d epochs would take "
-                     "~%.1f h%s", len(inputs), settings.max_length, batch_size, seconds, last_epoch,
-                     seconds * last_epoch / 3600,
+            seconds = (time.monotonic() - started) * batches_per_epoch / max(batches, 1)
+            log.info("sequence model: %d windows of %d, %d per batch; epoch 1 %s %.0f s, so %d epochs would take "
+                     "~%.1f h%s", len(inputs), settings.max_length, batch_size,
+                     "took" if batches == batches_per_epoch else f"(cut at {batches} of {batches_per_epoch} batches) "
+                     "would have taken", seconds, last_epoch, seconds * last_epoch / 3600,
                      f" (bounded to {settings.max_seconds:.0f} s)" if settings.max_seconds is not None else "")
         out_of_time = settings.max_seconds is not None and time.monotonic() - started > settings.max_seconds
         if validate is None or (epoch % settings.check_every and epoch < last_epoch and not out_of_time):

@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from models.sequence_model import CausalSequenceModel
-from models.sequence_training import SequenceSettings, fit, top_unseen, training_windows, user_sequences
+from models.sequence_training import SequenceSettings, fit, top_unseen, train_epoch, training_windows, user_sequences
 
 
 def test_a_position_sees_only_itself_and_earlier_real_items():
@@ -89,13 +89,21 @@ def test_the_published_graph_scores_movie_ids_as_the_model_scores_indices(tmp_pa
     assert scorer.state_of.cache_info().misses == 3
 
 
-def test_training_stops_at_its_time_budget_after_one_last_check():
+def test_training_stops_at_its_time_budget_within_the_epoch_after_one_last_check():
     rng = np.random.default_rng(0)
     sequences = {user: rng.integers(1, 30, 12) for user in range(50)}
     checks = []
-    settings = SequenceSettings(dim=8, blocks=1, heads=1, max_length=6, check_every=100, max_seconds=0.0, seed=0)
+    settings = SequenceSettings(dim=8, blocks=1, heads=1, max_length=6, check_every=100, max_seconds=0.0, seed=0,
+                                batch_size=4)
     _, report = fit(sequences, 30, settings, validate=lambda model: checks.append(1) or 0.5)
     assert report["epochs_run"] == 1 and report["stopped"] == "time" and len(checks) == 1
     assert report["best_epoch"] == 1 and report["best_score"] == 0.5
+    # the epoch itself is cut at the budget: one batch of its many, then the check
+    model = CausalSequenceModel(30, 8, 1, 1, 6, 0.0)
+    inputs, targets = (torch.from_numpy(a) for a in training_windows(sequences, 6))
+    optimizer = torch.optim.Adam(model.parameters())
+    generator = torch.Generator().manual_seed(0)
+    assert train_epoch(model, inputs, targets, optimizer, 4, generator, deadline=0.0)[1] == 1
+    assert train_epoch(model, inputs, targets, optimizer, 4, generator)[1] == -(-len(inputs) // 4) > 1
     # a large catalogue takes fewer windows per batch, so a batch's scores stay within max_logits
     assert SequenceSettings(batch_size=128, max_length=50, max_logits=50 * 1000 * 10).windows_per_batch(1000) == 10
