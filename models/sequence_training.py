@@ -151,7 +151,7 @@ def fit(sequences: Mapping[int, np.ndarray], vocabulary_size: int, settings: Seq
                      "took" if batches == batches_per_epoch else f"(cut at {batches} of {batches_per_epoch} batches) "
                      "would have taken", seconds, last_epoch, seconds * last_epoch / 3600,
                      f" (bounded to {settings.max_seconds:.0f} s)" if settings.max_seconds is not None else "")
-        out_of_time = settings.max_seconds is not None and time.monotonic() - started > settings.max_seconds
+        out_of_time = deadline is not None and time.monotonic() > deadline
         if validate is None or (epoch % settings.check_every and epoch < last_epoch and not out_of_time):
             if out_of_time:
                 stopped = "time"
