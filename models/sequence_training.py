@@ -2,12 +2,17 @@
 
 Each user's impressions in the batch's order (timestamp, then item) are cut from the end into windows of
 ``max_length + 1`` items; a window's first ``max_length`` items are the input and each position's target is
-the item after it (full softmax over the vocabulary, padding ignored). The number of epochs is chosen on
-validation: every ``check_every`` epochs the top-K of the users to validate is scored against their
-validation items, and training stops after ``patience`` checks without a better NDCG@K, keeping the best, or once
-``max_seconds`` have passed (after the batch running then, mid-epoch: at ML-25M's size one epoch took longer than a
-10-minute budget; checked once more then). A batch holds at most ``max_logits`` output scores
-(windows x ``max_length`` x vocabulary): with a large catalogue it holds fewer windows, so memory stays bounded.
+the item after it, padding ignored. The softmax covers the whole vocabulary up to ``softmax_items`` movies (ML-100K's
+1,682, ML-1M's 3,706); beyond that it is sampled: a batch scores its own targets and movies drawn uniformly from the
+rest, ``softmax_items`` in all. A full softmax over ML-25M's 62K movies left room for 21 windows a batch and made an
+epoch ~4.5 h; sampled, a batch keeps its 128 windows and an epoch takes minutes (BENCHMARKS.md "Session 30").
+
+The number of epochs is chosen on validation: every ``check_every`` epochs the top-K of the users to validate is
+scored against their validation items, and training stops after ``patience`` checks without a better NDCG@K, keeping
+the best, or once ``max_seconds`` have passed (after the batch running then, mid-epoch: at ML-25M's size one epoch
+took longer than a 10-minute budget; checked once more then). A batch holds at most ``max_logits`` output scores
+(windows x ``max_length`` x the movies scored): with a large catalogue it holds fewer windows, so memory stays
+bounded.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.sequence_model import PADDING, CausalSequenceModel
 
 log = logging.getLogger(__name__)
+
+IGNORED = -100  # a position without a target (padding) in the sampled softmax's columns
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,15 @@ class SequenceSettings:
     patience: int = 3
     max_seconds: float | None = None
     max_logits: int = 1 << 26  # 256 MiB of float32 scores per batch, before their gradients
+    softmax_items: int = 4096  # the most movies a batch's softmax covers; a larger vocabulary is sampled
     seed: int = 0
 
+    def scored_items(self, vocabulary_size: int) -> int:
+        return min(vocabulary_size, self.softmax_items)
+
     def windows_per_batch(self, vocabulary_size: int) -> int:
-        return max(1, min(self.batch_size, self.max_logits // (self.max_length * vocabulary_size)))
+        return max(1, min(self.batch_size,
+                          self.max_logits // (self.max_length * self.scored_items(vocabulary_size))))
 
 
 def user_sequences(impressions: pd.DataFrame) -> dict[int, np.ndarray]:
@@ -80,18 +92,49 @@ def training_windows(sequences: Mapping[int, np.ndarray], max_length: int) -> tu
     return np.stack(inputs), np.stack(targets)
 
 
+def sampled_items(targets: torch.Tensor, vocabulary_size: int, count: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """The movies a batch's sampled softmax scores: each of its targets once, then others drawn uniformly without
+    replacement until there are ``count`` (only the targets where they are more); never the padding index."""
+    present = torch.unique(targets)
+    present = present[present != PADDING]
+    wanted = count - len(present)
+    if wanted <= 0:
+        return present
+    taken = torch.zeros(vocabulary_size, dtype=torch.bool)
+    taken[present] = True
+    taken[PADDING] = True
+    others = torch.randperm(vocabulary_size, generator=generator)
+    return torch.cat([present, others[~taken[others]][:wanted]])
+
+
+def batch_loss(model: CausalSequenceModel, inputs: torch.Tensor, targets: torch.Tensor, softmax_items: int,
+               generator: torch.Generator) -> torch.Tensor:
+    """Mean cross-entropy of each position's next item: over the whole vocabulary where it has at most
+    ``softmax_items`` rows, else over ``sampled_items`` (nothing drawn from ``generator`` in the first case)."""
+    outputs = model(inputs)
+    vocabulary_size = model.items.num_embeddings
+    if vocabulary_size <= softmax_items:
+        logits = outputs @ model.items.weight.T
+        return F.cross_entropy(logits.reshape(-1, vocabulary_size), targets.reshape(-1), ignore_index=PADDING)
+    items = sampled_items(targets, vocabulary_size, softmax_items, generator)
+    column = torch.full((vocabulary_size,), IGNORED, dtype=torch.long)
+    column[items] = torch.arange(len(items))
+    logits = outputs @ model.items.weight[items].T
+    return F.cross_entropy(logits.reshape(-1, len(items)), column[targets].reshape(-1), ignore_index=IGNORED)
+
+
 def train_epoch(model: CausalSequenceModel, inputs: torch.Tensor, targets: torch.Tensor,
                 optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator,
-                description: str = "sequence model epoch", deadline: float | None = None) -> tuple[float, int]:
+                description: str = "sequence model epoch", deadline: float | None = None,
+                softmax_items: int = SequenceSettings.softmax_items) -> tuple[float, int]:
     """One pass over the windows in a random order, or as much of it as ends before ``deadline`` (``time.monotonic``;
     at least one batch): (mean loss, batches run)."""
     model.train()
-    loss_function = nn.CrossEntropyLoss(ignore_index=PADDING)
     total, batches = 0.0, 0
     order = torch.randperm(len(inputs), generator=generator).split(batch_size)
     for batch in tqdm(order, desc=description, mininterval=10.0, leave=False, disable=None):
-        logits = model(inputs[batch]) @ model.items.weight.T
-        loss = loss_function(logits.reshape(-1, logits.shape[-1]), targets[batch].reshape(-1))
+        loss = batch_loss(model, inputs[batch], targets[batch], softmax_items, generator)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -142,12 +185,13 @@ def fit(sequences: Mapping[int, np.ndarray], vocabulary_size: int, settings: Seq
     batches_per_epoch = -(-len(inputs) // batch_size)
     for epoch in range(1, last_epoch + 1):
         loss, batches = train_epoch(model, inputs, targets, optimizer, batch_size, generator,
-                                    f"sequence model epoch {epoch}", deadline)
+                                    f"sequence model epoch {epoch}", deadline, settings.softmax_items)
         if epoch == 1:
             # At a large catalogue's size an epoch takes far longer than at ML-100K's: say what the budget means.
             seconds = (time.monotonic() - started) * batches_per_epoch / max(batches, 1)
-            log.info("sequence model: %d windows of %d, %d per batch; epoch 1 %s %.0f s, so %d epochs would take "
-                     "~%.1f h%s", len(inputs), settings.max_length, batch_size,
+            log.info("sequence model: %d windows of %d, %d per batch, softmax over %d of %d movies; epoch 1 %s %.0f s, "
+                     "so %d epochs would take ~%.1f h%s", len(inputs), settings.max_length, batch_size,
+                     settings.scored_items(vocabulary_size), vocabulary_size,
                      "took" if batches == batches_per_epoch else f"(cut at {batches} of {batches_per_epoch} batches) "
                      "would have taken", seconds, last_epoch, seconds * last_epoch / 3600,
                      f" (bounded to {settings.max_seconds:.0f} s)" if settings.max_seconds is not None else "")
@@ -174,6 +218,7 @@ def fit(sequences: Mapping[int, np.ndarray], vocabulary_size: int, settings: Seq
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return model, {"windows": len(inputs), "windows_per_batch": batch_size, "epochs_run": epoch,
+    return model, {"windows": len(inputs), "windows_per_batch": batch_size,
+                   "softmax_items": settings.scored_items(vocabulary_size), "epochs_run": epoch,
                    "best_epoch": best_epoch if validate else epoch, "stopped": stopped,
                    "best_score": None if validate is None else round(float(best_score), 4), "history": history}

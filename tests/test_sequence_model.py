@@ -7,7 +7,16 @@ import pandas as pd
 import torch
 
 from models.sequence_model import CausalSequenceModel
-from models.sequence_training import SequenceSettings, fit, top_unseen, train_epoch, training_windows, user_sequences
+from models.sequence_training import (
+    SequenceSettings,
+    batch_loss,
+    fit,
+    sampled_items,
+    top_unseen,
+    train_epoch,
+    training_windows,
+    user_sequences,
+)
 
 
 def test_a_position_sees_only_itself_and_earlier_real_items():
@@ -107,3 +116,52 @@ def test_training_stops_at_its_time_budget_within_the_epoch_after_one_last_check
     assert train_epoch(model, inputs, targets, optimizer, 4, generator)[1] == -(-len(inputs) // 4) > 1
     # a large catalogue takes fewer windows per batch, so a batch's scores stay within max_logits
     assert SequenceSettings(batch_size=128, max_length=50, max_logits=50 * 1000 * 10).windows_per_batch(1000) == 10
+    # ... counted over the movies a batch scores: a sampled softmax scores softmax_items of a larger vocabulary
+    sampled = SequenceSettings(batch_size=128, max_length=50, max_logits=50 * 1000 * 10, softmax_items=500)
+    assert sampled.windows_per_batch(1000) == 20 and sampled.windows_per_batch(400) == 25
+
+
+def test_a_sampled_softmax_scores_every_target_once_and_uniform_others_never_padding():
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.tensor([[0, 0, 5, 9, 5], [3, 9, 9, 12, 40]])
+    draws = [sampled_items(targets, 50, 10, generator) for _ in range(200)]
+    for items in draws:
+        assert len(items) == 10 == len(set(items.tolist())) and 0 not in items.tolist()
+        assert {3, 5, 9, 12, 40} <= set(items.tolist())
+    others = torch.cat([items[5:] for items in draws])
+    counts = torch.bincount(others, minlength=50)
+    assert counts[[0, 3, 5, 9, 12, 40]].sum() == 0
+    assert counts[counts > 0].numel() == 44 and counts.max() < 3 * counts[counts > 0].min()  # 1000 draws of 44
+    # more distinct targets than the count: the targets alone
+    assert sorted(sampled_items(targets, 50, 3, generator).tolist()) == [3, 5, 9, 12, 40]
+
+
+def test_a_sampled_softmax_over_every_movie_is_the_full_softmax_without_the_padding_column():
+    torch.manual_seed(0)
+    model = CausalSequenceModel(30, dim=8, blocks=1, heads=1, max_length=6, dropout=0.0)
+    inputs = torch.randint(1, 30, (4, 6))
+    targets = torch.randint(1, 30, (4, 6))
+    targets[0, :2] = 0  # padding positions have no target
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        logits = (model(inputs) @ model.items.weight.T)[..., 1:]
+        kept = targets.reshape(-1) > 0
+        expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 29)[kept], targets.reshape(-1)[kept] - 1)
+        # 29 of 30 rows: sampled (every movie but in a drawn order), each target mapped to its column
+        torch.testing.assert_close(batch_loss(model, inputs, targets, 29, generator), expected)
+        # the full softmax also scores the padding row (its vector is zero), so it differs
+        full = batch_loss(model, inputs, targets, 30, generator)
+        assert not torch.isclose(full, expected)
+
+
+def test_it_learns_what_comes_next_with_a_sampled_softmax():
+    rng = np.random.default_rng(0)
+    items = 40
+    starts = rng.integers(0, items, 100)
+    sequences = {user: (np.arange(start, start + 6) % items) + 1 for user, start in enumerate(starts)}
+    settings = SequenceSettings(dim=32, blocks=1, heads=2, max_length=5, dropout=0.0, learning_rate=1e-2, seed=1,
+                                softmax_items=12, batch_size=2)  # 10 targets at most: 2 or more drawn
+    model, report = fit({u: s[:-1] for u, s in sequences.items()}, items + 1, settings, epochs=4)
+    assert report["softmax_items"] == 12
+    lists = top_unseen(model, {u: s[:-1] for u, s in sequences.items()}, 3)
+    assert np.mean([lists[u][0][0] == s[-1] for u, s in sequences.items()]) > 0.9
