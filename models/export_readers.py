@@ -47,17 +47,17 @@ def load_item_lists(path: Path, item_count: int, owner: str = "itemid") -> ItemL
     lists = table["neighbours"].chunk(0) if table.num_rows else None
     lengths = np.zeros(item_count, dtype=np.int64)
     if lists is None:
-        return ItemLists(np.zeros(item_count + 1, dtype=np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
+        return ItemLists(np.zeros(item_count + 1, dtype=np.int64), np.empty(0, np.int32), np.empty(0, np.float32))
     list_lengths = pc.list_value_length(lists).fill_null(0).to_numpy().astype(np.int64)
     lengths[owners] = list_lengths
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     flat = pc.list_flatten(lists)
-    ids = flat.field("itemid").to_numpy().astype(np.int64)
-    scores = flat.field("score").to_numpy().astype(np.float64)
+    ids = flat.field("itemid").to_numpy().astype(np.int32)
+    scores = flat.field("score").to_numpy().astype(np.float32)
     # The table's rows in any order: put each owner's entries at its own offset.
     source_starts = np.concatenate([[0], np.cumsum(list_lengths)[:-1]])
     position = (np.repeat(offsets[owners] - source_starts, list_lengths) + np.arange(len(ids)))
-    itemids, values = np.empty(len(ids), np.int64), np.empty(len(ids), np.float64)
+    itemids, values = np.empty(len(ids), np.int32), np.empty(len(ids), np.float32)
     itemids[position], values[position] = ids, scores
     return ItemLists(offsets, itemids, values)
 
@@ -82,8 +82,8 @@ def load_item_index(exports: Path, recall_model: ModelFolder | None, list_prefix
 
     neighbours = pd.read_parquet(exports / (list_prefix + Export.ITEM_NEIGHBOURS))
     width = max((len(n) for n in neighbours["neighbours"]), default=0)
-    neighbour_ids = np.full((item_count, max(width, 1)), -1, dtype=np.int64)
-    neighbour_scores = np.zeros((item_count, max(width, 1)), dtype=np.float64)
+    neighbour_ids = np.full((item_count, max(width, 1)), -1, dtype=np.int32)
+    neighbour_scores = np.zeros((item_count, max(width, 1)), dtype=np.float32)
     for itemid, entries in zip(neighbours["itemid"], neighbours["neighbours"], strict=True):
         if itemid < item_count and len(entries):
             neighbour_ids[itemid, : len(entries)] = [e["itemid"] for e in entries]

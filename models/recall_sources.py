@@ -95,11 +95,13 @@ class Ranked:
 @dataclass(frozen=True)
 class ItemLists:
     """Per item a list of (item, score), best first, held as one ragged array: item i's list is
-    ``itemids[offsets[i]:offsets[i + 1]]`` (ML-25M's sparse ids reach ~209K for ~10K items with lists)."""
+    ``itemids[offsets[i]:offsets[i + 1]]`` (ML-25M's sparse ids reach ~209K for ~10K items with lists). Held in the
+    tables' own types, int32 and float32 (each served worker holds every user's EASE list: 32 M entries at ML-25M's
+    size); ``of`` hands them out as int64 and float64, the types the request path computes in."""
 
     offsets: np.ndarray  # int64 (item_count + 1,)
-    itemids: np.ndarray  # int64
-    scores: np.ndarray  # float64
+    itemids: np.ndarray  # int32
+    scores: np.ndarray  # float32
 
     @classmethod
     def from_lists(cls, item_count: int, lists: Mapping[int, tuple[Sequence[int], Sequence[float]]]) -> ItemLists:
@@ -108,8 +110,8 @@ class ItemLists:
             if 0 <= itemid < item_count:
                 lengths[itemid] = len(ids)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        itemids = np.empty(int(offsets[-1]), dtype=np.int64)
-        scores = np.empty(int(offsets[-1]), dtype=np.float64)
+        itemids = np.empty(int(offsets[-1]), dtype=np.int32)
+        scores = np.empty(int(offsets[-1]), dtype=np.float32)
         for itemid, (ids, values) in lists.items():
             if 0 <= itemid < item_count:
                 itemids[offsets[itemid]:offsets[itemid + 1]] = ids
@@ -126,8 +128,8 @@ class ItemLists:
         spans = [(start, end) for start, end in bounds if end > start]
         if not spans:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        return (np.concatenate([self.itemids[start:end] for start, end in spans]),
-                np.concatenate([self.scores[start:end] for start, end in spans]))
+        return (np.concatenate([self.itemids[start:end] for start, end in spans]).astype(np.int64),
+                np.concatenate([self.scores[start:end] for start, end in spans]).astype(np.float64))
 
 
 @dataclass(frozen=True)
@@ -138,8 +140,8 @@ class ItemIndex:
     popular: np.ndarray  # itemids, most positives first
     popularity: np.ndarray  # (item_count,) positives per itemid, for ordering within a genre
     genre_items: Mapping[int, np.ndarray]  # genre id -> its itemids, most popular first
-    neighbour_ids: np.ndarray  # (item_count, N) int64, -1 padded; row = itemid
-    neighbour_scores: np.ndarray  # (item_count, N) float64
+    neighbour_ids: np.ndarray  # (item_count, N) int32 as in the table, -1 padded; row = itemid
+    neighbour_scores: np.ndarray  # (item_count, N) float32 as in the table
     item_vectors: np.ndarray | None  # (item_count, d) float32, row = itemid (row 0 unused)
     known_items: np.ndarray  # (item_count,) bool: in the catalogue
     item_lists: Mapping[str, ItemLists] = field(default_factory=dict)  # ITEM_LIST_SOURCES' lists, where published
@@ -169,7 +171,7 @@ class ItemIndex:
     def neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The neighbour lists of ``itemids`` (a row each, -1 padded); an id outside the catalogue has none."""
         itemids = itemids[(itemids > 0) & (itemids < self.item_count)]
-        return self.neighbour_ids[itemids], self.neighbour_scores[itemids]
+        return self.neighbour_ids[itemids].astype(np.int64), self.neighbour_scores[itemids].astype(np.float64)
 
 
     def lists_of(self, source: str, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +248,8 @@ def ease_recall(user: UserRecallData, n: int) -> Ranked:
     hundreds of movies' weights, too many to add up per request), its first ``n``."""
     if user.ease is None:
         return Ranked.empty()
-    return Ranked(user.ease.itemids[:n], user.ease.scores[:n])
+    # Held as the table's int32 and float32 (``load_user_ease``), computed with in 64 bits.
+    return Ranked(user.ease.itemids[:n].astype(np.int64), user.ease.scores[:n].astype(np.float64))
 
 
 def rank_item_lists(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, n: int) -> Ranked:
