@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,7 +75,7 @@ def documents(index: ItemIndex, index_name: str) -> Iterator[dict]:
 
 
 def verify(client: Elasticsearch, index_name: str, expected_count: int, index: ItemIndex,
-           users: dict[int, UserRecallData]) -> None:
+           users: Mapping[int, UserRecallData]) -> None:
     count = client.count(index=index_name)["count"]
     if count != expected_count:
         raise VerificationError(f"{index_name} holds {count} documents, {expected_count} were indexed")

@@ -16,7 +16,7 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -96,7 +96,7 @@ class WriteSupport:
                            "dataset_format": self.dataset_format})
 
 
-def with_searches(users: dict[int, UserRecallData], index: ItemIndex, size: int,
+def with_searches(users: Mapping[int, UserRecallData], index: ItemIndex, size: int,
                   term_genres: int) -> dict[int, UserRecallData]:
     """Each user with their term and vector searches run on their own recall data, as a request would run them:
     the services profile then reads them with the rest of the record instead of asking Elasticsearch (about 7
@@ -111,7 +111,7 @@ def with_searches(users: dict[int, UserRecallData], index: ItemIndex, size: int,
 
 
 def write_version(client: redis.Redis, prefix: str, version: int, published: Published,
-                  users: dict[int, UserRecallData], index: ItemIndex, support: WriteSupport,
+                  users: Mapping[int, UserRecallData], index: ItemIndex, support: WriteSupport,
                   search_shape: tuple[int, int] | None) -> tuple[int, int]:
     def user_command(user: UserRecallData):  # noqa: ANN202 (a pipeline callback)
         record = layout.encode_user(user)
@@ -171,7 +171,7 @@ def same_searches(found: PublishedSearches | None, expected: PublishedSearches |
     return same_ranked(found.term, expected.term) and same_ranked(found.vector, expected.vector)
 
 
-def verify_version(client: redis.Redis, prefix: str, version: int, users: dict[int, UserRecallData],
+def verify_version(client: redis.Redis, prefix: str, version: int, users: Mapping[int, UserRecallData],
                    index: ItemIndex, neighbour_items: int, support: WriteSupport,
                    search_shape: tuple[int, int] | None) -> None:
     ids = sorted(users)

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 from contracts.feature_spec import GENRE_IDS, SPEC, FeatureSpec, genre_flag_name
 from contracts.published import ModelFolder
 from contracts.tables import Export, ModelFiles
-from models.recall_sources import SEQUENCE, ItemIndex, ItemLists, Ranked, UserRecallData
+from models.recall_sources import SEQUENCE, ItemIndex, ItemLists
+from models.user_recall_table import UserRecallTable
 from models.user_updates import COUNTER_NAMES, DEMOGRAPHICS, BatchUserStates, UpdateRules
 
 # The per-item lists each ITEM_LIST_SOURCES source sums, by export (the validation ones: prefix + name).
@@ -54,6 +55,10 @@ def load_item_lists(path: Path, item_count: int, owner: str = "itemid") -> ItemL
     flat = pc.list_flatten(lists)
     ids = flat.field("itemid").to_numpy().astype(np.int32)
     scores = flat.field("score").to_numpy().astype(np.float32)
+    if np.all(owners[1:] > owners[:-1]):
+        # Rows in owner order (as the batch writes them): the entries are already where the offsets say, so no
+        # second copy of them is made (at 25M the users' EASE lists are 32 M entries).
+        return ItemLists(offsets, ids, scores)
     # The table's rows in any order: put each owner's entries at its own offset.
     source_starts = np.concatenate([[0], np.cumsum(list_lengths)[:-1]])
     position = (np.repeat(offsets[owners] - source_starts, list_lengths) + np.arange(len(ids)))
@@ -96,37 +101,20 @@ def load_item_index(exports: Path, recall_model: ModelFolder | None, list_prefix
                      known, item_lists)
 
 
-def load_user_ease(path: Path) -> dict[int, Ranked]:
-    """Per user their EASE list (``user_ease`` or ``validation_user_ease``), best first."""
-    users = pq.read_table(path, columns=["userid"])["userid"].to_numpy()
-    lists = load_item_lists(path, int(users.max(initial=0)) + 1, owner="userid")
-    owners = np.flatnonzero(np.diff(lists.offsets) > 0)
-    return {int(owner): Ranked(lists.itemids[lists.offsets[owner]:lists.offsets[owner + 1]],
-                               lists.scores[lists.offsets[owner]:lists.offsets[owner + 1]]) for owner in owners}
-
-
 def load_user_recall_data(exports: Path, recall_model: ModelFolder | None,
-                          ease_export: str = Export.USER_EASE) -> dict[int, UserRecallData]:
+                          ease_export: str = Export.USER_EASE) -> UserRecallTable:
     """Every user's recall data; ``ease_export`` ``validation_user_ease`` gives the EASE lists of the
     validation fit."""
-    filters = pd.read_parquet(exports / Export.USER_FILTER)
-    user_terms = pd.read_parquet(exports / Export.USER_TERMS)
-    terms = dict(zip(user_terms["userid"], user_terms["terms"], strict=True))
+    filters = pq.read_table(exports / Export.USER_FILTER, columns=["userid", "seen_itemids", "recent_itemids"])
+    user_terms = pq.read_table(exports / Export.USER_TERMS, columns=["userid", "terms"])
     vectors = None
     if recall_model is not None:
-        frame = pd.read_parquet(recall_model.path / ModelFiles.USER_VECTORS)
-        vectors = dict(zip(frame["userid"], frame["vector"], strict=True))
-    ease = load_user_ease(exports / ease_export) if (exports / ease_export).exists() else {}
-    users = {}
-    for userid, seen, recent in zip(filters["userid"], filters["seen_itemids"], filters["recent_itemids"],
-                                    strict=True):
-        user_terms = [(int(t["genre_id"]), int(t["impressions"]), int(t["clicks"])) for t in terms.get(userid, [])]
-        vector = None if vectors is None or userid not in vectors else np.asarray(vectors[userid], dtype=np.float32)
-        users[int(userid)] = UserRecallData(int(userid), np.asarray(seen, dtype=np.int64),
-                                            np.asarray(recent, dtype=np.int64), user_terms, vector,
-                                            ease.get(int(userid)))
-    return users
-
+        vectors = pq.read_table(recall_model.path / ModelFiles.USER_VECTORS, columns=["userid", "vector"])
+    ease = None
+    if (exports / ease_export).exists():
+        owners = pq.read_table(exports / ease_export, columns=["userid"])["userid"].to_numpy()
+        ease = load_item_lists(exports / ease_export, int(owners.max(initial=0)) + 1, owner="userid")
+    return UserRecallTable.from_arrow(filters, user_terms, vectors, ease)
 
 
 def load_user_features(exports: Path, spec: FeatureSpec = SPEC) -> dict[int, np.ndarray]:

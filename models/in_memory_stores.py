@@ -4,6 +4,7 @@ exports' own feature rows). Nothing to start."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from models.stores import CatalogueSearch, FeatureClient, ServingBundle
 
 @dataclass(frozen=True)
 class InMemoryUserRecallStore:
-    users: dict[int, UserRecallData]
+    users: Mapping[int, UserRecallData]
 
     def get(self, userid: int) -> UserRecallData | None:
         return self.users.get(userid)
@@ -74,7 +75,7 @@ class InMemoryFeatureClient:
 class CatalogueArrays:
     """A published run and recall model loaded into memory: every user's recall data and the catalogue."""
 
-    users: dict[int, UserRecallData]
+    users: Mapping[int, UserRecallData]
     index: ItemIndex
     assembler: FeatureAssembler
 

@@ -192,8 +192,10 @@ def test_item_lists_read_back_in_any_row_order_and_sum_like_the_reference(tmp_pa
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "lists.parquet")
     loaded = load_item_lists(tmp_path / "lists.parquet", item_count=9)
     expected = ItemLists.from_lists(9, lists)
-    for field in ("offsets", "itemids", "scores"):
-        np.testing.assert_array_equal(getattr(loaded, field), getattr(expected, field))
+    pq.write_table(pa.Table.from_pylist(sorted(rows, key=lambda row: row["itemid"])), tmp_path / "ordered.parquet")
+    for read in (loaded, load_item_lists(tmp_path / "ordered.parquet", item_count=9)):  # as the batch writes them
+        for field in ("offsets", "itemids", "scores"):
+            np.testing.assert_array_equal(getattr(read, field), getattr(expected, field))
     ids, scores = loaded.of(np.array([7, 5, 8, 4]))  # 8 and 4 have no list
     assert ids.tolist() == [3, 2, 5, 7, 3]
     ranked = rank_item_lists(ids, scores, seen=np.array([7, 5]), n=5)
