@@ -248,7 +248,7 @@ def ease_recall(user: UserRecallData, n: int) -> Ranked:
     hundreds of movies' weights, too many to add up per request), its first ``n``."""
     if user.ease is None:
         return Ranked.empty()
-    # Held as the table's int32 and float32 (``load_user_ease``), computed with in 64 bits.
+    # Held as the table's int32 and float32 (``models/user_recall_table.py``), computed with in 64 bits.
     return Ranked(user.ease.itemids[:n].astype(np.int64), user.ease.scores[:n].astype(np.float64))
 
 
@@ -268,9 +268,12 @@ def rank_item_lists(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, n: in
     present[ids] = True
     seen = np.asarray(seen, dtype=np.int64)
     present[seen[(seen >= 0) & (seen < len(sums))]] = False
-    values = np.where(present, sums, -np.inf)
+    # Ranked among the ids present only (ascending, so ties still go to the smaller itemid): a few thousand,
+    # where the sums span every id up to the largest (ML-25M's ~209K).
+    candidates = np.flatnonzero(present)
+    values = sums[candidates]
     best = top_n(values, n)
-    return Ranked(best.astype(np.int64), sums[best])
+    return Ranked(candidates[best].astype(np.int64), values[best])
 
 
 def neighbour_recall(user: UserRecallData, index: ItemIndex, n: int, seeds: int) -> Ranked:
