@@ -39,10 +39,12 @@ def load_item_vectors(recall_model: ModelFolder, item_count: int) -> np.ndarray:
     return _vectors(recall_model.path / ModelFiles.ITEM_VECTORS, "itemid", item_count)
 
 
-def load_item_lists(path: Path, item_count: int, owner: str = "itemid") -> ItemLists:
+def load_item_lists(path: Path, item_count: int | None, owner: str = "itemid") -> ItemLists:
     """A table of (``owner``, neighbours array<struct<itemid, score>>) as one ragged array indexed by the owner
-    (below ``item_count``), by Arrow's columns."""
+    (below ``item_count``; None: every owner in the table), by Arrow's columns."""
     table = pq.read_table(path, columns=[owner, "neighbours"])
+    if item_count is None:
+        item_count = int(pc.max(table[owner]).as_py() or 0) + 1
     table = table.filter(pc.less(table[owner], item_count)).combine_chunks()
     owners = table[owner].to_numpy().astype(np.int64)
     lists = table["neighbours"].chunk(0) if table.num_rows else None
@@ -110,10 +112,7 @@ def load_user_recall_data(exports: Path, recall_model: ModelFolder | None,
     vectors = None
     if recall_model is not None:
         vectors = pq.read_table(recall_model.path / ModelFiles.USER_VECTORS, columns=["userid", "vector"])
-    ease = None
-    if (exports / ease_export).exists():
-        owners = pq.read_table(exports / ease_export, columns=["userid"])["userid"].to_numpy()
-        ease = load_item_lists(exports / ease_export, int(owners.max(initial=0)) + 1, owner="userid")
+    ease = load_item_lists(exports / ease_export, None, owner="userid") if (exports / ease_export).exists() else None
     return UserRecallTable.from_arrow(filters, user_terms, vectors, ease)
 
 

@@ -128,8 +128,8 @@ class ItemLists:
         spans = [(start, end) for start, end in bounds if end > start]
         if not spans:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        return (np.concatenate([self.itemids[start:end] for start, end in spans]).astype(np.int64),
-                np.concatenate([self.scores[start:end] for start, end in spans]).astype(np.float64))
+        return (np.concatenate([self.itemids[start:end] for start, end in spans], dtype=np.int64),
+                np.concatenate([self.scores[start:end] for start, end in spans], dtype=np.float64))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.recall_sources import ItemLists, Ranked, UserRecallData
+from models.sorted_keys import find_sorted
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,9 @@ def read_only(array: np.ndarray) -> np.ndarray:
 
 def rows_in(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """For each of ``wanted`` its row in ``keys`` (unique), or -1 where it has none."""
-    if len(keys) == 0:
-        return np.full(len(wanted), -1, dtype=np.int64)
     order = np.argsort(keys, kind="stable")
-    positions = np.minimum(np.searchsorted(keys[order], wanted), len(keys) - 1)
-    return np.where(keys[order[positions]] == wanted, order[positions], -1).astype(np.int64)
+    position, found = find_sorted(keys[order], wanted)
+    return np.where(found, order[position] if len(keys) else -1, -1).astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,8 +94,8 @@ class UserRecallTable(Mapping[int, UserRecallData]):
         if not isinstance(userid, int | np.integer):
             return -1
         keys, rows = self.lookup
-        position = int(np.searchsorted(keys, userid))
-        return int(rows[position]) if position < len(keys) and keys[position] == userid else -1
+        position, found = find_sorted(keys, userid)
+        return int(rows[position]) if found else -1
 
     def __getitem__(self, userid: int) -> UserRecallData:
         row = self._row(userid)
