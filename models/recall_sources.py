@@ -214,8 +214,40 @@ def exclusion_mask(index: ItemIndex, seen: np.ndarray) -> np.ndarray:
     return blocked
 
 
+_SAMPLED_BOUND_FROM = 32  # scores per wanted position from which the sampled bound pays off
+_SAMPLE_STRIDE = 8
+
+
 def top_n(scores: np.ndarray, n: int) -> np.ndarray:
-    """Positions of the n largest finite scores, best first; ties broken by the smaller position (itemid)."""
+    """Positions of the n largest finite scores, best first; ties broken by the smaller position (itemid).
+
+    Over many scores (a catalogue search: ML-25M's 62K) the exact selection runs on the scores at or above a
+    bound that an evenly spaced sample gives: a selection over all of them costs ~0.5 ms, several times the
+    rest of the search. The bound is used only where at least n finite scores reach it, so the n largest and
+    every tie at the n-th are among them, and the answer is the same."""
+    if 0 < n and len(scores) >= _SAMPLED_BOUND_FROM * n:
+        kept = _at_or_above_sampled_bound(scores, n)
+        if kept is not None:
+            return kept[_exact_top_n(scores[kept], n)]
+    return _exact_top_n(scores, n)
+
+
+def _at_or_above_sampled_bound(scores: np.ndarray, n: int) -> np.ndarray | None:
+    """The ascending positions of the scores at or above a bound that at least n finite scores reach, else None.
+
+    The bound is the sample's score at rank ~2n / stride (every stride-th score): about 2n scores reach it."""
+    sample = scores[::_SAMPLE_STRIDE]
+    rank = min(len(sample), 2 * n // _SAMPLE_STRIDE + 8)
+    bound = np.partition(sample, len(sample) - rank)[len(sample) - rank]
+    if not np.isfinite(bound):
+        return None
+    kept = np.flatnonzero(scores >= bound)
+    if np.count_nonzero(np.isfinite(scores[kept])) < n:
+        return None
+    return kept
+
+
+def _exact_top_n(scores: np.ndarray, n: int) -> np.ndarray:
     finite = np.isfinite(scores)
     if n <= 0 or not finite.any():
         return np.empty(0, dtype=np.int64)

@@ -85,6 +85,38 @@ def test_top_n_breaks_ties_by_smaller_id():
     assert top_n(np.array([0.0, 2.0, 5.0, 2.0, -np.inf, 2.0]), 3).tolist() == [2, 1, 3]
 
 
+def catalogue_scores(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
+    if shape == "ties":
+        return rng.integers(0, 4, size).astype(np.float64)
+    if shape == "float32":
+        return rng.standard_normal(size).astype(np.float32)
+    scores = rng.standard_normal(size)
+    if shape == "ascending":
+        return np.sort(scores)
+    if shape == "descending":
+        return np.sort(scores)[::-1].copy()
+    if shape == "periodic":  # every 8th score high: a sample of evenly spaced scores sees only those
+        scores[::8] += 10.0
+    return scores
+
+
+@pytest.mark.parametrize("shape", ["normal", "ties", "ascending", "descending", "periodic", "float32",
+                                   "mostly_blocked"])
+def test_top_n_over_a_catalogue_is_a_full_sort(shape):
+    """Over many scores top_n selects among those above a sampled bound; whatever the scores' order, ties,
+    blocked (-inf), NaN and +inf entries, the positions are those of a full sort by (score desc, position)."""
+    rng = np.random.default_rng(len(shape))
+    for _ in range(40):
+        size, n = int(rng.integers(2_000, 70_000)), int(rng.integers(1, 300))
+        scores = catalogue_scores(rng, shape, size)
+        scores[rng.random(size) < (0.995 if shape == "mostly_blocked" else 0.05)] = -np.inf
+        scores[rng.integers(0, size, 2)] = np.nan
+        scores[rng.integers(0, size, 1)] = np.inf
+        finite = np.flatnonzero(np.isfinite(scores))
+        expected = finite[np.lexsort((finite, -scores[finite]))][:n]
+        assert top_n(scores, n).tolist() == expected.tolist()
+
+
 def test_merge_quotas_round_robin_then_fill_and_keep_sources():
     sources = {
         NEIGHBOURS: Ranked(np.array([10, 11, 12, 13]), np.zeros(4)),
