@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from contracts.published import open_fusion
+from models.norm_ordered_vectors import NormOrderedVectors
 
 NEIGHBOURS, EASE, SEQUENCE, VECTOR, TERM, POPULARITY = "neighbours", "ease", "sequence", "vector", "term", "popularity"
 SOURCE_ORDER: tuple[str, ...] = (EASE, SEQUENCE, NEIGHBOURS, VECTOR, TERM, POPULARITY)
@@ -164,9 +165,11 @@ class ItemIndex:
         return np.flatnonzero(known)
 
     @cached_property
-    def catalogue_vectors(self) -> np.ndarray | None:
-        """The item vectors of ``catalogue_ids``, row by row: what a vector search scores."""
-        return None if self.item_vectors is None else np.ascontiguousarray(self.item_vectors[self.catalogue_ids])
+    def catalogue_vectors(self) -> NormOrderedVectors | None:
+        """The item vectors of ``catalogue_ids``, longest first: what a vector search reads."""
+        if self.item_vectors is None:
+            return None
+        return NormOrderedVectors.of(self.catalogue_ids, self.item_vectors[self.catalogue_ids])
 
     def neighbour_lists(self, itemids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The neighbour lists of ``itemids`` (a row each, -1 padded); an id outside the catalogue has none."""
@@ -339,15 +342,13 @@ def rank_neighbours(neighbour_ids: np.ndarray, neighbour_scores: np.ndarray, see
 def vector_search(index: ItemIndex, vector: np.ndarray | None, blocked: np.ndarray, n: int) -> Ranked:
     """The items with the largest inner product with ``vector``, blocked ones excluded; ties by itemid.
 
-    Only the catalogue's items are scored (anything else is blocked anyway), in float32 as the vectors are:
-    widening is exact and keeps the order, so only the chosen scores are widened."""
+    Only the catalogue's items are scored (anything else is blocked anyway), in float32 as the vectors are, the
+    longest vectors first until no other can enter the list (``models/norm_ordered_vectors.py``); widening is
+    exact and keeps the order, so only the chosen scores are widened."""
     if vector is None or index.catalogue_vectors is None:
         return Ranked.empty()
-    ids = index.catalogue_ids
-    scores = index.catalogue_vectors @ vector.astype(index.catalogue_vectors.dtype)
-    scores[blocked[ids]] = -np.inf
-    best = top_n(scores, n)
-    return Ranked(ids[best].astype(np.int64), scores[best].astype(np.float64))
+    itemids, scores = index.catalogue_vectors.search(vector, blocked, n)
+    return Ranked(itemids, scores.astype(np.float64))
 
 
 def vector_recall(user: UserRecallData, index: ItemIndex, n: int) -> Ranked:
