@@ -31,6 +31,7 @@ import numpy as np
 
 from contracts.published import open_fusion
 from models.norm_ordered_vectors import NormOrderedVectors
+from models.sorted_keys import find_sorted
 
 NEIGHBOURS, EASE, SEQUENCE, VECTOR, TERM, POPULARITY = "neighbours", "ease", "sequence", "vector", "term", "popularity"
 SOURCE_ORDER: tuple[str, ...] = (EASE, SEQUENCE, NEIGHBOURS, VECTOR, TERM, POPULARITY)
@@ -217,6 +218,7 @@ def exclusion_mask(index: ItemIndex, seen: np.ndarray) -> np.ndarray:
     return blocked
 
 
+_DENSE_SPAN_PER_ENTRY = 16  # ids spanned per list entry up to which rank_item_lists sums into a table by id
 _SAMPLED_BOUND_FROM = 32  # scores per wanted position from which the sampled bound pays off
 _SAMPLE_STRIDE = 8
 
@@ -289,8 +291,9 @@ def ease_recall(user: UserRecallData, n: int) -> Ranked:
 
 def rank_item_lists(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, n: int) -> Ranked:
     """A per-item-list source: each candidate's score summed over the lists (in list order), seen items and
-    ids <= 0 dropped, the best ``n`` (ties by the smaller itemid). A dense sum by bincount: sorting the
-    entries by id (``rank_neighbours``) costs several times more once there are thousands."""
+    ids <= 0 dropped, the best ``n`` (ties by the smaller itemid). A dense sum by bincount where the ids are dense
+    (sorting thousands of entries by id costs several times more); where they span far more ids than there are
+    entries (ML-25M's ids reach ~209K), a sum per distinct id, added in the same order."""
     ids = np.asarray(ids, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     if len(ids) and ids.min() <= 0:  # padding: the stores' lists have none, so the copy is rarely made
@@ -298,15 +301,22 @@ def rank_item_lists(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, n: in
         ids, scores = ids[kept], scores[kept]
     if len(ids) == 0:
         return Ranked.empty()
-    sums = np.bincount(ids, weights=scores)
-    present = np.zeros(len(sums), dtype=bool)
-    present[ids] = True
     seen = np.asarray(seen, dtype=np.int64)
-    present[seen[(seen >= 0) & (seen < len(sums))]] = False
-    # Ranked among the ids present only (ascending, so ties still go to the smaller itemid): a few thousand,
-    # where the sums span every id up to the largest (ML-25M's ~209K).
-    candidates = np.flatnonzero(present)
-    values = sums[candidates]
+    if int(ids.max()) > _DENSE_SPAN_PER_ENTRY * len(ids):
+        candidates, bins = np.unique(ids, return_inverse=True)
+        sums = np.bincount(bins, weights=scores, minlength=len(candidates))
+        position, found = find_sorted(candidates, seen)
+        present = np.ones(len(candidates), dtype=bool)
+        present[position[found]] = False
+        candidates, values = candidates[present], sums[present]
+    else:
+        sums = np.bincount(ids, weights=scores)
+        present = np.zeros(len(sums), dtype=bool)
+        present[ids] = True
+        present[seen[(seen >= 0) & (seen < len(sums))]] = False
+        # Ranked among the ids present only (ascending, so ties still go to the smaller itemid).
+        candidates = np.flatnonzero(present)
+        values = sums[candidates]
     best = top_n(values, n)
     return Ranked(candidates[best].astype(np.int64), values[best])
 

@@ -473,3 +473,22 @@ def test_the_validation_gram_from_the_served_one_is_its_own(max_items):
     assert derived.dtype == np.float32
     np.testing.assert_array_equal(derived, gram_matrix(part.matrix))
     assert np.isin(part.itemids, whole.itemids).all() == (max_items == 300)
+
+
+@pytest.mark.parametrize("id_span", [40, 200_000])  # dense ids (a table by id) and ML-25M's sparse ones
+def test_item_list_sums_match_a_sum_per_id_in_list_order(id_span):
+    rng = np.random.default_rng(id_span)
+    for _ in range(100):
+        ids = rng.integers(-1, id_span, int(rng.integers(0, 400)))
+        ids[rng.random(len(ids)) < 0.3] = ids[0] if len(ids) else 0  # repeats
+        scores = rng.choice([0.25, 0.5, 1.0], len(ids)) * rng.uniform(0.1, 1.0, len(ids))
+        seen = rng.choice(ids, min(len(ids), 5)) if len(ids) else np.empty(0, dtype=np.int64)
+        sums: dict[int, float] = {}
+        for itemid, score in zip(ids.tolist(), scores.tolist(), strict=True):
+            if itemid > 0 and itemid not in set(seen.tolist()):
+                sums[itemid] = sums.get(itemid, 0.0) + score
+        n = int(rng.integers(1, 60))
+        expected = sorted(sums, key=lambda itemid: (-sums[itemid], itemid))[:n]
+        ranked = rank_item_lists(ids, scores, seen, n)
+        assert ranked.itemids.tolist() == expected
+        assert ranked.scores.tolist() == [sums[itemid] for itemid in expected]

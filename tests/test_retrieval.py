@@ -207,6 +207,34 @@ def test_fused_order_sums_each_inputs_scaled_scores_by_weight():
     assert with_next.tolist() == pytest.approx([1.5, 2.5, 1.1]) and candidates.itemids[order].tolist() == [8, 7, 9]
 
 
+def test_merge_flags_and_fusion_lookups_over_sparse_repeated_ids():
+    """Each candidate's flags are every source listing it and its score in a list is the list's first one for
+    it, wherever the ids lie (ML-25M's reach ~209K) and however often a list repeats an id."""
+    from models.fusion import input_scores
+
+    rng = np.random.default_rng(8)
+    names = [NEIGHBOURS, VECTOR, TERM, POPULARITY]
+    for _ in range(50):
+        pool = rng.choice(np.arange(1, 210_000), 40, replace=False)
+        lengths = {name: int(rng.integers(0, 30)) for name in names}
+        sources = {name: Ranked(rng.choice(pool, length), rng.uniform(-1.0, 3.0, length))
+                   for name, length in lengths.items()}
+        merged = merge(sources, recall_size=25, quotas={name: 4 for name in names})
+        for position, itemid in enumerate(merged.itemids.tolist()):
+            listing = [name for name in names if itemid in sources[name].itemids.tolist()]
+            assert merged.source_names(position) == listing
+        for name in names:
+            ranked = sources[name]
+            if not len(ranked) or not len(merged):
+                continue
+            largest = float(np.abs(ranked.scores).max())
+            first = {}
+            for itemid, score in zip(ranked.itemids.tolist(), ranked.scores.tolist(), strict=True):
+                first.setdefault(itemid, score / largest if largest > 0 else 0.0)
+            expected = [first.get(itemid, 0.0) for itemid in merged.itemids.tolist()]
+            assert input_scores(merged, sources, {}, name).tolist() == expected
+
+
 def random_index(rng: np.random.Generator, item_count: int = 60) -> ItemIndex:
     """A catalogue with many popularity ties and overlapping genres, built like ``load_item_index``."""
     popularity = rng.integers(0, 6, item_count).astype(float)
