@@ -74,9 +74,10 @@ def merge(sources: Mapping[str, Ranked], recall_size: int, quotas: Mapping[str, 
     # Every source that lists a taken item flags it, wherever in its list (before or after its cursor). Found by
     # binary search among the taken ids: a table by itemid would be ~209K entries at ML-25M's ids.
     by_id = np.argsort(itemids)
-    taken_ids = itemids[by_id]
+    listed = np.concatenate([sources[name].itemids for name in names] or [np.empty(0, dtype=np.int64)])
+    bits = np.repeat(np.array([SOURCE_BIT[name] for name in names], dtype=np.int64),
+                     [len(sources[name]) for name in names])
+    position, found = find_sorted(itemids[by_id], listed)
     flags = np.zeros(len(itemids), dtype=np.int64)
-    for name in names:
-        position, found = find_sorted(taken_ids, sources[name].itemids)
-        flags[by_id[position[found]]] |= SOURCE_BIT[name]
+    np.bitwise_or.at(flags, by_id[position[found]], bits[found])
     return Candidates(itemids, flags)

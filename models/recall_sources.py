@@ -303,12 +303,7 @@ def rank_item_lists(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, n: in
         return Ranked.empty()
     seen = np.asarray(seen, dtype=np.int64)
     if int(ids.max()) > _DENSE_SPAN_PER_ENTRY * len(ids):
-        candidates, bins = np.unique(ids, return_inverse=True)
-        sums = np.bincount(bins, weights=scores, minlength=len(candidates))
-        position, found = find_sorted(candidates, seen)
-        present = np.ones(len(candidates), dtype=bool)
-        present[position[found]] = False
-        candidates, values = candidates[present], sums[present]
+        candidates, values = sums_per_distinct_id(ids, scores, seen)
     else:
         sums = np.bincount(ids, weights=scores)
         present = np.zeros(len(sums), dtype=bool)
@@ -337,16 +332,20 @@ def rank_neighbours(neighbour_ids: np.ndarray, neighbour_scores: np.ndarray, see
     kept = ids > 0
     if not kept.any():
         return Ranked.empty()
-    kept &= ~np.isin(ids, np.asarray(seen, dtype=np.int64))
-    ids = ids[kept]
-    if len(ids) == 0:
-        return Ranked.empty()
-    # A bin per distinct id present (ascending, so ties still go to the smaller itemid); bincount adds each
-    # bin's similarities in list order.
-    present, bins = np.unique(ids, return_inverse=True)
-    sums = np.bincount(bins, weights=similarity[kept], minlength=len(present))
+    present, sums = sums_per_distinct_id(ids[kept], similarity[kept], seen)
     best = top_n(sums, n)
     return Ranked(present[best].astype(np.int64), sums[best])
+
+
+def sums_per_distinct_id(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ids ascending, each one's scores summed in list order), the ``seen`` ones dropped. Ascending,
+    so ties still go to the smaller itemid; a seen id's sum is computed and dropped, which leaves the others'."""
+    present, bins = np.unique(ids, return_inverse=True)
+    sums = np.bincount(bins, weights=scores, minlength=len(present))
+    position, found = find_sorted(present, np.asarray(seen, dtype=np.int64))
+    unseen = np.ones(len(present), dtype=bool)
+    unseen[position[found]] = False
+    return present[unseen], sums[unseen]
 
 
 def vector_search(index: ItemIndex, vector: np.ndarray | None, blocked: np.ndarray, n: int) -> Ranked:
@@ -407,7 +406,8 @@ def unseen_popular(popular: Ranked, seen: np.ndarray, n: int) -> Ranked:
 
     At most ``len(seen)`` of them are seen, so only the list's first ``n + len(seen)`` are looked at."""
     head = popular.itemids[: n + len(seen)]
-    kept = ~np.isin(head, seen)
+    _, kept = find_sorted(np.sort(np.asarray(seen, dtype=np.int64)), head)
+    kept = ~kept
     return Ranked(head[kept][:n], popular.scores[: len(head)][kept][:n])
 
 

@@ -287,6 +287,9 @@ def test_sources_equal_their_definitions_on_random_catalogues():
         assert neighbours.itemids.tolist() == expected
         assert neighbours.scores.tolist() == [sums[item] for item in expected]
 
+        unseen = [item for item in index.popular.tolist() if item not in set(seen.tolist())][:n]  # seen: any order
+        assert popularity_recall(u, index, n).itemids.tolist() == unseen
+
 
 def test_a_source_without_quota_or_weight_is_not_recalled_and_its_store_not_called():
     from models.outages import PartlyUnavailableItems
